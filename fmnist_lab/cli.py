@@ -1,0 +1,187 @@
+"""The `fmnist-lab` command: find the data, train, evaluate. Bad input prints one line and exits 2."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from fmnist_lab.errors import FmnistLabError
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    """Say where the Fashion-MNIST files are and whether each one verifies."""
+    from fmnist_lab import data
+
+    location = data.find_data(args.root)
+    for line in location.searched:
+        print(f"  searched  {line}")
+    print(f"Fashion-MNIST found: {location.source}")
+    shapes = data.verify(location)
+    for (split, kind), spec in data.IDX_FILES.items():
+        shape = "×".join(f"{n:,}" for n in shapes[spec.name])
+        print(f"  [OK] {location.path(split, kind)}  {split} {kind} {shape}, "
+              f"{spec.size:,} bytes, SHA-256 verified")
+    return EXIT_OK
+
+
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    """An argparse type: a number above 0."""
+    value = float(text)
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    return value
+
+
+def _results_table(metrics: dict) -> str:
+    """This run's key numbers beside the original notebook's."""
+    from fmnist_lab.original import ORIGINAL_SETTINGS, ORIGINAL_TEST_ACCURACY, ORIGINAL_TRAIN_SECONDS
+
+    rows = [("test accuracy", f"{metrics['test_accuracy']:.2%}", f"{ORIGINAL_TEST_ACCURACY:.2%}"),
+            ("training time (s)", f"{metrics['train_seconds']:.1f}", f"{ORIGINAL_TRAIN_SECONDS:.2f}"),
+            ("parameters", f"{metrics['params']:,}", f"{ORIGINAL_SETTINGS['params']:,}"),
+            ("epochs", str(metrics["epochs"]), str(ORIGINAL_SETTINGS["epochs"])),
+            ("batch size", str(metrics["batch_size"]), str(ORIGINAL_SETTINGS["batch_size"])),
+            ("learning rate", f"{metrics['lr']:g}", f"{ORIGINAL_SETTINGS['lr']:g}"),
+            ("image size", f"{metrics['image_size']}×{metrics['image_size']}",
+             f"{ORIGINAL_SETTINGS['image_size']}×{ORIGINAL_SETTINGS['image_size']}")]
+    lines = [f"{'key result':<20}{'this run':>12}{'original':>12}"]
+    lines += [f"{name:<20}{ours:>12}{theirs:>12}" for name, ours, theirs in rows]
+    return "\n".join(lines)
+
+
+def _epoch_table(history: list[dict]) -> str:
+    """The original notebook's per-epoch table: summed cost and validation accuracy."""
+    lines = [f"{'epoch':>5}{'cost':>10}{'mean loss':>11}{'accuracy':>10}{'seconds':>9}"]
+    lines += [f"{r['epoch']:>5}{r['cost']:>10.2f}{r['mean_loss']:>11.4f}{r['val_accuracy']:>10.2%}"
+              f"{r['seconds']:>9.1f}" for r in history]
+    return "\n".join(lines)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    """Train a model (the original settings by default) and write metrics, weights and figures."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fmnist_lab import data, evaluate, plots
+    from fmnist_lab.models import build_model, count_parameters
+    from fmnist_lab.train import get_device, save_checkpoint, seed_everything, train
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FmnistLabError(f"--out {out} is a file; give a folder for the results")
+    train_data = data.load("train", args.image_size)
+    test_data = data.load("test", args.image_size)
+    seed_everything(args.seed)
+    model = build_model(args.model, args.image_size)
+    device = get_device()
+    params = count_parameters(model)
+    print(f"Training {type(model).__name__} ({params:,} parameters) on {len(train_data[1]):,} images "
+          f"at {args.image_size}×{args.image_size}: SGD lr {args.lr:g}, batch {args.batch_size}, "
+          f"{args.epochs} epochs, seed {args.seed}, {device.type}")
+    history = train(model, train_data, test_data, epochs=args.epochs, lr=args.lr,
+                    batch_size=args.batch_size, seed=args.seed, device=device,
+                    progress=not args.no_progress)
+    print(_epoch_table(history))
+    predicted, _ = evaluate.predict(model, test_data[0])
+    metrics = {"model": args.model, "params": params, "epochs": args.epochs,
+               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
+               "image_size": args.image_size, "device": device.type,
+               "train_seconds": sum(r["seconds"] for r in history),
+               "test_accuracy": history[-1]["val_accuracy"],
+               "per_class_accuracy": evaluate.per_class_accuracy(test_data[1], predicted),
+               "history": history}
+    config = {k: metrics[k] for k in ("epochs", "batch_size", "lr", "seed", "test_accuracy")}
+    weights = save_checkpoint(model, out / "model_weights.pth", config, history)
+    images = out / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    figures = {"training_curves": plots.training_curves(history),
+               "confusion_matrix": plots.confusion_matrix(
+                   evaluate.confusion_matrix(test_data[1], predicted)),
+               "sample_predictions": plots.sample_predictions(test_data[0], test_data[1], predicted),
+               "sample_images": plots.sample_images(*data.load("train", 28))}
+    for name, figure in figures.items():
+        figure.savefig(images / f"{name}.png", dpi=100)
+        plt.close(figure)
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    print()
+    print(_results_table(metrics))
+    print(f"\nWrote {out / 'metrics.json'}, {weights} (+ .json) and {len(figures)} figures in {images}/")
+    return EXIT_OK
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    """Evaluate saved weights on the test set: accuracy, per-class accuracy, classification report."""
+    from fmnist_lab import data, evaluate
+    from fmnist_lab.train import load_checkpoint
+
+    model, info = load_checkpoint(args.weights)
+    image_size = args.image_size or int(info.get("image_size", 16))
+    images, labels = data.load("test", image_size)
+    predicted, _ = evaluate.predict(model, images)
+    correct = int((predicted == labels).sum())
+    print(f"{args.weights}: {type(model).__name__}, {image_size}×{image_size} inputs")
+    print(f"test accuracy: {correct / len(labels):.2%} ({correct:,} of {len(labels):,})")
+    print("per-class accuracy:")
+    for name, value in evaluate.per_class_accuracy(labels, predicted).items():
+        print(f"  {name:<12} {value:.2%}")
+    print(evaluate.classification_report(labels, predicted))
+    return EXIT_OK
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    parser = argparse.ArgumentParser(prog="fmnist-lab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("data", help="find and verify the Fashion-MNIST files (downloading them if needed)")
+    p.add_argument("--root", help="a folder to search first")
+    p.set_defaults(func=cmd_data)
+
+    p = commands.add_parser("train", help="train a model and write metrics, weights and figures")
+    p.add_argument("--model", choices=["cnn_batch", "cnn"], default="cnn_batch")
+    p.add_argument("--epochs", type=_positive_int, default=5)
+    p.add_argument("--lr", type=_positive_float, default=0.1)
+    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--image-size", type=int, choices=[16, 28], default=16)
+    p.add_argument("--out", default="results", help="folder for the results (default: results)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.set_defaults(func=cmd_train)
+
+    p = commands.add_parser("evaluate", help="evaluate saved weights on the test set")
+    p.add_argument("weights", help="a model_weights.pth (ours or the original notebook's)")
+    p.add_argument("--image-size", type=int, choices=[16, 28],
+                   help="input size (default: from the JSON beside the weights)")
+    p.set_defaults(func=cmd_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; a problem the user can fix is one line on stderr and exit code 2."""
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except FmnistLabError as exc:
+        print(f"fmnist-lab {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"fmnist-lab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""Predictions, accuracy, per-class accuracy, the confusion matrix and the classification report."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import classification_report as sk_classification_report
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+from torch import nn
+
+from fmnist_lab.data import CLASS_NAMES
+from fmnist_lab.errors import FmnistLabError
+
+
+def check_input_size(model: nn.Module, images: torch.Tensor) -> None:
+    """Raise a clear error when `images` are not the (N, 1, S, S) the model was built for."""
+    size = getattr(model, "image_size", None)
+    if images.ndim != 4 or images.shape[1] != 1:
+        raise FmnistLabError(f"expected images shaped (N, 1, H, W), got {tuple(images.shape)}")
+    if size is not None and tuple(images.shape[-2:]) != (size, size):
+        raise FmnistLabError(
+            f"the model expects {size}×{size} images, got {images.shape[-2]}×{images.shape[-1]}; "
+            f"load the data with image_size={size}")
+
+
+@torch.inference_mode()
+def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """The model's logits for every image, in eval mode, on the model's device; returned on the CPU."""
+    check_input_size(model, images)
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        chunks = [model(images[i:i + batch_size].to(device)).float().cpu()
+                  for i in range(0, len(images), batch_size)]
+    finally:
+        model.train(was_training)
+    return torch.cat(chunks)
+
+
+def predict(model: nn.Module, images: torch.Tensor,
+            batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Predicted class ids and the softmax probabilities of all ten classes."""
+    probabilities = predict_logits(model, images, batch_size).softmax(dim=1)
+    return probabilities.argmax(dim=1), probabilities
+
+
+def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int = 1000) -> float:
+    """The fraction of images whose predicted class is the label."""
+    predicted, _ = predict(model, images, batch_size)
+    return (predicted == labels.cpu()).sum().item() / len(labels)
+
+
+def per_class_accuracy(labels: torch.Tensor | np.ndarray,
+                       predicted: torch.Tensor | np.ndarray) -> dict[str, float]:
+    """Accuracy within each true class (the recall of each class), keyed by class name."""
+    matrix = confusion_matrix(labels, predicted)
+    return {name: matrix[i, i] / matrix[i].sum() for i, name in enumerate(CLASS_NAMES)}
+
+
+def confusion_matrix(labels: torch.Tensor | np.ndarray,
+                     predicted: torch.Tensor | np.ndarray) -> np.ndarray:
+    """10×10 counts: row = true class, column = predicted class."""
+    return sk_confusion_matrix(np.asarray(labels), np.asarray(predicted), labels=range(len(CLASS_NAMES)))
+
+
+def classification_report(labels: torch.Tensor | np.ndarray, predicted: torch.Tensor | np.ndarray,
+                          output_dict: bool = False) -> str | dict:
+    """Precision, recall and F1 per class, with class names (scikit-learn's report)."""
+    return sk_classification_report(np.asarray(labels), np.asarray(predicted),
+                                    labels=range(len(CLASS_NAMES)), target_names=CLASS_NAMES,
+                                    digits=4, output_dict=output_dict)
