@@ -6,7 +6,8 @@ torchvision's mirrors into the course's data folder. Each folder may hold the fi
 torchvision's `FashionMNIST/raw` layout, gzipped or not. Every file is checked by the size and
 SHA-256 of its *decompressed* bytes, so a recompressed `.gz` still verifies.
 
-Two variables exist for tests and unusual set-ups: `FMNIST_LAB_SYSTEM_DATA` replaces the Debian
+Three variables exist for shared machines and tests: `FMNIST_LAB_DATA_DIR` is where a download
+(and the decompressed copy torchvision reads) goes, `FMNIST_LAB_SYSTEM_DATA` replaces the Debian
 package's folder and `FMNIST_LAB_MIRRORS` (comma-separated base URLs) replaces the mirror list.
 """
 
@@ -100,7 +101,9 @@ class DataLocation:
 
 
 def course_data_dir() -> Path:
-    """The folder a download goes to: `data/` of the course checkout, else `./data`."""
+    """Where downloads go: `$FMNIST_LAB_DATA_DIR`, else the course checkout's `data/`, else `./data`."""
+    if os.environ.get("FMNIST_LAB_DATA_DIR"):
+        return Path(os.environ["FMNIST_LAB_DATA_DIR"])
     checkout = Path(__file__).resolve().parent.parent
     if (checkout / "pyproject.toml").is_file() and (checkout / "fmnist_lab").is_dir():
         return checkout / "data"
@@ -201,7 +204,7 @@ def _download_one(spec: IdxFile, target: Path) -> Path:
             with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
-            verify_bytes(url, read_decompressed(tmp, shown_as=url), spec)
+            verify_bytes(url, read_decompressed(tmp, shown_as=url, gzipped=True), spec)
             final = target / f"{spec.name}.gz"
             os.replace(tmp, final)
             return final
@@ -215,9 +218,9 @@ def _download_one(spec: IdxFile, target: Path) -> Path:
     raise FmnistLabError(f"download failed: {'; '.join(failures)}")
 
 
-def read_decompressed(path: Path, shown_as: str | None = None) -> bytes:
+def read_decompressed(path: Path, shown_as: str | None = None, gzipped: bool | None = None) -> bytes:
     """The file's bytes, gunzipped when it ends in `.gz`; a broken gzip becomes a clear error."""
-    if not str(path).endswith(".gz"):
+    if not (gzipped if gzipped is not None else str(path).endswith(".gz")):
         return Path(path).read_bytes()
     try:
         with gzip.open(path, "rb") as stream:

@@ -56,7 +56,9 @@ def per_class_accuracy(labels: torch.Tensor | np.ndarray,
                        predicted: torch.Tensor | np.ndarray) -> dict[str, float]:
     """Accuracy within each true class (the recall of each class), keyed by class name."""
     matrix = confusion_matrix(labels, predicted)
-    return {name: matrix[i, i] / matrix[i].sum() for i, name in enumerate(CLASS_NAMES)}
+    totals = matrix.sum(axis=1)
+    return {name: float(matrix[i, i] / totals[i]) if totals[i] else float("nan")
+            for i, name in enumerate(CLASS_NAMES)}
 
 
 def confusion_matrix(labels: torch.Tensor | np.ndarray,
@@ -70,4 +72,4 @@ def classification_report(labels: torch.Tensor | np.ndarray, predicted: torch.Te
     """Precision, recall and F1 per class, with class names (scikit-learn's report)."""
     return sk_classification_report(np.asarray(labels), np.asarray(predicted),
                                     labels=range(len(CLASS_NAMES)), target_names=CLASS_NAMES,
-                                    digits=4, output_dict=output_dict)
+                                    digits=4, output_dict=output_dict, zero_division=0)

@@ -1,0 +1,90 @@
+"""Render the benchmark results (benchmarks/results/*.json) as the Markdown block the README quotes.
+
+`python benchmarks/report.py` rewrites the block between the README's markers;
+`python benchmarks/report.py --check` exits 1 when the README's block differs from the results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+README = ROOT / "README.md"
+START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+sys.path.insert(0, str(ROOT))
+
+from fmnist_lab.original import ORIGINAL_TEST_ACCURACY, ORIGINAL_TRAIN_SECONDS  # noqa: E402
+
+
+def load(name: str) -> dict:
+    """One benchmark's saved output."""
+    return json.loads((RESULTS / f"{name}.json").read_text())
+
+
+def machine_line(machine: dict) -> str:
+    """'Measured on …' with CPU, cores, torch and date."""
+    device = machine["gpu"] or f"CPU only, {machine['cores']} cores ({machine['cpu']})"
+    return f"Measured on {device}, PyTorch {machine['torch']}, {machine['date']}"
+
+
+def results_markdown() -> str:
+    """The README's results block, every number read from benchmarks/results."""
+    accuracy, speed = load("reproduce"), load("train_speed")
+    rows = [f"| seed {seed} | {acc:.2%} | {sec:.1f} s |"
+            for seed, acc, sec in zip(accuracy["seeds"], accuracy["test_accuracy"],
+                                      accuracy["train_seconds"])]
+    mean_seconds = sum(accuracy["train_seconds"]) / len(accuracy["train_seconds"])
+    rate = speed["steps_per_second"]
+    return "\n".join([
+        "| run (original settings, 5 epochs) | test accuracy | training time |",
+        "|---|---|---|",
+        f"| the original notebook | {ORIGINAL_TEST_ACCURACY:.2%} | {ORIGINAL_TRAIN_SECONDS:.2f} s |",
+        *rows,
+        f"| mean of {len(rows)} seeds | {accuracy['mean_test_accuracy']:.2%} | {mean_seconds:.1f} s |",
+        "",
+        f"{machine_line(accuracy['machine'])} (`python benchmarks/reproduce.py`).",
+        "",
+        "| training pipeline (CNNBatch, batch 100) | steps/s | ms/step |",
+        "|---|---|---|",
+        f"| original: torchvision + PIL `Resize` + `DataLoader` | {rate['original']:.1f} | "
+        f"{1000 / rate['original']:.1f} |",
+        f"| fmnist_lab: tensors in memory | {rate['fmnist_lab']:.1f} | {1000 / rate['fmnist_lab']:.1f} |",
+        f"| compute ceiling: one batch already in memory | {rate['ceiling']:.1f} | "
+        f"{1000 / rate['ceiling']:.1f} |",
+        "",
+        f"fmnist_lab trains {speed['speedup_vs_original']:.1f}× faster than the original pipeline, at "
+        f"{speed['fraction_of_ceiling']:.0%} of the compute ceiling. {machine_line(speed['machine'])} "
+        "(`python benchmarks/train_speed.py`).",
+    ])
+
+
+def replace_block(text: str, block: str) -> str:
+    """`text` with the part between the markers replaced by `block`."""
+    head, rest = text.split(START, 1)
+    _, tail = rest.split(END, 1)
+    return f"{head}{START}\n{block}\n{END}{tail}"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--check", action="store_true", help="exit 1 if the README is out of date")
+    args = parser.parse_args()
+    current = README.read_text()
+    wanted = replace_block(current, results_markdown())
+    if args.check:
+        if wanted != current:
+            print("README.md's results differ from benchmarks/results: run python benchmarks/report.py")
+            return 1
+        print("README.md's results match benchmarks/results")
+        return 0
+    README.write_text(wanted)
+    print(f"updated {README}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,94 @@
+"""Shared fixtures: the real Fashion-MNIST files, an isolated search path, tiny IDX files, a local mirror."""
+
+from __future__ import annotations
+
+import functools
+import http.server
+import os
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from fmnist_lab import data
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def real_location() -> data.DataLocation:
+    """Where the real files are on this machine (the Debian package in CI)."""
+    return data.find_data(download=False)
+
+
+@pytest.fixture(scope="session")
+def test16() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 10,000 test images at the original model's 16×16."""
+    return data.load("test", 16)
+
+
+@pytest.fixture(scope="session")
+def train16() -> tuple[torch.Tensor, torch.Tensor]:
+    """The 60,000 training images at 16×16."""
+    return data.load("train", 16)
+
+
+@pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Nothing to find anywhere: empty cwd, no $FMNIST_DATA, no system package, a refused mirror."""
+    for name in ("cwd", "course", "system"):
+        (tmp_path / name).mkdir()
+    monkeypatch.chdir(tmp_path / "cwd")
+    monkeypatch.delenv("FMNIST_DATA", raising=False)
+    monkeypatch.setenv("FMNIST_LAB_DATA_DIR", str(tmp_path / "course"))
+    monkeypatch.setenv("FMNIST_LAB_SYSTEM_DATA", str(tmp_path / "system"))
+    monkeypatch.setenv("FMNIST_LAB_MIRRORS", "http://127.0.0.1:9/")  # the discard port: refused at once
+    data._read_verified.cache_clear()
+    data._images_uint8.cache_clear()
+    return tmp_path
+
+
+def link_real_files(real: data.DataLocation, folder: Path) -> Path:
+    """Make `folder` hold the four real files as symlinks (cheap copies of the data)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for path in real.files.values():
+        (folder / path.name).symlink_to(path)
+    return folder
+
+
+def write_idx(path: Path, array: np.ndarray) -> Path:
+    """Write a uint8 array as an IDX file: magic 0x0000 08 ndim, big-endian dims, then the bytes."""
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(d.to_bytes(4, "big") for d in array.shape)
+    path.write_bytes(header + array.astype(np.uint8).tobytes())
+    return path
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, *args) -> None:  # keep the test output clean
+        pass
+
+
+@pytest.fixture
+def mirror(tmp_path: Path):
+    """A local HTTP mirror on 127.0.0.1 serving the files a test puts in the folder it yields."""
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    handler = functools.partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield folder, f"http://127.0.0.1:{server.server_address[1]}/"
+    server.shutdown()
+    server.server_close()
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):
+    """Run `python -m fmnist_lab ARGS` in a subprocess; return the CompletedProcess."""
+    import subprocess
+
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run([sys.executable, "-m", "fmnist_lab", *args], capture_output=True, text=True,
+                          env=full_env, cwd=cwd or REPO, timeout=timeout)

@@ -1,0 +1,133 @@
+"""The `fmnist-lab` command through a subprocess: exit codes, files written, one-line messages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, run_cli
+from fmnist_lab.models import CNN
+
+
+def assert_one_line_error(result, *fragments: str) -> None:
+    """Exit code 2, no traceback, one line on stderr holding every fragment."""
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.fixture(scope="module")
+def original_run(tmp_path_factory) -> tuple[Path, object]:
+    """The original settings, seed 0, five epochs, trained once for the module (about 30 s here)."""
+    out = tmp_path_factory.mktemp("run") / "results"
+    result = run_cli("train", "--seed", "0", "--out", str(out), "--no-progress")
+    assert result.returncode == 0, result.stderr
+    return out, result
+
+
+def test_data_reports_the_verified_files():
+    result = run_cli("data")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("[OK]") == 4 and "SHA-256 verified" in result.stdout
+    assert "t10k-images-idx3-ubyte" in result.stdout and "10,000×28×28" in result.stdout
+
+
+def test_data_missing_and_no_network_is_one_line_exit_2(tmp_path):
+    env = {"FMNIST_DATA": str(tmp_path / "empty"), "FMNIST_LAB_DATA_DIR": str(tmp_path / "course"),
+           "FMNIST_LAB_SYSTEM_DATA": str(tmp_path / "system"), "FMNIST_LAB_MIRRORS": "http://127.0.0.1:9/"}
+    (tmp_path / "empty").mkdir()
+    result = run_cli("data", env=env, cwd=tmp_path)
+    assert_one_line_error(result, "Fashion-MNIST not found", "$FMNIST_DATA", "./data",
+                          "Debian package dataset-fashion-mnist", "Connection refused",
+                          "apt-get install dataset-fashion-mnist", "set FMNIST_DATA")
+
+
+@pytest.mark.slow
+def test_train_with_the_original_settings_reproduces_the_original(original_run):
+    out, result = original_run
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert {"model", "params", "epochs", "batch_size", "lr", "seed", "image_size", "train_seconds",
+            "test_accuracy", "history"} <= set(metrics)
+    assert metrics["params"] == 18_494 and metrics["epochs"] == 5 and metrics["lr"] == 0.1
+    assert metrics["test_accuracy"] >= 0.88  # the original: 0.8874
+    assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3, 4, 5]
+    assert metrics["history"][-1]["cost"] < metrics["history"][0]["cost"]
+    assert {"epoch", "cost", "mean_loss", "val_accuracy", "seconds"} == set(metrics["history"][0])
+    for name in ("training_curves", "confusion_matrix", "sample_predictions", "sample_images"):
+        assert (out / "images" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (out / "model_weights.pth").is_file() and (out / "model_weights.json").is_file()
+    assert "key result" in result.stdout and "88.74%" in result.stdout  # the original beside ours
+    assert f"{metrics['test_accuracy']:.2%}" in result.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_gives_the_accuracy_training_reported(original_run):
+    out, _ = original_run
+    result = run_cli("evaluate", str(out / "model_weights.pth"))
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert f"test accuracy: {metrics['test_accuracy']:.2%}" in result.stdout
+    assert "Ankle boot" in result.stdout and "precision" in result.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_on_weights_without_json_like_the_original_notebooks(original_run, tmp_path):
+    out, _ = original_run
+    shutil.copy(out / "model_weights.pth", tmp_path / "model_weights.pth")
+    result = run_cli("evaluate", str(tmp_path / "model_weights.pth"))
+    assert result.returncode == 0, result.stderr
+    assert "CNNBatch, 16×16 inputs" in result.stdout
+
+
+@pytest.mark.slow
+def test_evaluate_with_images_of_the_wrong_size(original_run):
+    out, _ = original_run
+    result = run_cli("evaluate", str(out / "model_weights.pth"), "--image-size", "28")
+    assert_one_line_error(result, "expects 16×16 images, got 28×28")
+
+
+def test_evaluate_weights_of_another_architecture(tmp_path):
+    torch.save(CNN().state_dict(), tmp_path / "model_weights.pth")
+    (tmp_path / "model_weights.json").write_text(json.dumps({"model": "cnn_batch", "image_size": 16}))
+    result = run_cli("evaluate", str(tmp_path / "model_weights.pth"))
+    assert_one_line_error(result, "weights of another architecture, not CNNBatch")
+
+
+def test_evaluate_missing_file():
+    assert_one_line_error(run_cli("evaluate", "no/such/model_weights.pth"), "no such weights file")
+
+
+@pytest.mark.parametrize("args,fragment", [
+    (["train", "--epochs", "0"], "must be at least 1"),
+    (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+    (["train", "--lr", "-1"], "must be above 0"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_bad_flags_exit_2_with_the_reason(args, fragment):
+    result = run_cli(*args)
+    assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_out_that_is_a_file_is_refused_and_left_alone(tmp_path):
+    target = tmp_path / "notes.txt"
+    target.write_text("my notes")
+    result = run_cli("train", "--out", str(target), "--epochs", "1", "--no-progress")
+    assert_one_line_error(result, "is a file; give a folder")
+    assert target.read_text() == "my notes"
+
+
+def test_console_script_is_installed():
+    import subprocess
+
+    script = Path(sys.executable).parent / "fmnist-lab"
+    assert script.is_file(), "pip install -e . did not install the fmnist-lab command"
+    result = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0 and "train" in result.stdout and "evaluate" in result.stdout

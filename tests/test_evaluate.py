@@ -1,0 +1,60 @@
+"""fmnist_lab.evaluate: predictions, accuracy, per-class accuracy, confusion matrix and report."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fmnist_lab import evaluate
+from fmnist_lab.errors import FmnistLabError
+from fmnist_lab.models import CNNBatch
+
+LABELS = torch.tensor([0, 0, 1, 1, 6, 6, 6, 9])
+PREDICTED = torch.tensor([0, 6, 1, 1, 0, 6, 6, 7])
+
+
+def test_predictions_are_the_argmax_of_probabilities_that_sum_to_one(test16):
+    torch.manual_seed(0)
+    model = CNNBatch().train()
+    predicted, probabilities = evaluate.predict(model, test16[0][:300], batch_size=64)
+    assert probabilities.shape == (300, 10)
+    assert torch.allclose(probabilities.sum(1), torch.ones(300), atol=1e-5)
+    assert torch.equal(predicted, probabilities.argmax(1))
+    assert model.training  # the caller's mode is restored
+
+
+def test_accuracy_counts_correct_predictions(test16):
+    torch.manual_seed(0)
+    model = CNNBatch()
+    images, labels = test16[0][:500], test16[1][:500]
+    predicted, _ = evaluate.predict(model, images)
+    assert evaluate.accuracy(model, images, labels) == (predicted == labels).sum().item() / 500
+    assert evaluate.accuracy(model, images, evaluate.predict(model, images)[0]) == 1.0
+
+
+def test_confusion_matrix_rows_are_true_classes():
+    matrix = evaluate.confusion_matrix(LABELS, PREDICTED)
+    assert matrix.shape == (10, 10) and matrix.sum() == 8
+    assert matrix[0, 6] == 1 and matrix[6, 0] == 1 and matrix[6, 6] == 2 and matrix[9, 7] == 1
+
+
+def test_per_class_accuracy_by_class_name():
+    per_class = evaluate.per_class_accuracy(LABELS, PREDICTED)
+    assert per_class["T-shirt/top"] == 0.5 and per_class["Trouser"] == 1.0
+    assert per_class["Shirt"] == pytest.approx(2 / 3) and per_class["Ankle boot"] == 0.0
+    assert np.isnan(per_class["Bag"])  # no bags among the labels: undefined, not zero
+
+
+def test_classification_report_names_the_classes():
+    report = evaluate.classification_report(LABELS, PREDICTED)
+    assert "T-shirt/top" in report and "Ankle boot" in report
+    as_dict = evaluate.classification_report(LABELS, PREDICTED, output_dict=True)
+    assert as_dict["Trouser"]["precision"] == 1.0 and as_dict["Shirt"]["recall"] == pytest.approx(2 / 3)
+
+
+def test_images_of_the_wrong_size_get_a_clear_message():
+    with pytest.raises(FmnistLabError, match="expects 16×16 images, got 28×28; load the data with image_size=16"):
+        evaluate.predict(CNNBatch(), torch.rand(4, 1, 28, 28))
+    with pytest.raises(FmnistLabError, match=r"shaped \(N, 1, H, W\), got \(4, 16, 16\)"):
+        evaluate.predict(CNNBatch(), torch.rand(4, 16, 16))
