@@ -1,4 +1,4 @@
-"""The `fmnist-lab` command: find the data, train, evaluate. Bad input prints one line and exits 2."""
+"""The `fmnist-lab` command: data, train, evaluate, and the course's notebook tools. Bad input: one line, exit 2."""
 
 from __future__ import annotations
 
@@ -142,6 +142,60 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_build_lessons(args: argparse.Namespace) -> int:
+    """Generate lessons/ from solutions/, or (--check) say which lessons differ from what they generate."""
+    from fmnist_lab.notebooks import build_lessons
+    from fmnist_lab.paths import course_dir
+
+    args.solutions = args.solutions or str(course_dir("solutions"))
+    args.lessons = args.lessons or str(course_dir("lessons"))
+    differing = build_lessons(Path(args.solutions), Path(args.lessons), check_only=args.check)
+    if args.check:
+        if differing:
+            print(f"{len(differing)} lesson(s) differ from what {args.solutions} generates "
+                  f"(run `fmnist-lab build-lessons`): {', '.join(str(p) for p in differing)}")
+            return EXIT_FAILED
+        print(f"{args.lessons} matches what {args.solutions} generates")
+        return EXIT_OK
+    print(f"wrote {len(differing)} lesson(s): {', '.join(str(p) for p in differing) or 'all up to date'}")
+    return EXIT_OK
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    """Run notebooks on temporary copies and report every exercise: passed, failed, not attempted, error."""
+    from fmnist_lab.notebooks import check_notebook, read_notebook
+
+    paths = [Path(p) for p in args.notebooks]
+    for path in paths:
+        read_notebook(path)  # a missing or unreadable file is bad input: say so before running anything
+    rows = []
+    for path in paths:
+        rows += [(path, result) for result in check_notebook(path, timeout=args.timeout)]
+    if args.json:
+        print(json.dumps([{"notebook": str(p), **r.to_dict()} for p, r in rows], indent=2,
+                         ensure_ascii=False))
+    else:
+        for path in paths:
+            print(f"{path}")
+            print(f"  {'exercise':<9}{'title':<28}{'status':<15}message")
+            for _, result in (row for row in rows if row[0] == path):
+                print(f"  {result.exercise:<9}{result.title:<28}{result.status:<15}{result.message}")
+        passed = sum(r.status == "passed" for _, r in rows)
+        print(f"{passed} of {len(rows)} exercises passed")
+    return EXIT_OK if all(r.status == "passed" for _, r in rows) else EXIT_FAILED
+
+
+def cmd_solution(args: argparse.Namespace) -> int:
+    """Print the reference solution of one exercise."""
+    from fmnist_lab.notebooks import solution_code
+    from fmnist_lab.paths import course_dir
+
+    path, code = solution_code(args.exercise, Path(args.solutions or course_dir("solutions")))
+    print(f"# Exercise {args.exercise}: reference solution from {path}")
+    print(code)
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="fmnist-lab", description=__doc__.splitlines()[0])
@@ -167,6 +221,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, choices=[16, 28],
                    help="input size (default: from the JSON beside the weights)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("build-lessons", help="generate lessons/ from solutions/")
+    p.add_argument("--solutions", help="default: solutions/ of the course checkout")
+    p.add_argument("--lessons", help="default: lessons/ of the course checkout")
+    p.add_argument("--check", action="store_true",
+                   help="write nothing; exit 1 and name the lessons that differ")
+    p.set_defaults(func=cmd_build_lessons)
+
+    p = commands.add_parser("check", help="run notebooks on a copy and report every exercise")
+    p.add_argument("notebooks", nargs="+", metavar="NOTEBOOK")
+    p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
+    p.add_argument("--timeout", type=_positive_int, default=600,
+                   help="seconds one cell may run before it is interrupted (default 600)")
+    p.set_defaults(func=cmd_check)
+
+    p = commands.add_parser("solution", help="print the reference solution of one exercise")
+    p.add_argument("exercise", help="an exercise id such as 3.2")
+    p.add_argument("--solutions", help="default: solutions/ of the course checkout")
+    p.set_defaults(func=cmd_solution)
     return parser
 
 

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from fmnist_lab.errors import FmnistLabError
+from fmnist_lab.paths import course_dir
 
 
 class FashionClass(NamedTuple):
@@ -104,10 +105,7 @@ def course_data_dir() -> Path:
     """Where downloads go: `$FMNIST_LAB_DATA_DIR`, else the course checkout's `data/`, else `./data`."""
     if os.environ.get("FMNIST_LAB_DATA_DIR"):
         return Path(os.environ["FMNIST_LAB_DATA_DIR"])
-    checkout = Path(__file__).resolve().parent.parent
-    if (checkout / "pyproject.toml").is_file() and (checkout / "fmnist_lab").is_dir():
-        return checkout / "data"
-    return Path.cwd() / "data"
+    return course_dir("data")
 
 
 def system_data_dir() -> Path:

@@ -15,7 +15,8 @@ from tqdm.auto import tqdm
 from fmnist_lab.data import InMemoryBatches
 from fmnist_lab.errors import FmnistLabError
 from fmnist_lab.evaluate import accuracy, check_input_size
-from fmnist_lab.models import CNNBatch, build_model, count_parameters, model_name
+from fmnist_lab.paths import course_dir
+from fmnist_lab.models import build_model, count_parameters, model_name
 
 
 def seed_everything(seed: int = 0) -> int:
@@ -131,3 +132,33 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None) 
     model.load_state_dict(state)
     return model.to(device).eval(), info
 
+
+
+ORIGINAL_RUN = {"model": "cnn_batch", "image_size": 16, "epochs": 5, "lr": 0.1, "batch_size": 100}
+
+
+def original_run(seed: int = 0, checkpoint: str | Path | None = None,
+                 progress: bool = False) -> tuple[nn.Module, list[dict]]:
+    """The original run (CNNBatch, 16×16, 5 epochs, SGD lr 0.1, batch 100): trained once, then reused.
+
+    The checkpoint (default `results/lessons/seed<N>/model_weights.pth` in the course checkout) is
+    loaded when its JSON records the same settings; training is deterministic, so a reused
+    checkpoint holds exactly the weights a fresh run would give on the same machine.
+    """
+    from fmnist_lab import data
+
+    path = Path(checkpoint) if checkpoint else (
+        course_dir("results") / "lessons" / f"seed{seed}" / "model_weights.pth")
+    wanted = {**ORIGINAL_RUN, "seed": seed}
+    info_file = _info_path(path)
+    if path.is_file() and info_file.is_file():
+        info = json.loads(info_file.read_text())
+        if all(info.get(key) == value for key, value in wanted.items()):
+            model, info = load_checkpoint(path)
+            return model, info["history"]
+    seed_everything(seed)
+    model = build_model("cnn_batch", 16)
+    history = train(model, data.load("train", 16), data.load("test", 16), seed=seed, progress=progress,
+                    **{k: ORIGINAL_RUN[k] for k in ("epochs", "lr", "batch_size")})
+    save_checkpoint(model, path, {k: wanted[k] for k in ("epochs", "lr", "batch_size", "seed")}, history)
+    return model.eval(), history
