@@ -167,9 +167,9 @@ def _cell_error(cell: nbformat.NotebookNode, timeout: int) -> str | None:
     for output in cell.get("outputs", []):
         if output.get("output_type") == "error":
             if output.get("ename") == "KeyboardInterrupt":
-                return f"no answer within the {timeout} s timeout (an endless loop?); it was interrupted"
+                return f"ran past the {timeout} s timeout (an endless loop?) and was interrupted"
             lines = (output.get("evalue") or "").strip().splitlines()
-            return f"{output.get('ename')}: {lines[0] if lines else ''}".rstrip(": ")
+            return f"raised {output.get('ename')}: {lines[0] if lines else ''}".rstrip(": ")
     return None
 
 
@@ -229,13 +229,14 @@ def check_notebook(path: Path, timeout: int = 600) -> list[CheckResult]:
         region_start = check_index + 1
         if exercise_id in by_id:
             verdicts.append(by_id[exercise_id])
-        elif any(run.errors[i].startswith("NotImplementedError: Exercise ") for i in region):
+        elif any(run.errors[i].startswith("raised NotImplementedError: Exercise ") for i in region):
             verdicts.append(CheckResult(exercise_id, title, "not attempted",
                                         "not attempted yet: the exercise still raises NotImplementedError"))
         elif region:
             first = region[0]
+            opening = nb.cells[first].source.strip().splitlines()[0][:40]
             verdicts.append(CheckResult(exercise_id, title, "error",
-                                        f"cell {first + 1} raised {run.errors[first]}"))
+                                        f"cell {first + 1} (`{opening}`) {run.errors[first]}"))
         else:
             reason = run.stopped or "the check cell did not run"
             verdicts.append(CheckResult(exercise_id, title, "error", f"not checked: {reason}"))

@@ -1,0 +1,197 @@
+"""Lesson generation and the notebook checker, on small notebooks written by the tests."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from conftest import run_cli
+from fmnist_lab.checks import exercise
+from fmnist_lab.errors import FmnistLabError
+from fmnist_lab.notebooks import build_lessons, make_lesson, solution_code
+
+REGISTER = '''from fmnist_lab.checks import check, exercise, expect_equal
+@exercise("98.1", "double", "multiply by two")
+def _c1(fn):
+    expect_equal(fn(3), 6, "double(3)")
+    return "double(3) = 6"
+@exercise("98.2", "triple", "multiply by three")
+def _c2(fn):
+    expect_equal(fn(3), 9, "triple(3)")
+    return "triple(3) = 9"'''
+
+DOUBLE = '''# Exercise 98.1 — double: return twice x.
+def double(x):
+    """Twice x."""
+    ### BEGIN SOLUTION
+    y = 2 * x
+    return y
+    ### END SOLUTION'''
+
+TRIPLE = '''def triple(x):
+    ### BEGIN SOLUTION
+    return x + x + x
+    ### END SOLUTION'''
+
+
+@exercise("98.1", "double", "multiply by two")  # the same registration, in this process, for titles
+def _double_check(fn) -> str:
+    return "unused here"
+
+
+def notebook(double: str = DOUBLE, triple: str = TRIPLE) -> nbformat.NotebookNode:
+    """A two-exercise notebook with the given exercise cells, outputs included."""
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    plot = nbformat.v4.new_code_cell("print('a figure would be here')")
+    plot.outputs = [nbformat.v4.new_output("stream", name="stdout", text="a figure would be here\n")]
+    cells = [nbformat.v4.new_markdown_cell("# Lesson 98"), nbformat.v4.new_code_cell(REGISTER), plot,
+             nbformat.v4.new_code_cell(double), nbformat.v4.new_code_cell('check("98.1", double)'),
+             nbformat.v4.new_code_cell(triple), nbformat.v4.new_code_cell('check("98.2", triple)')]
+    for cell in cells[3:]:
+        cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="old output\n")]
+        cell.execution_count = 3
+    nb.cells = cells
+    return nb
+
+
+def write(nb: nbformat.NotebookNode, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    nbformat.write(nb, path)
+    return path
+
+
+def digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_lesson_replaces_solutions_keeps_indentation_and_clears_exercise_outputs():
+    lesson = make_lesson(notebook())
+    assert lesson.cells[3].source == ('# Exercise 98.1 — double: return twice x.\ndef double(x):\n'
+                                      '    """Twice x."""\n    # YOUR CODE HERE\n'
+                                      '    raise NotImplementedError("Exercise 98.1: double")')
+    assert "return x + x + x" not in lesson.cells[5].source
+    assert 'raise NotImplementedError("Exercise 98.2:' in lesson.cells[5].source
+    for index in (3, 4, 5, 6):
+        assert lesson.cells[index].outputs == [] and lesson.cells[index].execution_count is None
+    assert lesson.cells[2].outputs[0]["text"] == "a figure would be here\n"  # figures stay for readers
+
+
+def test_malformed_solutions_are_refused_with_the_cell():
+    with pytest.raises(FmnistLabError, match="cell 3 has `### BEGIN SOLUTION` without"):
+        make_lesson(notebook(double="def double(x):\n    ### BEGIN SOLUTION\n    return 2 * x"))
+    nb = notebook()
+    del nb.cells[4]
+    with pytest.raises(FmnistLabError, match="exercise cell 3 has no check cell after it"):
+        make_lesson(nb)
+
+
+def test_build_lessons_writes_then_check_names_what_differs(tmp_path):
+    solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
+    write(notebook(), solutions / "98_demo.ipynb")
+    assert build_lessons(solutions, lessons, check_only=True) == [lessons / "98_demo.ipynb"]
+    assert not lessons.exists()  # --check writes nothing
+    assert build_lessons(solutions, lessons) == [lessons / "98_demo.ipynb"]
+    assert build_lessons(solutions, lessons, check_only=True) == []
+    edited = lessons / "98_demo.ipynb"
+    edited.write_text(edited.read_text().replace("YOUR CODE HERE", "my edit"))
+    result = run_cli("build-lessons", "--solutions", str(solutions), "--lessons", str(lessons), "--check")
+    assert result.returncode == 1 and "98_demo.ipynb" in result.stdout
+    assert run_cli("build-lessons", "--solutions", str(solutions), "--lessons", str(lessons)).returncode == 0
+    assert "YOUR CODE HERE" in edited.read_text()
+
+
+def test_solution_prints_the_dedented_reference(tmp_path):
+    solutions = tmp_path / "solutions"
+    write(notebook(), solutions / "98_demo.ipynb")
+    path, code = solution_code("98.1", solutions)
+    assert path.name == "98_demo.ipynb" and code == "y = 2 * x\nreturn y"
+    result = run_cli("solution", "98.2", "--solutions", str(solutions))
+    assert result.returncode == 0 and "return x + x + x" in result.stdout
+    result = run_cli("solution", "98.9", "--solutions", str(solutions))
+    assert result.returncode == 2 and "no exercise '98.9'" in result.stderr and "Traceback" not in result.stderr
+
+
+def check_json(path: Path, *extra: str) -> tuple[int, dict[str, dict]]:
+    """Run `fmnist-lab check --json` and index the verdicts by exercise id."""
+    before = digest(path)
+    result = run_cli("check", str(path), "--json", *extra)
+    assert digest(path) == before, "the learner's notebook was modified"
+    assert "Traceback" not in result.stderr
+    return result.returncode, {row["exercise"]: row for row in json.loads(result.stdout)}
+
+
+def test_check_passes_the_solution_and_reports_untouched_exercises(tmp_path):
+    solution = write(notebook(), tmp_path / "98_demo.ipynb")
+    code, rows = check_json(solution)
+    assert code == 0 and [r["status"] for r in rows.values()] == ["passed", "passed"]
+    assert rows["98.1"] == {"notebook": str(solution), "exercise": "98.1", "title": "double",
+                            "status": "passed", "message": "double(3) = 6"}
+    lesson = write(make_lesson(notebook()), tmp_path / "lesson.ipynb")
+    code, rows = check_json(lesson)
+    assert code == 1 and [r["status"] for r in rows.values()] == ["not attempted", "not attempted"]
+
+
+def test_check_other_correct_answer_passes_and_wrong_answer_fails(tmp_path):
+    path = write(notebook(double="def double(x):\n    return x * 2",
+                          triple="def triple(x):\n    return x * 2"), tmp_path / "mine.ipynb")
+    code, rows = check_json(path)
+    assert code == 1 and rows["98.1"]["status"] == "passed"
+    assert rows["98.2"]["status"] == "failed"
+    assert rows["98.2"]["message"] == "expected triple(3) = 9, got 6 — hint: multiply by three"
+
+
+def test_check_table_output(tmp_path):
+    path = write(notebook(triple="def triple(x):\n    return x * 2"), tmp_path / "mine.ipynb")
+    result = run_cli("check", str(path))
+    assert result.returncode == 1
+    lines = result.stdout.splitlines()
+    assert lines[0] == str(path) and "exercise" in lines[1] and "status" in lines[1]
+    assert "98.1" in lines[2] and "passed" in lines[2]
+    assert "98.2" in lines[3] and "failed" in lines[3] and "expected triple(3) = 9, got 6" in lines[3]
+    assert lines[-1] == "1 of 2 exercises passed"
+
+
+def test_syntax_error_is_reported_and_the_rest_still_checked(tmp_path):
+    path = write(notebook(double="def double(x)\n    return 2 * x"), tmp_path / "mine.ipynb")
+    code, rows = check_json(path)
+    assert rows["98.1"]["status"] == "error" and "SyntaxError" in rows["98.1"]["message"]
+    assert rows["98.2"]["status"] == "passed"
+
+
+def test_exception_in_the_learners_function_is_an_error_line(tmp_path):
+    path = write(notebook(double="def double(x):\n    raise ValueError('oops')"), tmp_path / "mine.ipynb")
+    _, rows = check_json(path)
+    assert rows["98.1"]["status"] == "error"
+    assert rows["98.1"]["message"].startswith("your code raised ValueError: oops")
+
+
+def test_endless_loop_times_out_and_the_rest_still_checked(tmp_path):
+    path = write(notebook(double="def double(x):\n    while True:\n        pass"), tmp_path / "mine.ipynb")
+    _, rows = check_json(path, "--timeout", "40")
+    assert rows["98.1"]["status"] == "error" and "40 s timeout" in rows["98.1"]["message"]
+    assert rows["98.2"]["status"] == "passed"
+
+
+def test_kernel_crash_is_reported_not_raised(tmp_path):
+    path = write(notebook(double="import os\nos._exit(1)"), tmp_path / "mine.ipynb")
+    code, rows = check_json(path)
+    assert code == 1
+    for exercise_id in ("98.1", "98.2"):
+        assert rows[exercise_id]["status"] == "error"
+        assert "the kernel died" in rows[exercise_id]["message"]
+
+
+@pytest.mark.parametrize("content,fragment", [(None, "no such notebook"),
+                                              ("{not json", "not a readable Jupyter notebook")])
+def test_missing_or_broken_notebook_is_one_line_exit_2(tmp_path, content, fragment):
+    path = tmp_path / "broken.ipynb"
+    if content is not None:
+        path.write_text(content)
+    result = run_cli("check", str(path))
+    assert result.returncode == 2 and fragment in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1 and "Traceback" not in result.stderr
