@@ -1,12 +1,13 @@
 # Two commands do everything: `make reproduce` and `make test`. Each sets itself up on a fresh machine
-# (a .venv with requirements.txt and this package, then the data) and is quick once set up.
+# (a .venv with requirements.txt and this package, the site's npm assets, then the data) and is quick
+# once set up.
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RESULTS ?= results
 
-.PHONY: setup data reproduce test lab benchmarks clean
+.PHONY: setup data reproduce test lab docs serve benchmarks clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -14,7 +15,11 @@ $(STAMP): requirements.txt pyproject.toml
 	$(BIN)/python -m pip install -r requirements.txt -e .
 	touch $(STAMP)
 
-setup: $(STAMP)
+node_modules/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+setup: $(STAMP) node_modules/.installed
 
 data: setup
 	$(BIN)/fmnist-lab data
@@ -25,6 +30,12 @@ reproduce: data
 test: data
 	$(BIN)/python -m pytest
 
+docs: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
+
+serve: setup
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --livereload
+
 lab: data
 	$(BIN)/jupyter lab lessons/
 
@@ -33,4 +44,4 @@ benchmarks: data
 	$(BIN)/python benchmarks/train_speed.py
 
 clean:
-	rm -rf $(RESULTS) .pytest_cache
+	rm -rf $(RESULTS) site .pytest_cache .cache tests/artifacts

@@ -1,0 +1,185 @@
+"""MkDocs hooks for the course site: generated pages and sections, and bundled MathJax.
+
+- The Lessons and Solutions sections of the navigation are built from `lessons/` and `solutions/`
+  (reached through the `docs/lessons` and `docs/solutions` symlinks), titled from each notebook.
+- Placeholders in the Markdown pages are replaced by text generated from the project itself: the
+  syllabus (from the lessons' first cells), results and benchmarks (from `benchmarks/results`), and
+  the CLI reference (from the argument parser).
+- MathJax is copied from `node_modules/mathjax` (`npm ci`) into the site, so no page loads anything
+  from another host.
+"""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import os
+import posixpath
+import re
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+MATHJAX_PLACEHOLDER = "MATHJAX_ROOT"
+MATHJAX_SITE_DIR = "assets/mathjax"
+MATHJAX_PARTS = ["MathJax.js", "config/TeX-AMS_CHTML-full.js", "config/Safe.js", "extensions", "jax/input/TeX",
+                 "jax/output/CommonHTML", "jax/element", "localization/en",
+                 "fonts/HTML-CSS/TeX/woff"]
+
+
+def _report():
+    """benchmarks/report.py, the one place that turns benchmark results into Markdown."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("benchmarks_report", ROOT / "benchmarks" / "report.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def notebook_intro(path: Path) -> tuple[str, list[str], str]:
+    """A lesson's title, learning objectives and time estimate, from its first (Markdown) cell."""
+    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
+    intro = "".join(cells[0]["source"]) if cells else ""
+    title_match = re.search(r"^#\s+(.+)$", intro, flags=re.MULTILINE)
+    title = title_match.group(1).strip() if title_match else path.stem
+    objectives: list[str] = []
+    if "Learning objectives" in intro:
+        after = intro.split("Learning objectives", 1)[1].splitlines()[1:]
+        for line in after:
+            if re.match(r"^\s*[-*]\s+", line):
+                objectives.append(re.sub(r"^\s*[-*]\s+", "", line).strip())
+            elif objectives and line.strip() and not line.startswith(" "):
+                break
+    time_match = re.search(r"\*{0,2}Time\*{0,2}\s*[:·—-]?\s*\*{0,2}\s*(.+)", intro)
+    time = time_match.group(1).strip().strip("*").strip() if time_match else ""
+    return title, objectives, time
+
+
+def _short_title(title: str) -> str:
+    """'Lesson 3 · Batch normalisation' → '3 · Batch normalisation' for the navigation."""
+    return re.sub(r"^Lesson\s+", "", title)
+
+
+def on_config(config, **kwargs):
+    """Insert the Lessons and Solutions sections after 'Getting started'."""
+    nav = config["nav"]
+    for section, folder in (("Solutions", "solutions"), ("Lessons", "lessons")):
+        entries = [{_short_title(notebook_intro(path)[0]): f"{folder}/{path.name}"}
+                   for path in sorted((ROOT / folder).glob("*.ipynb"))]
+        if entries:
+            nav.insert(2, {section: entries})
+    return config
+
+
+def syllabus_markdown() -> str:
+    """The home page's syllabus table: lesson, objectives, time."""
+    rows = ["| lesson | you will learn to | time |", "|---|---|---|"]
+    for path in sorted((ROOT / "lessons").glob("*.ipynb")):
+        title, objectives, time = notebook_intro(path)
+        bullets = "<br>".join(f"• {objective}" for objective in objectives)
+        rows.append(f"| [{title}](lessons/{path.name}) | {bullets} | {time} |")
+    return "\n".join(rows)
+
+
+def cli_markdown() -> str:
+    """Every sub-command's `--help`, generated from the parser itself."""
+    from fmnist_lab.cli import build_parser
+
+    previous = os.environ.get("COLUMNS")
+    os.environ["COLUMNS"] = "100"
+    try:
+        parser = build_parser()
+        subparsers = next(a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction")
+        parts = ["### fmnist-lab", "", "```text", parser.format_help().rstrip(), "```"]
+        for name, sub in subparsers.choices.items():
+            parts += ["", f"### {name}", "", "```text", sub.format_help().rstrip(), "```"]
+    finally:
+        if previous is None:
+            os.environ.pop("COLUMNS", None)
+        else:
+            os.environ["COLUMNS"] = previous
+    return "\n".join(parts)
+
+
+def benchmarks_figure() -> str:
+    """Accuracy per seed against the original, and training steps/s per pipeline, as an inline PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from fmnist_lab.original import ORIGINAL_TEST_ACCURACY
+
+    accuracy, speed = _report().load("reproduce"), _report().load("train_speed")
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
+    names = ["original"] + [f"seed {s}" for s in accuracy["seeds"]]
+    values = [100 * ORIGINAL_TEST_ACCURACY] + [100 * a for a in accuracy["test_accuracy"]]
+    left.bar(names, values, color=["tab:gray"] + ["tab:blue"] * len(accuracy["seeds"]))
+    left.set_ylim(min(values) - 1, max(values) + 0.5)
+    left.set_ylabel("test accuracy (%)")
+    left.set_title("Original settings, 5 epochs")
+    for x, value in enumerate(values):
+        left.text(x, value + 0.05, f"{value:.2f}", ha="center", va="bottom", fontsize=9)
+    rates = speed["steps_per_second"]
+    labels = {"original": "original\n(DataLoader + PIL)", "fmnist_lab": "fmnist_lab\n(in memory)",
+              "ceiling": "compute\nceiling"}
+    right.barh([labels[k] for k in rates], list(rates.values()), color=["tab:gray", "tab:blue", "tab:green"])
+    right.set_xlabel("training steps per second (batch 100)")
+    right.set_title("Training speed, CNNBatch")
+    right.invert_yaxis()
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=100)
+    plt.close(fig)
+    data = base64.b64encode(buffer.getvalue()).decode()
+    return (f'<img src="data:image/png;base64,{data}" alt="Test accuracy per seed beside the original, '
+            f'and training steps per second per pipeline">')
+
+
+def benchmarks_markdown() -> str:
+    """The benchmarks page: the figure, then the tables with machine and date."""
+    return benchmarks_figure() + "\n\n" + _report().results_markdown()
+
+
+def on_page_markdown(markdown, page, config, files, **kwargs):
+    """Replace each placeholder with the text generated for it."""
+    generators = {"<!-- syllabus -->": syllabus_markdown, "<!-- cli-reference -->": cli_markdown,
+                  "<!-- benchmarks -->": benchmarks_markdown}
+    if "<!-- results -->" in markdown:
+        markdown = markdown.replace("<!-- results -->", _report().results_markdown())
+    for placeholder, generate in generators.items():
+        if placeholder in markdown:
+            markdown = markdown.replace(placeholder, generate())
+    return markdown
+
+
+MERMAID_LOADER = re.compile(r'<script type="module">(?:(?!</script>).)*?mermaid(?:(?!</script>).)*?</script>',
+                            flags=re.DOTALL)
+
+
+def on_post_page(output, page, config, **kwargs):
+    """Point MathJax at the bundled copy; drop nbconvert's Mermaid loader (a CDN, and no diagrams here)."""
+    output = MERMAID_LOADER.sub("", output)
+    if MATHJAX_PLACEHOLDER in output:
+        base = posixpath.relpath(MATHJAX_SITE_DIR, page.url.rstrip("/") or ".")
+        output = output.replace(MATHJAX_PLACEHOLDER, base)
+    return output
+
+
+def on_post_build(config, **kwargs):
+    """Copy the parts of MathJax the notebooks use into the site."""
+    source = ROOT / "node_modules" / "mathjax"
+    if not (source / "MathJax.js").is_file():
+        raise SystemExit("node_modules/mathjax is missing: run `npm ci` (make docs does) before building")
+    target = Path(config["site_dir"]) / MATHJAX_SITE_DIR
+    for part in MATHJAX_PARTS:
+        src, dst = source / part, target / part
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, dirs_exist_ok=True)
+        else:
+            shutil.copy2(src, dst)
