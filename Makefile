@@ -28,7 +28,8 @@ reproduce: data
 	$(BIN)/fmnist-lab train --out $(RESULTS)
 
 test: data
-	$(BIN)/python -m pytest
+	FMNIST_LAB_SMOKE=1 NO_MKDOCS_2_WARNING=1 $(BIN)/python -m pytest tests solutions --nbval --nbval-current-env \
+		--nbval-sanitize-with tests/nbval_sanitize.cfg
 
 docs: setup
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
