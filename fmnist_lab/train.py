@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from fmnist_lab.data import InMemoryBatches
 from fmnist_lab.errors import FmnistLabError
@@ -38,6 +37,16 @@ def get_device() -> torch.device:
     return torch.device("cpu")
 
 
+def _progress_bar(iterable, description: str):
+    """A tqdm bar (a widget in Jupyter, text elsewhere), imported only when a bar is wanted."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm.auto's "IProgress not found" notice without ipywidgets
+        from tqdm.auto import tqdm
+    return tqdm(iterable, desc=description, leave=False)
+
+
 def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
           val_data: tuple[torch.Tensor, torch.Tensor] | None = None, *, epochs: int = 5,
           lr: float = 0.1, batch_size: int = 100, seed: int = 0,
@@ -61,7 +70,7 @@ def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
         start = time.perf_counter()
         model.train()
         cost = torch.zeros((), device=device)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{epochs}", leave=False, disable=not progress)
+        bar = _progress_bar(batches, f"epoch {epoch}/{epochs}") if progress else batches
         for step, (x, y) in enumerate(bar, 1):
             optimizer.zero_grad()
             loss = criterion(model(x.contiguous(memory_format=torch.channels_last)), y)
