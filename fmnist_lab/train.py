@@ -83,6 +83,7 @@ def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
         val_accuracy = accuracy(model, *val_data) if val_data is not None else None
         history.append({"epoch": epoch, "cost": cost_value, "mean_loss": cost_value / len(batches),
                         "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start})
+    model.to(memory_format=torch.contiguous_format)  # hand back the usual layout, as a loaded model has
     return history
 
 

@@ -1,0 +1,281 @@
+"""Checks of lesson 04 (the training loop): one epoch, the summed cost, accuracy in eval mode, save and load."""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import functools
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from fmnist_lab.checks import Mismatch, exercise, expect_callable
+from fmnist_lab.models import CNNBatch
+
+ATOL_WEIGHTS, RTOL_COST = 1e-5, 1e-5
+
+
+def _number(value: Any, what: str) -> float:
+    """A Python float from a float, an int, a NumPy scalar or a one-element tensor; else Mismatch."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise Mismatch(f"expected {what} to be one number, got a tensor of shape {tuple(value.shape)}")
+        value = value.item()
+    if isinstance(value, bool) or not hasattr(value, "__float__"):
+        raise Mismatch(f"expected {what} to be a number, got {type(value).__name__}")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise Mismatch(f"expected {what} to be a number, got {type(value).__name__}") from None
+
+
+def _one_thread(check):
+    """Run a check on one CPU thread: its tensors are tiny, and on a busy machine a second thread only waits."""
+
+    @functools.wraps(check)
+    def run(*args, **kwargs):
+        threads = torch.get_num_threads()
+        with contextlib.ExitStack() as stack:
+            stack.callback(torch.set_num_threads, threads)
+            torch.set_num_threads(1)
+            return check(*args, **kwargs)
+
+    return run
+
+
+def _close(a: float, b: float, rel: float = RTOL_COST, abs_: float = 1e-7) -> bool:
+    return math.isfinite(a) and abs(a - b) <= max(abs_, rel * abs(b))
+
+
+def _max_difference(model_a: nn.Module, model_b: nn.Module, parameters_only: bool = False) -> float:
+    """The largest absolute difference between two models' parameters (and float buffers)."""
+    worst = 0.0
+    names = {name for name, _ in model_a.named_parameters()}
+    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
+        if a.is_floating_point() and (name in names or not parameters_only):
+            worst = max(worst, (a.detach().cpu().double() - b.detach().cpu().double()).abs().max().item())
+    return worst
+
+
+def _seeded_model(seed: int, image_size: int = 16) -> CNNBatch:
+    """A CNNBatch initialised from `seed` without touching the caller's random state."""
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return CNNBatch(image_size=image_size)
+
+
+# --- 4.1 train_one_epoch -------------------------------------------------------------------------
+
+N_BATCHES, BATCH = 5, 12
+
+
+def _epoch_setup() -> tuple[CNNBatch, list[tuple[torch.Tensor, torch.Tensor]]]:
+    """A small CNNBatch (8×8 inputs) and five fixed batches of 12 random images with labels."""
+    model = _seeded_model(4, image_size=8)
+    g = torch.Generator().manual_seed(41)
+    batches = [(torch.rand(BATCH, 1, 8, 8, generator=g), torch.randint(0, 10, (BATCH,), generator=g))
+               for _ in range(N_BATCHES)]
+    return model, batches
+
+
+def _reference_epoch(model: nn.Module, batches, *, train_mode: bool = True, zero_grad: bool = True,
+                     step: bool = True) -> tuple[nn.Module, float, list[float]]:
+    """One epoch of SGD (lr 0.1) on a copy of `model`, optionally with a classic mistake."""
+    model = copy.deepcopy(model)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    criterion = nn.CrossEntropyLoss()
+    model.train(train_mode)
+    losses = []
+    for x, y in batches:
+        if zero_grad:
+            optimizer.zero_grad()
+        loss = criterion(model(x), y)
+        loss.backward()
+        if step:
+            optimizer.step()
+        losses.append(loss.item())
+    return model, sum(losses), losses
+
+
+@exercise("4.1", "train_one_epoch",
+          "model.train(), then for each batch: optimizer.zero_grad(), logits = model(images), "
+          "loss = criterion(logits, labels), loss.backward(), optimizer.step(); add up loss.item()")
+@_one_thread
+def check_train_one_epoch(train_one_epoch) -> str:
+    expect_callable(train_one_epoch, "a function train_one_epoch(model, batches, optimizer, criterion)")
+    initial, batches = _epoch_setup()
+    reference, cost, losses = _reference_epoch(initial, batches)
+    learner = copy.deepcopy(initial).eval()  # as after an evaluation: the function must switch to training
+    optimizer = torch.optim.SGD(learner.parameters(), lr=0.1)
+    got = train_one_epoch(learner, [(x.clone(), y.clone()) for x, y in batches], optimizer,
+                          nn.CrossEntropyLoss())
+    got = _number(got, "the returned cost")
+    where = f"after one epoch of {N_BATCHES} batches (SGD lr 0.1)"
+    difference = _max_difference(learner, reference)
+    if not difference <= ATOL_WEIGHTS:
+        if _max_difference(learner, initial, parameters_only=True) == 0.0:
+            raise Mismatch(f"{where} the weights did not change: call loss.backward() and then "
+                           "optimizer.step() for every batch")
+        if _max_difference(learner, _reference_epoch(initial, batches, zero_grad=False)[0]) <= ATOL_WEIGHTS:
+            raise Mismatch(f"{where} the weights match a loop without optimizer.zero_grad(): the "
+                           "gradients of earlier batches piled up")
+        if _max_difference(learner, _reference_epoch(initial, batches, train_mode=False)[0]) <= ATOL_WEIGHTS:
+            raise Mismatch(f"{where} the weights match a model left in eval mode (the check hands you a "
+                           "model in eval mode): call model.train() first")
+        raise Mismatch(f"{where} the weights differ from the reference's by up to {difference:.3g} "
+                       f"(tolerance {ATOL_WEIGHTS:g})")
+    if not _close(got, cost):
+        if _close(got, cost / N_BATCHES):
+            raise Mismatch(f"expected the summed cost {cost:.4f}, got {got:.4f}: that is the mean batch "
+                           "loss; add the batch losses up instead")
+        if _close(got, cost * BATCH):
+            raise Mismatch(f"expected the summed cost {cost:.4f}, got {got:.4f} (× the batch size {BATCH}): "
+                           "add loss.item() itself, the loss is already a mean over the batch")
+        if _close(got, losses[-1]):
+            raise Mismatch(f"expected the summed cost {cost:.4f}, got {got:.4f}: that is the last batch's "
+                           "loss; add up every batch's loss")
+        raise Mismatch(f"expected the summed cost {cost:.4f} (the sum of {N_BATCHES} batch losses), "
+                       f"got {got:.4f}")
+    return (f"cost {got:.4f} = sum of {N_BATCHES} batch losses, and the updated weights match the "
+            f"reference within {ATOL_WEIGHTS:g}")
+
+
+# --- 4.2 mean_loss_from_cost ---------------------------------------------------------------------
+
+MEAN_CASES = ((297.99, 60_000, 100), (50.0, 1_050, 100), (12.0, 1_000, 1_000), (7.5, 3, 2))
+
+
+@exercise("4.2", "mean_loss_from_cost",
+          "the number of batches is math.ceil(n_images / batch_size) (the last batch may be smaller); "
+          "divide the cost by it")
+def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
+    expect_callable(mean_loss_from_cost, "a function mean_loss_from_cost(cost, n_images, batch_size)")
+    for cost, n_images, batch_size in MEAN_CASES:
+        expected = cost / math.ceil(n_images / batch_size)
+        call = f"mean_loss_from_cost({cost}, {n_images}, {batch_size})"
+        got = _number(mean_loss_from_cost(cost, n_images, batch_size), call)
+        if _close(got, expected, rel=1e-9, abs_=1e-12):
+            continue
+        if _close(got, cost / n_images, rel=1e-9):
+            raise Mismatch(f"expected {call} = {expected:.6g}, got {got:.6g}: you divided by the number of "
+                           "images, but the cost adds one mean loss per batch")
+        if _close(got, cost / (n_images / batch_size), rel=1e-9) or _close(got, cost / (n_images // batch_size), rel=1e-9):
+            raise Mismatch(f"expected {call} = {expected:.6g}, got {got:.6g}: {n_images:,} images in batches "
+                           f"of {batch_size:,} make {math.ceil(n_images / batch_size):,} batches, the last "
+                           "one smaller")
+        raise Mismatch(f"expected {call} = {expected:.6g}, got {got:.6g}")
+    first = MEAN_CASES[0]
+    return (f"{first[0]} over {first[1] // first[2]} batches = {first[0] / (first[1] // first[2]):.4f}, "
+            f"and {len(MEAN_CASES) - 1} more cases (incl. a smaller last batch) match")
+
+
+# --- 4.3 evaluate_accuracy -----------------------------------------------------------------------
+
+N_EVAL = 300
+
+
+def _accuracy_setup() -> tuple[CNNBatch, torch.Tensor, torch.Tensor, float]:
+    """An untrained CNNBatch, 300 random images, and labels it gets 75% right in eval mode."""
+    model = _seeded_model(0)
+    images = torch.rand(N_EVAL, 1, 16, 16, generator=torch.Generator().manual_seed(43))
+    model.eval()
+    with torch.no_grad():
+        labels = model(images).argmax(dim=1)
+    labels[::4] = (labels[::4] + 1) % 10  # every 4th label wrong: 75% in eval mode
+    return model.train(), images, labels, 0.75
+
+
+@exercise("4.3", "evaluate_accuracy",
+          "model.eval() first (batch norm then uses its running statistics), predictions under "
+          "torch.no_grad() with logits.argmax(dim=1), return (predicted == labels).float().mean().item()")
+@_one_thread
+def check_evaluate_accuracy(evaluate_accuracy) -> str:
+    expect_callable(evaluate_accuracy, "a function evaluate_accuracy(model, images, labels)")
+    model, images, labels, expected = _accuracy_setup()
+    before = copy.deepcopy(model.state_dict())
+    got = evaluate_accuracy(model, images.clone(), labels.clone())
+    got = _number(got, "the returned accuracy")
+    stats_changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    if not _close(got, expected, rel=1e-6):
+        if stats_changed:
+            raise Mismatch(f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}: the model "
+                           "ran in training mode (its batch-norm running statistics changed; the check hands "
+                           "you a model in training mode): call model.eval() first")
+        if _close(got, expected * 100, rel=1e-6):
+            raise Mismatch(f"expected a fraction {expected:.4f}, got {got:g}: return a fraction, not a percentage")
+        if _close(got, expected * N_EVAL, rel=1e-6):
+            raise Mismatch(f"expected a fraction {expected:.4f}, got {got:g}: that is the number of correct "
+                           f"predictions; divide by the number of images ({N_EVAL})")
+        raise Mismatch(f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}")
+    if stats_changed:
+        raise Mismatch("the accuracy is right but your function changed the batch-norm running statistics: "
+                       "run the model in eval mode only")
+    return (f"{expected:.2%} on {N_EVAL} images with a batch-norm model handed over in training mode, "
+            "running statistics untouched")
+
+
+# --- 4.4 save_and_load ---------------------------------------------------------------------------
+
+
+def _saved_model() -> CNNBatch:
+    """A CNNBatch whose running statistics are not the defaults (a few training-mode forwards)."""
+    model = _seeded_model(7)
+    g = torch.Generator().manual_seed(44)
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.rand(20, 1, 16, 16, generator=g))
+    return model.eval()
+
+
+@exercise("4.4", "save_and_load",
+          "torch.save(model.state_dict(), path); fresh = CNNBatch(); "
+          "fresh.load_state_dict(torch.load(path, map_location=\"cpu\")); return fresh")
+@_one_thread
+def check_save_and_load(save_and_load) -> str:
+    expect_callable(save_and_load, "a function save_and_load(model, path)")
+    original = _saved_model()
+    given = copy.deepcopy(original)
+    expected_state = original.state_dict()
+    images = torch.rand(50, 1, 16, 16, generator=torch.Generator().manual_seed(45))
+    with tempfile.TemporaryDirectory(prefix="fmnist-lab-4.4-") as tmp:
+        path = Path(tmp) / "model_weights.pth"
+        returned = save_and_load(given, path)
+        if not path.is_file():
+            raise Mismatch("expected a file at the path you were given, found none: save to `path`")
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is the same mistake
+            raise Mismatch("expected the file to hold a state dict (loadable with weights_only=True), "
+                           f"got something else ({type(exc).__name__}): save model.state_dict(), not the "
+                           "model itself") from None
+    if not isinstance(stored, dict):
+        raise Mismatch(f"expected the file to hold a state dict (a dict of tensors), got {type(stored).__name__}")
+    missing, extra = sorted(set(expected_state) - set(stored)), sorted(set(stored) - set(expected_state))
+    if missing or extra:
+        raise Mismatch(f"expected the file to hold the {len(expected_state)} entries of model.state_dict(), "
+                       f"missing {missing[:3]}, unexpected {extra[:3]}")
+    if not isinstance(returned, nn.Module):
+        raise Mismatch(f"expected the function to return the reloaded model, got {type(returned).__name__}")
+    if returned is given:
+        raise Mismatch("expected a fresh model loaded from the file, got the very model you saved: "
+                       "build a new CNNBatch and load the state dict into it")
+    state = returned.state_dict()
+    if set(state) != set(expected_state):
+        raise Mismatch(f"expected the returned model to be a CNNBatch ({len(expected_state)} state entries), "
+                       f"got a {type(returned).__name__} with {len(state)}")
+    differing = [k for k, v in expected_state.items() if not torch.equal(state[k].cpu(), v)]
+    if differing:
+        raise Mismatch(f"expected the returned model to hold the saved weights, but {len(differing)} of "
+                       f"{len(expected_state)} entries differ (first: {differing[0]}): call "
+                       "load_state_dict with what torch.load returned")
+    returned.eval()
+    with torch.no_grad():
+        same = torch.equal(returned.cpu()(images), original(images))
+    if not same:
+        raise Mismatch("expected identical logits from the reloaded model in eval mode, got different ones")
+    return (f"a state dict of {len(expected_state)} entries (incl. running statistics) on disk; the fresh "
+            f"CNNBatch reloaded from it gives identical logits on {len(images)} images")
