@@ -43,6 +43,7 @@ lab: data
 benchmarks: data
 	$(BIN)/python benchmarks/reproduce.py
 	$(BIN)/python benchmarks/train_speed.py
+	$(BIN)/python benchmarks/inference_speed.py
 
 clean:
 	rm -rf $(RESULTS) site .pytest_cache .cache tests/artifacts

@@ -161,6 +161,17 @@ MERMAID_LOADER = re.compile(r'<script type="module">(?:(?!</script>).)*?mermaid(
                             flags=re.DOTALL)
 
 
+def on_page_content(html, page, config, files, **kwargs):
+    """Open each notebook page with a link to download the notebook (copied beside the page)."""
+    if page.file.src_uri.endswith(".ipynb"):
+        name = posixpath.basename(page.file.src_uri)
+        kind = "solution" if page.file.src_uri.startswith("solutions/") else "lesson"
+        link = (f'<p class="notebook-download"><a class="md-button" href="{name}" download>'
+                f'Download this {kind} notebook ({name})</a></p>')
+        return link + html
+    return html
+
+
 def on_post_page(output, page, config, **kwargs):
     """Point MathJax at the bundled copy; drop nbconvert's Mermaid loader (a CDN, and no diagrams here)."""
     output = MERMAID_LOADER.sub("", output)

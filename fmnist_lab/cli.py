@@ -1,4 +1,4 @@
-"""The `fmnist-lab` command: data, train, evaluate, and the course's notebook tools. Bad input: one line, exit 2."""
+"""The `fmnist-lab` command: data, train, evaluate, export, and the course's notebook tools. Bad input: one line, exit 2."""
 
 from __future__ import annotations
 
@@ -142,6 +142,39 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """Export saved weights to one ONNX file (dynamic batch), check it, and compare it with PyTorch."""
+    import torch
+
+    from fmnist_lab.export import (INPUT_NAME, check_onnx, describe_onnx, export_to_onnx, onnx_logits,
+                                   onnx_session)
+    from fmnist_lab.train import load_checkpoint
+
+    out = Path(args.out)
+    if out.is_dir():
+        raise FmnistLabError(f"--out {out} is a folder; give a file name such as {out / 'model.onnx'}")
+    model, _ = load_checkpoint(args.weights, device="cpu")
+    size = model.image_size
+    export_to_onnx(model, out)
+    described = describe_onnx(check_onnx(out))
+    # Agreement on seeded random images: no data needed, every batch size through the dynamic axis.
+    images = torch.rand(37, 1, size, size, generator=torch.Generator().manual_seed(0))
+    with torch.inference_mode():
+        expected = model(images).numpy()
+    got = onnx_logits(onnx_session(out), images, batch_size=16)
+    gap = float(abs(got - expected).max())
+    print(f"{args.weights}: {type(model).__name__}, {size}×{size} inputs")
+    shape = " × ".join(map(str, described["inputs"][INPUT_NAME]))
+    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB, ONNX opset {described['opset']}, "
+          f"input {INPUT_NAME} {shape}), passes onnx.checker")
+    print(f"ONNX Runtime vs PyTorch on 37 random images in batches of 16: max |Δlogit| {gap:.2g}")
+    if not gap <= 1e-3:
+        print(f"fmnist-lab export: ONNX Runtime differs from PyTorch by {gap:.3g} (more than 1e-3)",
+              file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
 def cmd_build_lessons(args: argparse.Namespace) -> int:
     """Generate lessons/ from solutions/, or (--check) say which lessons differ from what they generate."""
     from fmnist_lab.notebooks import build_lessons
@@ -221,6 +254,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image-size", type=int, choices=[16, 28],
                    help="input size (default: from the JSON beside the weights)")
     p.set_defaults(func=cmd_evaluate)
+
+    p = commands.add_parser("export", help="export saved weights to ONNX (dynamic batch) and check it")
+    p.add_argument("weights", help="a model_weights.pth (ours or the original notebook's)")
+    p.add_argument("--out", default="model.onnx", help="the ONNX file to write (default: model.onnx)")
+    p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("build-lessons", help="generate lessons/ from solutions/")
     p.add_argument("--solutions", help="default: solutions/ of the course checkout")

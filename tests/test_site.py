@@ -137,8 +137,8 @@ def test_lesson_pages_show_their_figures_and_code(browser, server):
 
 def test_search_for_batch_norm_lands_on_lesson_03(browser, server):
     visit = Visit(browser, server)
-    visit.page.click("label.md-search__icon, .md-header__button[for='__search']")
-    visit.page.fill("input.md-search__input", "batch norm")
+    visit.page.locator("input.md-search__input").click()
+    visit.page.locator("input.md-search__input").fill("batch norm")
     first = visit.page.locator(".md-search-result__item a").first
     first.wait_for(timeout=15000)
     first.click()
@@ -149,9 +149,10 @@ def test_search_for_batch_norm_lands_on_lesson_03(browser, server):
 
 def test_download_link_gives_the_notebook(browser, server):
     visit = Visit(browser, server + "lessons/03_batch_norm/")
-    link = visit.page.locator("a[href$='.ipynb']").first
+    link = visit.page.locator("a[download][href$='.ipynb']").first
+    assert link.inner_text().startswith("Download this lesson notebook")
     href = link.get_attribute("href")
-    response = visit.page.request.get(visit.page.url + href if not href.startswith("http") else href)
+    response = visit.page.request.get(visit.page.url + href)
     assert response.status == 200
     notebook = json.loads(response.text())
     assert notebook["nbformat"] == 4 and notebook["cells"][0]["source"]

@@ -1,0 +1,231 @@
+"""Checks of lesson 8 (deployment): ONNX export, softmax in NumPy, ONNX Runtime predictions, preprocessing."""
+
+from __future__ import annotations
+
+import copy
+import functools
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from fmnist_lab.checks import Mismatch, exercise, expect_callable
+
+EXPORT_TOLERANCE = 1e-4  # ONNX Runtime's logits against PyTorch's (float32, different kernels)
+PROBABILITY_TOLERANCE = 1e-5
+PIXEL_TOLERANCE = 1e-4
+
+
+def _first_line(exc: BaseException) -> str:
+    """An exception as one short line."""
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_model() -> torch.nn.Module:
+    """A CNNBatch with seeded weights and non-trivial batch-norm statistics, in eval mode."""
+    from fmnist_lab.models import CNNBatch
+
+    generator = torch.Generator().manual_seed(8)
+    model = CNNBatch()
+    with torch.no_grad():
+        for tensor in model.parameters():
+            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.2)
+        for name, buffer in model.named_buffers():
+            if name.endswith("running_mean"):
+                buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.1)
+            elif name.endswith("running_var"):
+                buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
+    return model.eval()
+
+
+def _images(batch: int, seed: int) -> torch.Tensor:
+    """Seeded random images (batch, 1, 16, 16) in [0, 1]."""
+    return torch.rand(batch, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
+
+
+def _to_array(value: Any, what: str) -> np.ndarray:
+    """A NumPy array or tensor as a float64 array; anything else is a Mismatch."""
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu().numpy()
+    if not isinstance(value, np.ndarray):
+        raise Mismatch(f"expected {what} to be a NumPy array, got {type(value).__name__}")
+    try:
+        return value.astype(np.float64)
+    except (TypeError, ValueError):
+        raise Mismatch(f"expected {what} to hold numbers, got dtype {value.dtype}") from None
+
+
+@exercise("8.1", "export_to_onnx",
+          "torch.onnx.export(model, (example,), path, dynamo=True, "
+          "dynamic_shapes=({0: torch.export.Dim('batch')},)) with an example batch of 2 images")
+def check_export_to_onnx(export_to_onnx) -> str:
+    import onnx
+    import onnxruntime
+
+    expect_callable(export_to_onnx, "a function export_to_onnx(model, path)")
+    model = copy.deepcopy(_reference_model())
+    with tempfile.TemporaryDirectory(prefix="fmnist_lab_check_8_1_") as folder:
+        path = Path(folder) / "model.onnx"
+        export_to_onnx(model, path)
+        if not path.is_file():
+            raise Mismatch(f"expected export_to_onnx(model, path) to write a file at path, found none "
+                           f"(in the folder: {sorted(p.name for p in Path(folder).iterdir()) or 'nothing'})")
+        try:
+            onnx.checker.check_model(str(path), full_check=True)
+        except Exception as exc:  # noqa: BLE001 - any checker failure is a wrong answer
+            raise Mismatch(f"expected a file that passes onnx.checker, got {_first_line(exc)}") from None
+        try:
+            session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001
+            raise Mismatch(f"expected ONNX Runtime to load the file, got {_first_line(exc)}") from None
+        inputs = session.get_inputs()
+        if len(inputs) != 1:
+            raise Mismatch(f"expected a model with one input (the images), got {len(inputs)}")
+        name, declared = inputs[0].name, inputs[0].shape
+        for batch, seed in ((1, 1), (3, 2), (64, 3)):
+            images = _images(batch, seed)
+            try:
+                got = session.run(None, {name: images.numpy()})[0]
+            except Exception as exc:  # noqa: BLE001
+                raise Mismatch(f"expected the file to accept a batch of {batch} images, but its input is "
+                               f"declared {declared} and ONNX Runtime refused ({_first_line(exc)}): "
+                               "make the batch dimension dynamic") from None
+            with torch.inference_mode():
+                expected = _reference_model()(images).numpy()
+            if got.shape != expected.shape:
+                raise Mismatch(f"expected logits of shape {expected.shape} for a batch of {batch}, "
+                               f"got {got.shape}")
+            gap = float(np.abs(got - expected).max())
+            if not gap <= EXPORT_TOLERANCE:
+                raise Mismatch(f"on a batch of {batch} images the file's logits differ from PyTorch's in eval "
+                               f"mode by up to {gap:.3g} (tolerance {EXPORT_TOLERANCE:g})")
+    return "the file passes onnx.checker; batches of 1, 3 and 64 give PyTorch's logits within 1e-4"
+
+
+@exercise("8.2", "softmax_numpy",
+          "subtract each row's maximum, np.exp, then divide by the sum over the last axis (keepdims=True)")
+def check_softmax_numpy(softmax_numpy) -> str:
+    expect_callable(softmax_numpy, "a function softmax_numpy(logits)")
+    logits = (torch.randn(5, 10, generator=torch.Generator().manual_seed(82)) * 3).numpy()
+    expected = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
+    with np.errstate(all="ignore"):
+        got = softmax_numpy(logits.copy())
+    if not isinstance(got, np.ndarray):  # the point: no PyTorch where the model is deployed
+        raise Mismatch(f"expected softmax_numpy(logits) to return a NumPy array, got {type(got).__name__}: "
+                       "use np.exp and np.sum, not torch")
+    got = _to_array(got, "softmax_numpy(logits)")
+    if got.shape != expected.shape:
+        raise Mismatch(f"expected probabilities of shape {expected.shape}, got {got.shape}")
+    sums = got.sum(axis=1)
+    if not np.allclose(sums, 1, atol=1e-6):
+        raise Mismatch(f"expected every row to sum to 1, got row sums {np.round(sums, 3).tolist()}: "
+                       "normalise over the last axis, one image at a time")
+    gap = float(np.abs(got - expected).max())
+    if not gap <= 1e-6:
+        raise Mismatch(f"your probabilities differ from torch.softmax by up to {gap:.3g} (tolerance 1e-6)")
+    large = np.array([[1000.0, 999.0] + [0.0] * 8, [-1000.0] * 9 + [-998.0]], dtype=np.float32)
+    expected_large = torch.softmax(torch.from_numpy(large).double(), dim=1).numpy()
+    with np.errstate(all="ignore"):
+        got_large = _to_array(softmax_numpy(large.copy()), "softmax_numpy(large logits)")
+    if got_large.shape != large.shape or not np.isfinite(got_large).all():
+        raise Mismatch("on logits of ±1000 your probabilities hold nan or inf (np.exp overflows): "
+                       "subtract each row's maximum first")
+    if not np.abs(got_large - expected_large).max() <= 1e-6:
+        raise Mismatch("on logits of ±1000 your probabilities differ from torch.softmax "
+                       f"(got {np.round(got_large[0, :2], 4).tolist()} for [1000, 999, 0, …], "
+                       f"expected {np.round(expected_large[0, :2], 4).tolist()})")
+    return "(5, 10) probabilities equal torch.softmax within 1e-6; logits of ±1000 stay finite"
+
+
+@functools.lru_cache(maxsize=1)
+def _reference_session():
+    """ONNX Runtime on the reference model, exported once per process by the package."""
+    from fmnist_lab.export import export_to_onnx, onnx_session
+
+    folder = Path(tempfile.mkdtemp(prefix="fmnist_lab_check_8_3_"))
+    return onnx_session(export_to_onnx(_reference_model(), folder / "reference.onnx"))
+
+
+@exercise("8.3", "onnx_predict",
+          "loop over chunks images[i:i + batch_size], session.run on each as float32 NumPy, "
+          "np.concatenate the logits, softmax them, then argmax over axis 1")
+def check_onnx_predict(onnx_predict) -> str:
+    from fmnist_lab import data
+
+    expect_callable(onnx_predict, "a function onnx_predict(session, images, batch_size)")
+    images = data.load("test", 16)[0][:300]
+    with torch.inference_mode():
+        expected = torch.softmax(_reference_model()(images).double(), dim=1).numpy()
+    answer = onnx_predict(_reference_session(), images.clone(), batch_size=128)
+    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
+        raise Mismatch(f"expected a pair (predicted, probabilities), got {type(answer).__name__}"
+                       + (f" of length {len(answer)}" if isinstance(answer, (tuple, list)) else ""))
+    predicted = _to_array(answer[0], "predicted")
+    probabilities = _to_array(answer[1], "probabilities")
+    if probabilities.shape != expected.shape:
+        raise Mismatch(f"expected probabilities of shape {expected.shape} for 300 images in batches of 128 "
+                       f"(128 + 128 + 44), got {probabilities.shape}")
+    if predicted.shape != (len(images),):
+        raise Mismatch(f"expected {len(images)} predicted classes, shape ({len(images)},), got {predicted.shape}")
+    if not np.allclose(probabilities.sum(axis=1), 1, atol=1e-5):
+        raise Mismatch("expected each row of probabilities to sum to 1, got sums from "
+                       f"{probabilities.sum(axis=1).min():.3g} to {probabilities.sum(axis=1).max():.3g}: "
+                       "apply a softmax to the logits")
+    gap = float(np.abs(probabilities - expected).max())
+    if not gap <= PROBABILITY_TOLERANCE:
+        raise Mismatch(f"your probabilities differ from PyTorch's by up to {gap:.3g} "
+                       f"(tolerance {PROBABILITY_TOLERANCE:g}): are the chunks kept in order?")
+    wrong = int((predicted != expected.argmax(axis=1)).sum())
+    if wrong:
+        raise Mismatch(f"expected the predicted class to be each row's most probable one, {wrong} of 300 differ")
+    return "300 images in batches of 128: predictions equal PyTorch's, probabilities within 1e-5, rows sum to 1"
+
+
+def _pictures() -> list[tuple[str, np.ndarray, str]]:
+    """Four RGBA pictures with what each tests: (description, rgba, hint on a mismatch)."""
+    from fmnist_lab import data
+
+    paper = np.full((280, 280, 4), 255, dtype=np.uint8)  # a dark T-shirt-like outline on white paper
+    for top, bottom, left, right in ((40, 60, 40, 240), (40, 120, 40, 70), (40, 120, 210, 240),
+                                     (60, 250, 80, 100), (60, 250, 180, 200), (230, 250, 80, 200)):
+        paper[top:bottom, left:right, :3] = 20
+    garment = (data.load("test", 28)[0][7, 0].numpy() * 255).round().astype(np.uint8)
+    dark = np.dstack([garment, garment, garment, np.full_like(garment, 255)])  # Fashion-MNIST as RGBA
+    transparent = np.zeros((120, 120, 4), dtype=np.uint8)  # black strokes on a transparent canvas
+    transparent[20:100, 30:50, 3] = 255
+    transparent[20:100, 70:90, 3] = 255
+    transparent[20:35, 30:90, 3] = 255
+    colour = np.zeros((60, 40, 4), dtype=np.uint8)  # a red garment on light blue, taller than wide
+    colour[..., :] = (200, 225, 255, 255)
+    colour[10:50, 8:32] = (180, 30, 40, 255)
+    return [("a dark drawing on white paper (280×280)", paper,
+             "the border is light, so the image must be inverted (1 − gray)"),
+            ("a Fashion-MNIST image, light on black (28×28)", dark, "the border is dark: do not invert it"),
+            ("black strokes on a transparent canvas (120×120)", transparent,
+             "a transparent pixel is white paper: gray = alpha·gray + (1 − alpha), alpha = A / 255"),
+            ("a red garment on light blue (60×40)", colour,
+             "gray = 0.299 R + 0.587 G + 0.114 B on [0, 1] values; pad to a square before resizing")]
+
+
+@exercise("8.4", "preprocess_drawing",
+          "gray = alpha·(0.299R + 0.587G + 0.114B)/255 + (1 − alpha); invert if the border's mean > 0.5; "
+          "pad_to_square, resize_image to 28 then 16; shape (1, 1, 16, 16)")
+def check_preprocess_drawing(preprocess_drawing) -> str:
+    from fmnist_lab.export import preprocess_drawing as reference
+
+    expect_callable(preprocess_drawing, "a function preprocess_drawing(rgba)")
+    for description, rgba, hint in _pictures():
+        expected = reference(rgba, 16).astype(np.float64)
+        got = _to_array(preprocess_drawing(rgba.copy()), f"preprocess_drawing({description})")
+        if got.shape != expected.shape:
+            raise Mismatch(f"on {description} expected an input of shape {expected.shape}, got {got.shape}")
+        gap = float(np.abs(got - expected).max())
+        if not gap <= PIXEL_TOLERANCE:
+            raise Mismatch(f"on {description} your pixels differ from the reference by up to {gap:.3g} "
+                           f"(tolerance {PIXEL_TOLERANCE:g}): {hint}")
+    return ("4 pictures (dark on white, light on black, transparent, coloured 60×40) give the reference "
+            "(1, 1, 16, 16) input within 1e-4")

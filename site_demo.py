@@ -1,0 +1,169 @@
+"""MkDocs hook for the live demo page (docs/demo.md): everything it loads is generated at build time.
+
+- `demo/model.onnx`: the original run's checkpoint (`fmnist_lab.train.original_run`, trained once if
+  missing) exported with `fmnist_lab.export.export_to_onnx`.
+- `demo/samples.json` and `demo/samples/*.png`: a few test images per class, as 28×28 PNG thumbnails
+  and as the exact [0, 1] pixels the model reads, with PyTorch's probabilities (the browser test
+  compares the page with them).
+- `demo/ort*.mjs` and `demo/*.wasm`: onnxruntime-web, copied from `node_modules` (`npm ci`).
+None of these is committed. The page's own code is `docs/demo/demo.js` and `docs/demo/demo.css`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+if str(ROOT) not in sys.path:
+    sys.path.append(str(ROOT))
+
+DEMO_DIR = "demo"
+ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
+# The WebAssembly build only: its ES module, the Emscripten glue it imports, and the binary.
+ORT_FILES = ["ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"]
+PER_CLASS = 4  # 40 test images: the first four of each class in test-set order
+CACHE = ROOT / ".cache" / "site_demo"
+
+
+def check_onnxruntime_web() -> None:
+    """Stop the build with one line when `npm ci` has not installed onnxruntime-web."""
+    missing = [name for name in ORT_FILES if not (ORT_DIST / name).is_file()]
+    if missing:
+        raise SystemExit(f"node_modules/onnxruntime-web is missing ({', '.join(missing)}): run `npm ci` "
+                         "(make docs does) before building")
+
+
+def _checkpoint():
+    """The original run's model and the path of its checkpoint (trained and saved on first use)."""
+    from fmnist_lab.paths import course_dir
+    from fmnist_lab.train import original_run
+
+    model, history = original_run()
+    return model, history, course_dir("results") / "lessons" / "seed0" / "model_weights.pth"
+
+
+def sample_indices(labels, per_class: int = PER_CLASS) -> list[int]:
+    """The first `per_class` test images of each class, class by class."""
+    return [i for c in range(10) for i in [int(j) for j in (labels == c).nonzero().flatten()[:per_class]]]
+
+
+def write_demo_assets(target: Path) -> dict:
+    """Write model.onnx, samples.json and the thumbnails into `target`; return samples.json's content."""
+    from PIL import Image
+
+    from fmnist_lab import data
+    from fmnist_lab.evaluate import predict
+    from fmnist_lab.export import INPUT_NAME, OUTPUT_NAME, SOURCE_SIZE, export_to_onnx
+    from fmnist_lab.models import count_parameters
+
+    model, history, _ = _checkpoint()
+    target.mkdir(parents=True, exist_ok=True)
+    export_to_onnx(model, target / "model.onnx")
+    size = model.image_size
+    images, labels = data.load("test", size)
+    originals, _ = data.load("test", SOURCE_SIZE)
+    indices = sample_indices(labels)
+    predicted, probabilities = predict(model, images[indices])
+    (target / "samples").mkdir(exist_ok=True)
+    samples = []
+    for row, index in enumerate(indices):
+        name = f"samples/{index:05d}.png"
+        pixels = (originals[index, 0] * 255).round().byte().numpy()
+        Image.fromarray(pixels, mode="L").save(target / name, optimize=True)
+        samples.append({"index": index, "label": int(labels[index]), "thumbnail": name,
+                        "pixels": [float(v) for v in images[index, 0].flatten()],
+                        "pytorch_predicted": int(predicted[row]),
+                        "pytorch_probabilities": [float(p) for p in probabilities[row]]})
+    payload = {"model": {"name": type(model).__name__, "params": count_parameters(model),
+                         "image_size": size, "input": INPUT_NAME, "output": OUTPUT_NAME,
+                         "test_accuracy": history[-1]["val_accuracy"], "epochs": len(history)},
+               "classes": data.CLASS_NAMES, "samples": samples}
+    (target / "samples.json").write_text(json.dumps(payload) + "\n")
+    return payload
+
+
+def _cache_key(checkpoint: Path) -> str:
+    """Changes when the weights, this hook, the export code or the exporter's version change."""
+    import onnx
+    import torch
+
+    digest = hashlib.sha256(checkpoint.read_bytes())
+    for path in (Path(__file__), ROOT / "fmnist_lab" / "export.py"):
+        digest.update(path.read_bytes())
+    digest.update(f"{torch.__version__} {onnx.__version__}".encode())
+    return digest.hexdigest()[:16]
+
+
+def demo_assets() -> Path:
+    """The folder holding the generated assets, reused across builds (`mkdocs serve`) while nothing changed."""
+    _, _, checkpoint = _checkpoint()
+    folder = CACHE / _cache_key(checkpoint)
+    if not (folder / "samples.json").is_file():
+        shutil.rmtree(CACHE, ignore_errors=True)
+        partial = folder.with_name(folder.name + ".part")
+        write_demo_assets(partial)
+        partial.rename(folder)
+    return folder
+
+
+def model_markdown() -> str:
+    """One sentence about the model the demo runs, from its checkpoint."""
+    from fmnist_lab.models import count_parameters
+
+    model, history, _ = _checkpoint()
+    return (f"The model is the original run of the course: `{type(model).__name__}`, "
+            f"{count_parameters(model):,} parameters, {model.image_size}×{model.image_size} inputs, "
+            f"{len(history)} epochs with SGD (lr 0.1, batch 100, seed 0), "
+            f"{history[-1]['val_accuracy']:.2%} test accuracy.")
+
+
+def speed_markdown() -> str:
+    """The latency table of benchmarks/inference_speed.py, with its machine and date."""
+    path = ROOT / "benchmarks" / "results" / "inference_speed.json"
+    if not path.is_file():
+        return "Run `python benchmarks/inference_speed.py` to measure the latencies."
+    result = json.loads(path.read_text())
+    rows = ["| threads | batch | PyTorch eager (ms) | ONNX Runtime (ms) | ONNX Runtime speed-up |",
+            "|---|---|---|---|---|"]
+    rows += [f"| {r['threads']} | {r['batch']} | {r['pytorch_ms']:.3f} | {r['onnxruntime_ms']:.3f} | "
+             f"{r['speedup']:.1f}× |" for r in result.get("latency_one_thread", []) + result["latency"]]
+    machine = result["machine"]
+    agreement = result["agreement"]
+    load = result.get("load_average", {}).get("before", [None])[0]
+    return "\n".join(rows + [
+        "",
+        f"The best of {result['rounds']} rounds of the median of {result['repeats']} calls, in milliseconds per "
+        f"batch, on the CPU: {machine['cores']} cores ({machine['cpu']}), PyTorch {machine['torch']}, "
+        f"ONNX Runtime {result['onnxruntime']}, {machine['date']}"
+        + (f", load average {load:.1f} when it started" if load is not None else "")
+        + f" (`python benchmarks/inference_speed.py`). On the {agreement['images']:,} test images, "
+        f"{agreement['equal_predictions']:,} predictions are equal and the probabilities differ by at most "
+        f"{agreement['max_abs_probability_difference']:.1e}. The browser runs the WebAssembly build on one "
+        "thread; its speed depends on your device."])
+
+
+def on_config(config, **kwargs):
+    """Fail at once, before rendering anything, when onnxruntime-web is not installed."""
+    check_onnxruntime_web()
+    return config
+
+
+def on_page_markdown(markdown, page, config, files, **kwargs):
+    """Fill the demo page's placeholders from the checkpoint and the benchmark results."""
+    for placeholder, generate in (("<!-- demo-model -->", model_markdown), ("<!-- demo-speed -->", speed_markdown)):
+        if placeholder in markdown:
+            markdown = markdown.replace(placeholder, generate())
+    return markdown
+
+
+def on_post_build(config, **kwargs):
+    """Put the model, the samples and onnxruntime-web beside the demo page."""
+    check_onnxruntime_web()
+    target = Path(config["site_dir"]) / DEMO_DIR
+    shutil.copytree(demo_assets(), target, dirs_exist_ok=True)
+    for name in ORT_FILES:
+        shutil.copy2(ORT_DIST / name, target / name)

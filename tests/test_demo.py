@@ -1,0 +1,204 @@
+"""The live demo page (docs/demo.md, site_demo.py) built with MkDocs and driven in headless Chromium.
+
+For 20 test images the page's predicted classes equal PyTorch's and its probabilities agree within
+1e-3; drawing on the canvas with the mouse and uploading a picture give a prediction computed from
+the same pixels as `fmnist_lab.export.preprocess_drawing`; the page makes no request to another host
+and logs no error. The browser, the build and the request checks are tests/test_site.py's.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO
+from test_site import ARTIFACTS, Visit, browser, server, site  # noqa: F401  (fixtures reused, not copied)
+
+from fmnist_lab import data
+from fmnist_lab.evaluate import predict
+from fmnist_lab.export import onnx_predict, onnx_session, preprocess_drawing
+from fmnist_lab.train import original_run
+
+PAGE_TOLERANCE = 1e-3  # the browser's ONNX Runtime (WebAssembly, float32) against PyTorch
+PIXEL_TOLERANCE = 1e-5  # the page's preprocessing against Python's (float64 then float32 in both)
+READY_TIMEOUT_MS = 120_000  # loading 14 MB of WebAssembly on a busy 2-core machine
+
+
+@pytest.fixture(scope="module")
+def samples(site) -> dict:
+    """The samples.json the build wrote beside the page."""
+    return json.loads((site / "demo" / "samples.json").read_text())
+
+
+@pytest.fixture(scope="module")
+def model() -> torch.nn.Module:
+    """The checkpoint the site exported (the original run, seed 0)."""
+    return original_run()[0].cpu().eval()
+
+
+def open_demo(browser, server) -> Visit:
+    """The demo page, loaded, with its model and samples ready."""
+    visit = Visit(browser, server + "demo/")
+    visit.page.wait_for_selector("#demo-result[data-ready='true']", timeout=READY_TIMEOUT_MS)
+    return visit
+
+
+def wait_for_result(page, source: str, runs_before: int, index: int | None = None) -> dict:
+    """Wait for a new prediction from `source`; return the page's class and probabilities."""
+    condition = (f"r.dataset.source === '{source}' && Number(r.dataset.runs) > {runs_before}"
+                 + (f" && r.dataset.index === '{index}'" if index is not None else ""))
+    page.wait_for_function(f"(() => {{ const r = document.getElementById('demo-result'); return {condition}; }})()",
+                           timeout=60_000)
+    state = page.eval_on_selector("#demo-result", "r => ({...r.dataset})")
+    return {"predicted": int(state["predicted"]), "probabilities": np.array(json.loads(state["probabilities"])),
+            "runs": int(state["runs"]), "input": np.array(page.evaluate("window.fmnistDemo.lastInput"))}
+
+
+def settle(page, source: str, runs_before: int) -> dict:
+    """The page's last prediction once no new one has come for 0.5 s (drawing predicts as the pen moves)."""
+    wait_for_result(page, source, runs_before)
+    while True:
+        count = runs(page)
+        page.wait_for_timeout(500)
+        if runs(page) == count:
+            return wait_for_result(page, source, count - 1)
+
+
+def runs(page) -> int:
+    """How many predictions the page has shown so far."""
+    return int(page.get_attribute("#demo-result", "data-runs") or 0)
+
+
+def pytorch_probabilities(model, pixels: np.ndarray) -> np.ndarray:
+    """PyTorch's probabilities for one (1, 1, S, S) input."""
+    return predict(model, torch.as_tensor(pixels, dtype=torch.float32))[1][0].double().numpy()
+
+
+def test_the_build_writes_the_model_samples_and_onnxruntime_web(site):
+    demo = site / "demo"
+    for name in ("index.html", "demo.js", "demo.css", "model.onnx", "samples.json", "ort.wasm.min.mjs",
+                 "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"):
+        assert (demo / name).is_file(), f"site/demo/{name} is missing"
+    thumbnails = sorted((demo / "samples").glob("*.png"))
+    assert len(thumbnails) == 40 and all(p.read_bytes()[:4] == b"\x89PNG" for p in thumbnails)
+    assert Image.open(thumbnails[0]).size == (28, 28)
+    # generated, never committed: nothing of the kind in docs/
+    assert not [p for p in (REPO / "docs").rglob("*") if p.suffix in (".onnx", ".wasm", ".mjs")]
+
+
+def test_samples_are_test_images_with_pytorchs_probabilities(samples, model):
+    images, labels = data.load("test", 16)
+    indices = [s["index"] for s in samples["samples"]]
+    assert [s["label"] for s in samples["samples"]] == [c for c in range(10) for _ in range(4)]
+    assert [int(labels[i]) for i in indices] == [s["label"] for s in samples["samples"]]
+    pixels = np.array([s["pixels"] for s in samples["samples"]], dtype=np.float32).reshape(-1, 1, 16, 16)
+    assert np.array_equal(pixels, images[indices].numpy())  # the exact [0, 1] arrays
+    predicted, probabilities = predict(model, images[indices])
+    stored = np.array([s["pytorch_probabilities"] for s in samples["samples"]])
+    assert np.abs(stored - probabilities.double().numpy()).max() < 1e-6
+    assert [s["pytorch_predicted"] for s in samples["samples"]] == predicted.tolist()
+    assert samples["classes"][9] == "Ankle boot" and samples["model"]["image_size"] == 16
+
+
+def test_the_sites_model_onnx_equals_pytorch(site, model):
+    images, _ = data.load("test", 16)
+    predicted, probabilities = onnx_predict(onnx_session(site / "demo" / "model.onnx"), images[:2000])
+    torch_predicted, torch_probabilities = predict(model, images[:2000])
+    assert np.array_equal(predicted, torch_predicted.numpy())
+    assert np.abs(probabilities - torch_probabilities.double().numpy()).max() <= 1e-4
+
+
+def test_page_predictions_equal_pytorch_for_20_test_images(browser, server, samples):
+    visit = open_demo(browser, server)
+    chosen = samples["samples"][::2]  # two per class
+    assert len(chosen) == 20
+    gaps = []
+    for sample in chosen:
+        before = runs(visit.page)
+        visit.page.click(f".fmnist-demo__sample[data-index='{sample['index']}']")
+        shown = wait_for_result(visit.page, "sample", before, sample["index"])
+        assert shown["predicted"] == sample["pytorch_predicted"], sample["index"]
+        gaps.append(np.abs(shown["probabilities"] - np.array(sample["pytorch_probabilities"])).max())
+        name = samples["classes"][shown["predicted"]]
+        assert visit.page.inner_text("#demo-prediction").startswith(name)
+        bars = visit.page.eval_on_selector_all(".fmnist-demo__bar", "rows => rows.map(r => Number(r.dataset.probability))")
+        assert np.allclose(bars, shown["probabilities"])
+    print(f"\n20 test images: classes equal PyTorch's, max |Δprob| {max(gaps):.2e}")
+    assert max(gaps) <= PAGE_TOLERANCE
+    visit.assert_clean()
+    visit.page.close()
+
+
+def draw_trousers(page) -> None:
+    """Two legs and a waistband, drawn with mouse events on the canvas."""
+    canvas = page.locator("#demo-canvas")
+    canvas.scroll_into_view_if_needed()
+    box = canvas.bounding_box()
+    scale = box["width"] / 280
+
+    def stroke(points):
+        page.mouse.move(box["x"] + points[0][0] * scale, box["y"] + points[0][1] * scale)
+        page.mouse.down()
+        for x, y in points[1:]:
+            page.mouse.move(box["x"] + x * scale, box["y"] + y * scale, steps=8)
+        page.mouse.up()
+
+    stroke([(95, 40), (185, 40)])
+    stroke([(95, 40), (85, 250)])
+    stroke([(185, 40), (195, 250)])
+
+
+def test_drawing_on_the_canvas_gives_a_prediction_from_pythons_pixels(browser, server, model):
+    visit = open_demo(browser, server)
+    before = runs(visit.page)
+    draw_trousers(visit.page)
+    shown = settle(visit.page, "drawing", before)  # the prediction of the finished drawing
+    rgba = np.array(visit.page.evaluate(
+        "Array.from(document.getElementById('demo-canvas').getContext('2d').getImageData(0, 0, 280, 280).data)"),
+        dtype=np.uint8).reshape(280, 280, 4)
+    expected = preprocess_drawing(rgba, 16)
+    assert np.abs(shown["input"] - expected.flatten()).max() <= PIXEL_TOLERANCE
+    assert expected[0, 0].mean() < 0.5  # inverted: a light garment on a dark background
+    assert np.abs(shown["probabilities"] - pytorch_probabilities(model, expected)).max() <= PAGE_TOLERANCE
+    assert shown["probabilities"].sum() == pytest.approx(1, abs=1e-6)
+    assert visit.page.inner_text("#demo-prediction").strip()
+    ARTIFACTS.mkdir(exist_ok=True)
+    visit.page.screenshot(path=str(ARTIFACTS / "demo_drawing.png"), full_page=True)
+    visit.assert_clean()
+    visit.page.close()
+
+
+def test_an_uploaded_picture_is_preprocessed_like_python(browser, server, model, tmp_path):
+    images, _ = data.load("test", 28)
+    # A test garment as a photo might show it: dark on white paper, larger, not square.
+    garment = 255 - (images[0, 0].numpy() * 255).round().astype(np.uint8)
+    picture = np.full((100, 84), 255, dtype=np.uint8)
+    picture[8:92, :] = np.asarray(Image.fromarray(garment).resize((84, 84), Image.NEAREST))
+    path = tmp_path / "garment.png"
+    Image.fromarray(picture).convert("RGB").save(path)
+    visit = open_demo(browser, server)
+    before = runs(visit.page)
+    visit.page.set_input_files("#demo-upload", str(path))
+    shown = wait_for_result(visit.page, "upload", before)
+    expected = preprocess_drawing(np.asarray(Image.open(path).convert("RGBA")), 16)
+    assert np.abs(shown["input"] - expected.flatten()).max() <= PIXEL_TOLERANCE
+    assert np.abs(shown["probabilities"] - pytorch_probabilities(model, expected)).max() <= PAGE_TOLERANCE
+    visit.assert_clean()
+    visit.page.close()
+
+
+def test_the_build_stops_with_one_line_without_npm_ci(tmp_path, monkeypatch):
+    spec = importlib.util.spec_from_file_location("site_demo_under_test", REPO / "site_demo.py")
+    hook = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(hook)
+    monkeypatch.setattr(hook, "ORT_DIST", tmp_path / "node_modules" / "onnxruntime-web" / "dist")
+    with pytest.raises(SystemExit) as stopped:
+        hook.on_config({})
+    message = str(stopped.value)
+    assert "\n" not in message and "run `npm ci`" in message and "onnxruntime-web" in message
