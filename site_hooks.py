@@ -166,6 +166,8 @@ def on_page_content(html, page, config, files, **kwargs):
     if page.file.src_uri.endswith(".ipynb"):
         name = posixpath.basename(page.file.src_uri)
         kind = "solution" if page.file.src_uri.startswith("solutions/") else "lesson"
+        if kind == "solution":  # search leads to the lesson first; its solution ranks below it
+            page.meta["search"] = {"boost": 0.5}
         link = (f'<p class="notebook-download"><a class="md-button" href="{name}" download>'
                 f'Download this {kind} notebook ({name})</a></p>')
         return link + html

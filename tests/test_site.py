@@ -138,12 +138,12 @@ def test_lesson_pages_show_their_figures_and_code(browser, server):
 def test_search_for_batch_norm_lands_on_lesson_03(browser, server):
     visit = Visit(browser, server)
     visit.page.locator("input.md-search__input").click()
-    visit.page.locator("input.md-search__input").fill("batch norm")
+    visit.page.keyboard.type("batch norm", delay=50)
     first = visit.page.locator(".md-search-result__item a").first
-    first.wait_for(timeout=15000)
+    first.wait_for(timeout=60000)
     first.click()
     visit.page.wait_for_load_state("networkidle")
-    assert "03_batch_norm" in visit.page.url
+    assert "/lessons/03_batch_norm/" in visit.page.url
     visit.page.close()
 
 
