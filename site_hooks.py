@@ -58,6 +58,7 @@ def notebook_intro(path: Path) -> tuple[str, list[str], str]:
                 break
     time_match = re.search(r"\*{0,2}Time\*{0,2}\s*[:·—-]?\s*\*{0,2}\s*(.+)", intro)
     time = time_match.group(1).strip().strip("*").strip() if time_match else ""
+    time = re.split(r"(?<=\.)\s|\s\(", time)[0].rstrip(".").replace(" on a laptop CPU", "")
     return title, objectives, time
 
 
