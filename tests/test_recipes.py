@@ -1,0 +1,250 @@
+"""fmnist_lab.recipes: the split, normalisation, augmentations, loss, schedules, EMA, TTA and the loop."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fmnist_lab import recipes
+from fmnist_lab.errors import FmnistLabError
+from fmnist_lab.models import CNNBatch, count_parameters
+from fmnist_lab.train import seed_everything
+
+
+def test_train_val_split_is_seeded_disjoint_and_complete():
+    images = torch.arange(100, dtype=torch.float32).reshape(100, 1, 1, 1)
+    labels = torch.arange(100) % 10
+    (ti, tl), (vi, vl) = recipes.train_val_split(images, labels, val_size=20, seed=3)
+    assert len(vi) == len(vl) == 20 and len(ti) == len(tl) == 80
+    train_ids, val_ids = set(ti.flatten().long().tolist()), set(vi.flatten().long().tolist())
+    assert not train_ids & val_ids and train_ids | val_ids == set(range(100))
+    assert torch.equal(vl, vi.flatten().long() % 10)  # labels stay with their images
+    (_, _), (again, _) = recipes.train_val_split(images, labels, val_size=20, seed=3)
+    (_, _), (other, _) = recipes.train_val_split(images, labels, val_size=20, seed=4)
+    assert torch.equal(again, vi) and not torch.equal(other, vi)
+    with pytest.raises(FmnistLabError, match="val_size"):
+        recipes.train_val_split(images, labels, val_size=100)
+
+
+def test_normalized_wrapper_standardises_inputs_and_adds_no_parameters():
+    images = torch.rand(500, 1, 16, 16) * 0.5 + 0.2
+    mean, std = recipes.channel_stats(images)
+    assert mean == pytest.approx(images.mean().item()) and std == pytest.approx(images.std().item())
+    seen = {}
+    inner = CNNBatch()
+    inner.register_forward_pre_hook(lambda module, args: seen.update(x=args[0]))
+    model = recipes.Normalized(inner, mean, std)
+    model.eval()(images)
+    assert seen["x"].mean().item() == pytest.approx(0, abs=1e-5)
+    assert seen["x"].std().item() == pytest.approx(1, abs=1e-4)
+    assert count_parameters(model) == 18_494 and model.image_size == 16
+    with pytest.raises(FmnistLabError, match="std"):
+        recipes.Normalized(inner, 0.5, 0.0)
+
+
+def test_random_crop_flip_shifts_mirrors_and_is_seeded():
+    images = torch.rand(64, 2, 8, 9, generator=torch.Generator().manual_seed(0))
+    out = recipes.random_crop_flip(images, 1, torch.Generator().manual_seed(5))
+    assert out.shape == images.shape
+    padded = F.pad(images, (1, 1, 1, 1))
+    flipped = 0
+    for i in range(len(images)):
+        views = [padded[i, :, dy:dy + 8, dx:dx + 9] for dy in range(3) for dx in range(3)]
+        plain = any(torch.equal(out[i], v) for v in views)
+        mirror = any(torch.equal(out[i], v.flip(-1)) for v in views)
+        assert plain or mirror
+        flipped += mirror and not plain
+    assert 10 < flipped < 54
+    assert torch.equal(out, recipes.random_crop_flip(images, 1, torch.Generator().manual_seed(5)))
+    assert torch.equal(recipes.random_crop_flip(images, 0, None, flip=False), images)
+
+
+def test_random_erasing_blanks_one_rectangle_in_about_p_of_the_images():
+    images = torch.ones(400, 1, 28, 28)
+    out = recipes.random_erasing(images, p=0.5, generator=torch.Generator().manual_seed(0))
+    erased = (out == 0).flatten(1).sum(1)
+    assert 140 < (erased > 0).sum().item() < 260
+    for i in torch.nonzero(erased).flatten()[:20].tolist():
+        ys, xs = torch.nonzero(out[i, 0] == 0, as_tuple=True)
+        h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
+        assert h * w == erased[i]  # one filled rectangle
+        assert 0.01 * 784 <= erased[i] <= 0.3 * 784
+    assert torch.equal(images, torch.ones(400, 1, 28, 28))  # input untouched
+
+
+def test_label_smoothing_loss_equals_pytorch():
+    logits, targets = torch.randn(32, 10), torch.randint(0, 10, (32,))
+    for eps in (0.0, 0.1, 0.25):
+        assert recipes.label_smoothing_loss(logits, targets, eps).item() == pytest.approx(
+            F.cross_entropy(logits, targets, label_smoothing=eps).item(), abs=1e-6)
+
+
+def test_one_cycle_and_cosine_schedules():
+    total, peak_lr = 1000, 0.4
+    lrs = [recipes.one_cycle_lr(s, total, peak_lr) for s in range(total + 1)]
+    assert lrs[0] == pytest.approx(peak_lr / 25)
+    assert max(lrs) == pytest.approx(peak_lr) and lrs.index(max(lrs)) == 300
+    assert lrs[-1] == pytest.approx(peak_lr / 25 / 1e4)
+    assert all(a <= b for a, b in zip(lrs[:300], lrs[1:301]))
+    assert all(a >= b for a, b in zip(lrs[300:], lrs[301:]))
+    # torch's OneCycleLR follows the same curve (its phases are one step apart from ours)
+    optimizer = torch.optim.SGD([nn.Parameter(torch.zeros(1))], lr=peak_lr)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, peak_lr, total_steps=total + 1, pct_start=0.3)
+    theirs = []
+    for _ in range(total + 1):
+        theirs.append(optimizer.param_groups[0]["lr"])
+        optimizer.step()
+        scheduler.step()
+    assert max(abs(a - b) for a, b in zip(lrs, theirs)) < 0.01 * peak_lr
+    assert recipes.cosine_lr(0, 10, 0.1) == pytest.approx(0.1)
+    assert recipes.cosine_lr(5, 10, 0.1) == pytest.approx(0.05)
+    assert recipes.cosine_lr(10, 10, 0.1) == pytest.approx(0.0, abs=1e-12)
+
+
+def test_recipe_settings_and_bad_values():
+    assert recipes.BASELINE.lr_at(123, 1000) == 0.1
+    assert recipes.Recipe(schedule="onecycle").lr_at(300, 1000) == pytest.approx(0.1)
+    assert recipes.BASELINE.but(flip=True).augments() and not recipes.BASELINE.augments()
+    assert recipes.BASELINE.to_dict()["batch_size"] == 100
+    with pytest.raises(FmnistLabError, match="schedule"):
+        recipes.Recipe(schedule="steps")
+    with pytest.raises(FmnistLabError, match="Nesterov"):
+        recipes.Recipe(nesterov=True)
+    with pytest.raises(FmnistLabError, match="optimizer"):
+        recipes.Recipe(optimizer="adam")
+    for name, changes in recipes.TRICKS.items():
+        assert recipes.BASELINE.but(**changes) != recipes.BASELINE, name
+
+
+def test_dropout_hook_only_while_training():
+    torch.manual_seed(0)
+    model = recipes.add_dropout(nn.Sequential(nn.Linear(50, 50), nn.Linear(50, 3)), 0.5)
+    x = torch.ones(4, 50)
+    model.eval()
+    assert torch.equal(model(x), model(x))
+    model.train()
+    assert not torch.equal(model(x), model(x))
+    assert count_parameters(model) == 50 * 50 + 50 + 50 * 3 + 3
+    with pytest.raises(FmnistLabError, match="no Linear"):
+        recipes.add_dropout(nn.Conv2d(1, 1, 3), 0.1)
+
+
+def test_ema_update_and_warm_up():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(3, 3), nn.BatchNorm1d(3))
+    model.train()(torch.randn(8, 3))
+    ema = recipes.EMA(model, decay=0.9)
+    start = {k: v.clone() for k, v in ema.model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(1.0)
+    ema.update(model)  # first update: decay min(0.9, 2/11)
+    d = 2 / 11
+    for name, value in ema.model.state_dict().items():
+        if value.dtype.is_floating_point:
+            expected = d * start[name] + (1 - d) * model.state_dict()[name]
+            assert torch.allclose(value, expected), name
+    assert not any(p.requires_grad for p in ema.model.parameters()) and not ema.model.training
+
+
+def test_flip_tta_probs_averages_the_two_views():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Flatten(), nn.Linear(16, 10))
+    model.image_size = 4
+    images = torch.rand(6, 1, 4, 4)
+    probs = recipes.flip_tta_probs(model.train(), images, batch_size=4)
+    expected = (model(images).softmax(1) + model(images.flip(-1)).softmax(1)) / 2
+    assert torch.allclose(probs, expected.detach(), atol=1e-6)
+    assert model.training  # mode restored
+    symmetric = torch.ones(3, 1, 4, 4)
+    assert torch.allclose(recipes.flip_tta_probs(model, symmetric), model(symmetric).softmax(1).detach())
+
+
+@pytest.fixture(scope="module")
+def small(train16):
+    """2,000 training and 500 validation images at 16×16."""
+    images, labels = train16
+    return recipes.train_val_split(images[:2500], labels[:2500], val_size=500)
+
+
+def _train(small, recipe, seed=0):
+    seed_everything(seed)
+    return recipes.train_recipe(CNNBatch(), *small, recipe, seed=seed, device="cpu")
+
+
+def test_train_recipe_learns_and_records_history(small):
+    recipe = recipes.Recipe(epochs=2, batch_size=50, lr=0.05, momentum=0.9, nesterov=True, schedule="onecycle",
+                            label_smoothing=0.1, normalize=True, crop_padding=1, flip=True, erasing=0.2,
+                            dropout=0.1, weight_decay=5e-4, ema_decay=0.9, tta=True)
+    result = _train(small, recipe)
+    assert [r["epoch"] for r in result.history] == [1, 2]
+    assert result.history[-1]["val_accuracy"] > 0.5 and result.history[-1]["val_accuracy_raw"] > 0.5
+    assert result.history[-1]["lr"] == pytest.approx(recipes.one_cycle_lr(79, 80, 0.05))
+    assert result.train_seconds > 0 and result.wall_seconds >= result.train_seconds
+    assert isinstance(result.model, recipes.Normalized) and result.final is result.ema_model
+    assert count_parameters(result.model) == 18_494
+    assert result.accuracy(*small[1]) == pytest.approx(result.history[-1]["val_accuracy"])
+
+
+def test_train_recipe_is_deterministic(small):
+    recipe = recipes.Recipe(epochs=1, batch_size=100, crop_padding=1, flip=True, ema_decay=0.9)
+    a, b = _train(small, recipe), _train(small, recipe)
+    strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in a.history]
+    assert strip == [{k: v for k, v in r.items() if k != "train_seconds"} for r in b.history]
+    for x, y in zip(a.final.state_dict().values(), b.final.state_dict().values()):
+        assert torch.equal(x, y)
+    c = _train(small, recipe, seed=1)
+    assert c.history[0]["mean_loss"] != a.history[0]["mean_loss"]
+
+
+def test_baseline_recipe_matches_the_original_loop(small):
+    """With no tricks the recipe loop is the package's `train` (same batches, same SGD steps)."""
+    from fmnist_lab.train import train
+
+    result = _train(small, recipes.BASELINE.but(epochs=1))
+    seed_everything(0)
+    model = CNNBatch()
+    history = train(model, *small, epochs=1, seed=0, progress=False, device="cpu")
+    for x, y in zip(result.model.state_dict().values(), model.state_dict().values()):
+        assert torch.allclose(x, y, atol=1e-5)
+    assert result.history[0]["val_accuracy"] == history[0]["val_accuracy"]
+
+
+def test_train_recipe_rejects_wrong_image_size(small):
+    from fmnist_lab.resnet import ResNet
+
+    with pytest.raises(FmnistLabError, match="28×28"):
+        recipes.train_recipe(ResNet(), *small, recipes.BASELINE, device="cpu")
+
+
+def test_ema_and_schedule_functions_agree_with_math():
+    assert recipes.one_cycle_lr(150, 1000, 1.0) == pytest.approx(0.04 + 0.96 * (1 - math.cos(math.pi / 2)) / 2)
+
+
+def test_final_fit_on_train_and_validation_reuses_the_validated_choice(small):
+    train, val = small
+    everything = recipes.combine(train, val)
+    assert len(everything[1]) == len(train[1]) + len(val[1])
+    assert torch.equal(everything[0][len(train[1]):], val[0])
+    recipe = recipes.Recipe(epochs=1, batch_size=100, ema_decay=0.9)
+    validated = _train(small, recipe)
+    chosen, _, tta, scores = recipes.select_on_validation(validated, *val)
+    assert chosen in scores and set(scores) == {"trained weights", "trained weights + flip TTA",
+                                                 "EMA weights", "EMA weights + flip TTA"}
+    seed_everything(0)
+    final = recipes.train_recipe(CNNBatch(), everything, None, recipe, seed=0, device="cpu")
+    assert final.history[-1]["val_accuracy"] is None
+    model, final_tta = recipes.candidate(final, chosen)
+    assert final_tta == tta and model is (final.ema_model if chosen.startswith("EMA") else final.model)
+    assert recipes.candidate(final, "trained weights + flip TTA") == (final.model, True)
+    without_ema = _train(small, recipes.Recipe(epochs=1, batch_size=100))
+    with pytest.raises(FmnistLabError, match="ema_decay 0"):
+        recipes.candidate(without_ema, "EMA weights")
+    with pytest.raises(FmnistLabError, match="unknown candidate"):
+        recipes.candidate(final, "best weights")
+    with pytest.raises(FmnistLabError, match="at least one split"):
+        recipes.combine()
