@@ -44,6 +44,7 @@ benchmarks: data
 	$(BIN)/python benchmarks/reproduce.py
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/inference_speed.py
+	$(BIN)/python benchmarks/going_further.py
 
 clean:
 	rm -rf $(RESULTS) site .pytest_cache .cache tests/artifacts

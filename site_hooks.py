@@ -143,7 +143,8 @@ def benchmarks_figure() -> str:
 
 def benchmarks_markdown() -> str:
     """The benchmarks page: the figure, then the tables with machine and date."""
-    return benchmarks_figure() + "\n\n" + _report().results_markdown()
+    return (benchmarks_figure() + "\n\n" + _report().results_markdown()
+            + "\n\n### Lesson 07: each trick alone\n\n" + _report().ablation_markdown())
 
 
 def on_page_markdown(markdown, page, config, files, **kwargs):

@@ -59,7 +59,37 @@ def results_markdown() -> str:
         f"fmnist_lab trains {speed['speedup_vs_original']:.1f}× faster than the original pipeline, at "
         f"{speed['fraction_of_ceiling']:.0%} of the compute ceiling. {machine_line(speed['machine'])} "
         "(`python benchmarks/train_speed.py`).",
+        "",
+        going_further_markdown(),
     ])
+
+
+def going_further_markdown() -> str:
+    """Lesson 07's two headline results: test accuracy per seed of the final fits, with training times."""
+    result = load("going_further")
+    header = "| lesson 07, final fit on 60,000 images | parameters | multiply-adds | " + " | ".join(
+        f"seed {seed}" for seed in result["seeds"]) + " | training time (longest) |"
+    rows = [header, "|---|---|---|" + "---|" * len(result["seeds"]) + "---|"]
+    for key, name in (("cnn_batch", "CNNBatch 16×16"), ("resnet", "ResNet 28×28")):
+        model = result[key]
+        runs = model["runs"]
+        longest = max(r["train_seconds"] for r in runs)
+        rows.append(f"| {name}, {model['recipe']['epochs']} epochs | {model['params']:,} | "
+                    f"{model['multiply_adds'] / 1e6:.2f} M | " + " | ".join(f"{r['test_accuracy']:.2%}" for r in runs)
+                    + f" | {longest:.1f} s |")
+    return "\n".join(rows + ["", f"{machine_line(result['machine'])} (`python benchmarks/going_further.py`)."])
+
+
+def ablation_markdown() -> str:
+    """Lesson 07's ablation: CNNBatch with each trick alone, validation accuracy against the baseline."""
+    result = load("going_further")
+    rows = ["| CNNBatch 16×16, 5 epochs | validation accuracy | Δ vs baseline (points) | training time |",
+            "|---|---|---|---|"]
+    baseline = result["ablation"][0]["val_accuracy"]
+    for row in result["ablation"]:
+        rows.append(f"| {row['trick']} | {row['val_accuracy']:.2%} | {100 * (row['val_accuracy'] - baseline):+.2f} | "
+                    f"{row['train_seconds']:.1f} s |")
+    return "\n".join(rows + ["", f"{machine_line(result['machine'])} (`python benchmarks/going_further.py`)."])
 
 
 def replace_block(text: str, block: str) -> str:

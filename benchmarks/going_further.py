@@ -1,0 +1,143 @@
+"""Lesson 07's targets: the ablation of each trick, the original CNNBatch trained better, and a small ResNet.
+
+- Ablation: CNNBatch (16×16, 5 epochs) with the original settings, then each trick of
+  `fmnist_lab.recipes.TRICKS` alone; validation accuracy on 5,000 images held out of the training set. The
+  baseline also runs with seed 1: the gap between its two runs is the noise of a single run.
+- CNNBatch trained better: the exact 18,494-parameter model, 16×16, 5 epochs, `recipes.CNN_BATCH_RECIPE`;
+  target at least 90.0% test accuracy for every seed (the original: 88.74%).
+- ResNet: `fmnist_lab.resnet.ResNet(**recipes.RESNET_ARCHITECTURE)` at 28×28 with `recipes.RESNET_RECIPE`;
+  targets at least 93.0% test accuracy and at most 10 minutes of training for every seed.
+Protocol, as in the lesson: a validation run (55,000 training images, the first seed) chooses the
+candidate — trained or EMA weights, with or without flip TTA — by validation accuracy; then, for every
+seed, a final fit of the same recipe on all 60,000 training images, whose chosen candidate is measured
+on the test set once. Training time is the final fit's sum of training steps (augmentation and EMA
+included). The load average before and after each run is recorded: the machine is shared, and a busy
+machine inflates the times.
+Prints the tables and [OK]/[FAIL] per target and writes benchmarks/results/going_further.json.
+Usage: python benchmarks/going_further.py [--seeds 0 1 2] [--skip-ablation]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+from machine import save
+
+from fmnist_lab import data, recipes
+from fmnist_lab.models import CNNBatch, count_parameters
+from fmnist_lab.original import ORIGINAL_TEST_ACCURACY
+from fmnist_lab.resnet import ResNet, count_multiply_adds
+from fmnist_lab.train import seed_everything
+
+CNN_MIN_ACCURACY, RESNET_MIN_ACCURACY, RESNET_MAX_SECONDS = 0.900, 0.930, 600.0
+
+
+def load_average() -> float:
+    """The 1-minute load average (how busy the shared machine is)."""
+    return round(os.getloadavg()[0], 2)
+
+
+def splits(image_size: int) -> tuple[tuple, tuple, tuple]:
+    """(train, validation, test) at `image_size`: 55,000 / 5,000 of the training set (seed 0), and the test set."""
+    train, val = recipes.train_val_split(*data.load("train", image_size), val_size=5000, seed=0)
+    return train, val, data.load("test", image_size)
+
+
+def run(model_factory, recipe: recipes.Recipe, train: tuple, val: tuple | None, seed: int) -> tuple[dict, object]:
+    """One seeded training run (validated on `val` after each epoch when given): its numbers and its result."""
+    before = load_average()
+    seed_everything(seed)
+    result = recipes.train_recipe(model_factory(), train, val, recipe, seed=seed, device="cpu")
+    last = result.history[-1]
+    return ({"seed": seed, "val_accuracy": last["val_accuracy"], "val_accuracy_raw": last["val_accuracy_raw"],
+             "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds,
+             "load_before": before, "load_after": load_average(), "history": result.history}, result)
+
+
+def headline(name: str, model_factory, recipe: recipes.Recipe, splits_: tuple, seeds: list[int]) -> dict:
+    """Choose the candidate on the validation split (first seed), then fit on all 60,000 images per seed and test."""
+    train, val, test = splits_
+    validation, result = run(model_factory, recipe, train, val, seeds[0])
+    chosen, _, _, scores = recipes.select_on_validation(result, *val)
+    print(f"{name}: validation run (seed {seeds[0]}, {validation['train_seconds']:.1f} s) chose "
+          f"{chosen!r}: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()), flush=True)
+    validation.update({"selected": chosen, "selection_val_accuracy": scores})
+    finals = []
+    for seed in seeds:
+        final, result = run(model_factory, recipe, recipes.combine(train, val), None, seed)
+        model, tta = recipes.candidate(result, chosen)
+        final["test_accuracy"] = recipes.recipe_accuracy(model, *test, tta)
+        finals.append(final)
+        print(f"{name:<28}{seed:>5}{final['test_accuracy']:>10.2%}{final['train_seconds']:>9.1f}"
+              f"{final['load_before']:>5.1f}→{final['load_after']:<5.1f}", flush=True)
+    return {"validation_run": validation, "selected": chosen, "runs": finals}
+
+
+def ablation(train: tuple, val: tuple) -> list[dict]:
+    """The baseline (seeds 0 and 1: the noise of one run), then each trick alone (seed 0), on the validation split."""
+    runs = {"baseline (original settings)": ({}, 0), "baseline, seed 1 (noise)": ({}, 1),
+            **{name: (changes, 0) for name, changes in recipes.TRICKS.items()}}
+    rows = []
+    for name, (changes, seed) in runs.items():
+        outcome, _ = run(CNNBatch, recipes.BASELINE.but(**changes), train, val, seed=seed)
+        rows.append({"trick": name, "changes": changes, "seed": seed, **{k: outcome[k] for k in
+                     ("val_accuracy", "train_seconds", "load_before", "load_after")}})
+        delta = outcome["val_accuracy"] - rows[0]["val_accuracy"]
+        print(f"{name:<36}{outcome['val_accuracy']:>10.2%}{100 * delta:>+9.2f}{outcome['train_seconds']:>9.1f}",
+              flush=True)
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the headline runs")
+    parser.add_argument("--skip-ablation", action="store_true", help="only the two headline results")
+    args = parser.parse_args()
+    payload: dict = {"threads": __import__("torch").get_num_threads(),
+                     "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}
+
+    train16, val16, test16 = splits(16)
+    if not args.skip_ablation:
+        print(f"{'ablation: CNNBatch 16×16, 5 epochs':<36}{'val acc':>10}{'Δ pts':>9}{'train s':>9}")
+        payload["ablation"] = ablation(train16, val16)
+
+    print(f"\n{'final fit on 60,000 images':<28}{'seed':>5}{'test acc':>10}{'train s':>9}{'load':>11}")
+    cnn = headline("CNNBatch 16×16, 5 epochs", CNNBatch, recipes.CNN_BATCH_RECIPE, (train16, val16, test16),
+                   args.seeds)
+    cnn_runs = cnn["runs"]
+    probe = ResNet(**recipes.RESNET_ARCHITECTURE)
+    resnet_info = {"architecture": {k: list(v) if isinstance(v, tuple) else v
+                                    for k, v in recipes.RESNET_ARCHITECTURE.items()},
+                   "params": count_parameters(probe), "multiply_adds": count_multiply_adds(probe)}
+    resnet = headline(f"ResNet 28×28, {recipes.RESNET_RECIPE.epochs} epochs",
+                      lambda: ResNet(**recipes.RESNET_ARCHITECTURE), recipes.RESNET_RECIPE, splits(28), args.seeds)
+    resnet_runs = resnet["runs"]
+    print(f"ResNet: {resnet_info['params']:,} parameters, {resnet_info['multiply_adds'] / 1e6:.1f} M multiply-adds "
+          f"per image; CNNBatch: {count_parameters(CNNBatch()):,} parameters, "
+          f"{count_multiply_adds(CNNBatch(), 16) / 1e6:.2f} M; original notebook: {ORIGINAL_TEST_ACCURACY:.2%}")
+
+    checks = {
+        f"CNNBatch: every seed >= {CNN_MIN_ACCURACY:.1%} test": all(
+            r["test_accuracy"] >= CNN_MIN_ACCURACY for r in cnn_runs),
+        f"ResNet: every seed >= {RESNET_MIN_ACCURACY:.1%} test": all(
+            r["test_accuracy"] >= RESNET_MIN_ACCURACY for r in resnet_runs),
+        f"ResNet: every seed trains in <= {RESNET_MAX_SECONDS / 60:.0f} min": all(
+            r["train_seconds"] <= RESNET_MAX_SECONDS for r in resnet_runs),
+    }
+    for name, passed in checks.items():
+        print(f"[{'OK' if passed else 'FAIL'}] {name}")
+    payload.update({
+        "seeds": args.seeds,
+        "cnn_batch": {"recipe": recipes.CNN_BATCH_RECIPE.to_dict(), "params": count_parameters(CNNBatch()),
+                      "multiply_adds": count_multiply_adds(CNNBatch(), 16), "image_size": 16, **cnn},
+        "resnet": {**resnet_info, "recipe": recipes.RESNET_RECIPE.to_dict(), "image_size": 28, **resnet},
+        "checks": checks})
+    path = save("going_further", payload)
+    print(f"wrote {path}")
+    return 0 if all(checks.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
