@@ -436,7 +436,7 @@ RESNET_ARCHITECTURE: dict = {"channels": (32, 64, 128), "blocks": (1, 1, 1), "st
 """The small ResNet of lesson 07 (arguments of `fmnist_lab.resnet.ResNet`): a stride-2 stem, then stages at
 14×14, 7×7 and 4×4 with 32, 64 and 128 channels."""
 
-RESNET_RECIPE = Recipe(epochs=18, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle",
+RESNET_RECIPE = Recipe(epochs=16, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle",
                        weight_decay=5e-4, normalize=True, label_smoothing=0.1, crop_padding=2, flip=True,
                        ema_decay=0.998, tta=True)
 """The ResNet's recipe: every trick, including the augmentations a bigger model trained longer can use."""
