@@ -83,6 +83,8 @@ def going_further_markdown() -> str:
 def ablation_markdown() -> str:
     """Lesson 07's ablation: CNNBatch with each trick alone, validation accuracy against the baseline."""
     result = load("going_further")
+    if "ablation" not in result:
+        return "Not measured in the last run: run `python benchmarks/going_further.py` without `--skip-ablation`."
     rows = ["| CNNBatch 16×16, 5 epochs | validation accuracy | Δ vs baseline (points) | training time |",
             "|---|---|---|---|"]
     baseline = result["ablation"][0]["val_accuracy"]
