@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 
 from fmnist_lab.data import InMemoryBatches
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.evaluate import check_input_size
+from fmnist_lab.evaluate import check_input_size, predict, predict_logits
 from fmnist_lab.train import get_device
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -187,21 +187,10 @@ class EMA:
         ema_update(self.model, model, min(self.decay, (1 + self.updates) / (10 + self.updates)))
 
 
-@torch.inference_mode()
 def flip_tta_probs(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
     """Softmax probabilities averaged over each image and its mirror image (eval mode); returned on the CPU."""
-    check_input_size(model, images)
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    try:
-        chunks = []
-        for i in range(0, len(images), batch_size):
-            x = images[i:i + batch_size].to(device)
-            chunks.append(((model(x).float().softmax(1) + model(x.flip(-1)).float().softmax(1)) / 2).cpu())
-    finally:
-        model.train(was_training)
-    return torch.cat(chunks)
+    plain = predict_logits(model, images, batch_size).softmax(dim=1)
+    return (plain + predict_logits(model, images.flip(-1), batch_size).softmax(dim=1)) / 2
 
 
 def recipe_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool = False) -> float:
@@ -209,8 +198,6 @@ def recipe_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor
     if tta:
         predicted = flip_tta_probs(model, images).argmax(1)
     else:
-        from fmnist_lab.evaluate import predict
-
         predicted = predict(model, images)[0]
     return (predicted == labels.cpu()).double().mean().item()
 
