@@ -289,7 +289,7 @@ def test_flip_tta_probs():
 
 
 def test_none_stub_and_errors():
-    for exercise in ("7.3", "7.2", "7.1", "7.4", "7.5"):
+    for exercise in ("7.1", "7.2", "7.3", "7.4", "7.5"):
         assert run_check(exercise, None).status == "failed"
 
         def stub(*args, _id=exercise):
