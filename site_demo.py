@@ -39,11 +39,11 @@ def check_onnxruntime_web() -> None:
 
 def _checkpoint():
     """The original run's model and the path of its checkpoint (trained and saved on first use)."""
-    from fmnist_lab.paths import course_dir
+    from fmnist_lab.paths import results_dir
     from fmnist_lab.train import original_run
 
     model, history = original_run()
-    return model, history, course_dir("results") / "lessons" / "seed0" / "model_weights.pth"
+    return model, history, results_dir() / "lessons" / "seed0" / "model_weights.pth"
 
 
 def sample_indices(labels, per_class: int = PER_CLASS) -> list[int]:

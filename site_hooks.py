@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 import os
 import posixpath
 import re
@@ -44,8 +43,10 @@ def _report():
 
 def notebook_intro(path: Path) -> tuple[str, list[str], str]:
     """A lesson's title, learning objectives and time estimate, from its first (Markdown) cell."""
-    cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    intro = "".join(cells[0]["source"]) if cells else ""
+    from fmnist_lab.notebooks import read_notebook, is_stamped
+
+    cells = [cell for cell in read_notebook(path).cells if not is_stamped(cell)]
+    intro = cells[0].source if cells else ""
     title_match = re.search(r"^#\s+(.+)$", intro, flags=re.MULTILINE)
     title = title_match.group(1).strip() if title_match else path.stem
     objectives: list[str] = []
@@ -164,15 +165,19 @@ MERMAID_LOADER = re.compile(r'<script type="module">(?:(?!</script>).)*?mermaid(
 
 
 def on_page_content(html, page, config, files, **kwargs):
-    """Open each notebook page with a link to download the notebook (copied beside the page)."""
+    """Open each notebook page with "Open in Colab" and a link to download the notebook (copied beside it)."""
     if page.file.src_uri.endswith(".ipynb"):
+        from fmnist_lab.notebooks import repository
+
         name = posixpath.basename(page.file.src_uri)
         kind = "solution" if page.file.src_uri.startswith("solutions/") else "lesson"
         if kind == "solution":  # search leads to the lesson first; its solution ranks below it
             page.meta["search"] = {"boost": 0.5}
-        link = (f'<p class="notebook-download"><a class="md-button" href="{name}" download>'
-                f'Download this {kind} notebook ({name})</a></p>')
-        return link + html
+        colab = repository(ROOT).colab_url(ROOT / page.file.src_uri)
+        links = (f'<p class="notebook-links"><a class="md-button md-button--primary" href="{colab}">'
+                 f'Open this {kind} in Colab</a> <a class="md-button" href="{name}" download>'
+                 f'Download this {kind} notebook ({name})</a></p>')
+        return links + html
     return html
 
 

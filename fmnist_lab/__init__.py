@@ -4,4 +4,4 @@ Modules: `data` (find, verify, load, batch), `models`, `train`, `evaluate`, `plo
 (the original notebook's numbers) and `cli`.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"  # a release is tagged v<version>: the Colab badges and install cells pin that tag

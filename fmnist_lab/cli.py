@@ -176,7 +176,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_build_lessons(args: argparse.Namespace) -> int:
-    """Generate lessons/ from solutions/, or (--check) say which lessons differ from what they generate."""
+    """Generate lessons/ (and the Colab stamps, the packaged reference) from solutions/, or --check them."""
     from fmnist_lab.notebooks import build_lessons
     from fmnist_lab.paths import course_dir
 
@@ -185,12 +185,12 @@ def cmd_build_lessons(args: argparse.Namespace) -> int:
     differing = build_lessons(Path(args.solutions), Path(args.lessons), check_only=args.check)
     if args.check:
         if differing:
-            print(f"{len(differing)} lesson(s) differ from what {args.solutions} generates "
+            print(f"{len(differing)} file(s) differ from what {args.solutions} generates "
                   f"(run `fmnist-lab build-lessons`): {', '.join(str(p) for p in differing)}")
             return EXIT_FAILED
         print(f"{args.lessons} matches what {args.solutions} generates")
         return EXIT_OK
-    print(f"wrote {len(differing)} lesson(s): {', '.join(str(p) for p in differing) or 'all up to date'}")
+    print(f"wrote {len(differing)} file(s): {', '.join(str(p) for p in differing) or 'all up to date'}")
     return EXIT_OK
 
 
@@ -221,12 +221,18 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_solution(args: argparse.Namespace) -> int:
     """Print the reference solution of one exercise."""
     from fmnist_lab.notebooks import solution_code
-    from fmnist_lab.paths import course_dir
 
-    path, code = solution_code(args.exercise, Path(args.solutions or course_dir("solutions")))
-    print(f"# Exercise {args.exercise}: reference solution from {path}")
+    where, code = solution_code(args.exercise, Path(args.solutions) if args.solutions else None)
+    print(f"# Exercise {args.exercise}: reference solution from {where}")
     print(code)
     return EXIT_OK
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    """Check Python, the packages, the device, the data, the Jupyter kernel and the browser."""
+    from fmnist_lab.doctor import run_doctor
+
+    return run_doctor(requirements=Path(args.requirements) if args.requirements else None)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -276,8 +282,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("solution", help="print the reference solution of one exercise")
     p.add_argument("exercise", help="an exercise id such as 3.2")
-    p.add_argument("--solutions", help="default: solutions/ of the course checkout")
+    p.add_argument("--solutions", help="a folder of solution notebooks (default: the copy inside the package)")
     p.set_defaults(func=cmd_solution)
+
+    p = commands.add_parser("doctor", help="check your setup: one line per requirement, [OK] or [FAIL] with a fix")
+    p.add_argument("--requirements", help="a requirements file to check (default: the course's own)")
+    p.set_defaults(func=cmd_doctor)
     return parser
 
 

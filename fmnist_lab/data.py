@@ -1,13 +1,13 @@
 """Fashion-MNIST: find the four IDX files, verify them, read them with numpy and batch them in memory.
 
-Search order: the `root` argument, `$FMNIST_DATA`, `./data`, the course checkout's `data/`, the Debian
-package `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`), then a download from
-torchvision's mirrors into the course's data folder. Each folder may hold the files plainly or in
-torchvision's `FashionMNIST/raw` layout, gzipped or not. Every file is checked by the size and
-SHA-256 of its *decompressed* bytes, so a recompressed `.gz` still verifies.
+Search order: the `root` argument, `$FMNIST_DATA`, `./data`, the download folder (`$FMNIST_LAB_DATA_DIR`,
+else the per-user cache `~/.cache/fmnist-lab`, see `fmnist_lab.paths`), the Debian package
+`dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`), then a download from torchvision's
+mirrors into the download folder. Each folder may hold the files plainly or in torchvision's
+`FashionMNIST/raw` layout, gzipped or not. Every file is checked by the size and SHA-256 of its
+*decompressed* bytes, so a recompressed `.gz` still verifies.
 
-Three variables exist for shared machines and tests: `FMNIST_LAB_DATA_DIR` is where a download
-(and the decompressed copy torchvision reads) goes, `FMNIST_LAB_SYSTEM_DATA` replaces the Debian
+Two more variables exist for shared machines and tests: `FMNIST_LAB_SYSTEM_DATA` replaces the Debian
 package's folder and `FMNIST_LAB_MIRRORS` (comma-separated base URLs) replaces the mirror list.
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.paths import course_dir
+from fmnist_lab.paths import data_dir
 
 
 class FashionClass(NamedTuple):
@@ -101,13 +101,6 @@ class DataLocation:
         return self.files[IDX_FILES[(split, kind)].name]
 
 
-def course_data_dir() -> Path:
-    """Where downloads go: `$FMNIST_LAB_DATA_DIR`, else the course checkout's `data/`, else `./data`."""
-    if os.environ.get("FMNIST_LAB_DATA_DIR"):
-        return Path(os.environ["FMNIST_LAB_DATA_DIR"])
-    return course_dir("data")
-
-
 def system_data_dir() -> Path:
     """The Debian package's folder (or `$FMNIST_LAB_SYSTEM_DATA`, for tests)."""
     return Path(os.environ.get("FMNIST_LAB_SYSTEM_DATA", str(DEBIAN_DATA_DIR)))
@@ -131,9 +124,10 @@ def candidate_dirs(root: str | os.PathLike | None = None) -> list[tuple[str, Pat
     if os.environ.get("FMNIST_DATA"):
         places.append(("$FMNIST_DATA", Path(os.environ["FMNIST_DATA"])))
     places.append(("./data", Path.cwd() / "data"))
-    course = course_data_dir()
-    if course.resolve() != (Path.cwd() / "data").resolve():
-        places.append(("course data/", course))
+    downloads = data_dir()
+    if downloads.resolve() != (Path.cwd() / "data").resolve():
+        label = "$FMNIST_LAB_DATA_DIR" if os.environ.get("FMNIST_LAB_DATA_DIR") else "user cache"
+        places.append((label, downloads))
     places.append(("Debian package dataset-fashion-mnist", system_data_dir()))
     return places
 
@@ -171,11 +165,11 @@ def find_data(root: str | os.PathLike | None = None, download: bool = True) -> D
     if not download:
         raise FmnistLabError(
             f"Fashion-MNIST not found. Searched: {'; '.join(searched)}. Fix: {FIX_HINT}.")
-    target = course_data_dir()
+    target = data_dir()
     try:
         files = download_data(target)
     except FmnistLabError as exc:
-        searched.append(str(exc))
+        searched.append(f"download into {target}: {exc}")
         raise FmnistLabError(
             f"Fashion-MNIST not found. Searched: {'; '.join(searched)}. Fix: {FIX_HINT}.") from None
     return DataLocation(f"downloaded ({target})", files, searched)
@@ -350,7 +344,7 @@ def torchvision_dataset(split: str = "train", transform=None,
     if plain and len(raw_dirs) == 1 and raw_dirs.pop().parts[-2:] == ("FashionMNIST", "raw"):
         base = next(iter(location.files.values())).parent.parent.parent
     else:
-        base = course_data_dir()
+        base = data_dir()
         _write_raw_layout(location, base / "FashionMNIST" / "raw")
     return FashionMNIST(str(base), train=(split == "train"), transform=transform, download=False)
 

@@ -5,6 +5,12 @@ markers) inside an exercise cell; the next cell that calls `check("N.M", …)` n
 A lesson is the solution notebook with each block replaced by `# YOUR CODE HERE` and
 `raise NotImplementedError("Exercise N.M: <title>")`, and with the outputs of exercise and check
 cells cleared; every other cell keeps its outputs, so readers and the site see the figures.
+
+Every lesson and solution is also *stamped* from the repository URL (`repo_url` in `mkdocs.yml`, the
+one place that names it) and the release ref (`v` + the package version): an "Open in Colab" badge
+first, and after the intro a cell that installs the course where `fmnist_lab` can't be imported.
+Both cells carry the `colab` tag. The reference code of every exercise also ships inside the package
+(`fmnist_lab/reference/solutions.json`), so `fmnist-lab solution N.M` works with no checkout.
 """
 
 from __future__ import annotations
@@ -21,13 +27,96 @@ from pathlib import Path
 
 import nbformat
 
+from fmnist_lab import __version__
 from fmnist_lab.checks import EXERCISES, CheckResult
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.paths import course_dir
+from fmnist_lab.paths import REFERENCE_FILE, checkout
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
 CHECK_CALL = re.compile(r"""\bcheck\(\s*["'](\d+\.\d+)["']""")
 NB_VERSION = 4
+
+
+STAMP_TAG = "colab"
+COLAB_BADGE_IMAGE = "https://colab.research.google.com/assets/colab-badge.svg"
+INSTALL_CELL = """\
+# On Colab or a fresh Python, this installs the course first; where fmnist_lab is installed, it does nothing.
+import importlib.util
+
+COURSE = "git+{url}@{ref}"
+
+
+class InstallFailed(Exception):
+    def _render_traceback_(self):  # Jupyter shows this one line instead of a traceback
+        return [f"InstallFailed: {{self}}"]
+
+
+if importlib.util.find_spec("fmnist_lab") is None:
+    print(f"fmnist_lab is not installed here: installing the course from {{COURSE}} (a minute or two)")
+    %pip install --quiet {{COURSE}}
+    importlib.invalidate_caches()
+    if importlib.util.find_spec("fmnist_lab") is None:
+        raise InstallFailed(f"could not install {{COURSE}} (pip says why above). Try "
+                            f"`%pip install git+{url}@main`, or install from a clone as the README shows.")"""
+
+
+@dataclass(frozen=True)
+class Repository:
+    """Where the course lives online: its GitHub URL and the ref that badges and installs pin."""
+
+    url: str
+    ref: str
+    root: Path
+
+    def colab_url(self, notebook: Path) -> str:
+        """The "Open in Colab" address of a notebook of this checkout."""
+        notebook = Path(notebook).resolve()
+        inside = notebook.is_relative_to(self.root.resolve())
+        relative = (notebook.relative_to(self.root.resolve()) if inside else
+                    Path(notebook.parent.name, notebook.name)).as_posix()
+        owner_and_name = self.url.removeprefix("https://github.com/")
+        return f"https://colab.research.google.com/github/{owner_and_name}/blob/{self.ref}/{relative}"
+
+
+def repository(root: Path | None = None) -> Repository | None:
+    """The repository named by `repo_url` in the checkout's `mkdocs.yml` (None outside a checkout)."""
+    root = root or checkout()
+    config = root / "mkdocs.yml" if root else None
+    if config is None or not config.is_file():
+        return None
+    found = re.search(r"^repo_url:\s*(\S+)\s*$", config.read_text(encoding="utf-8"), flags=re.MULTILINE)
+    if not found or not found.group(1).startswith("https://github.com/"):
+        raise FmnistLabError(f"{config}: set `repo_url: https://github.com/OWNER/NAME` (the badges need it)")
+    return Repository(found.group(1).rstrip("/"), f"v{__version__}", root)
+
+
+def stamp(nb: nbformat.NotebookNode, repo: Repository, path: Path) -> nbformat.NotebookNode:
+    """Put the Colab badge first and the install cell after the intro, replacing any earlier stamp."""
+    cells = [cell for cell in nb.cells if STAMP_TAG not in cell.get("metadata", {}).get("tags", [])]
+    badge = nbformat.v4.new_markdown_cell(
+        f"[![Open In Colab]({COLAB_BADGE_IMAGE})]({repo.colab_url(path)})",
+        id="colab-badge", metadata={"tags": [STAMP_TAG]})
+    install = nbformat.v4.new_code_cell(INSTALL_CELL.format(url=repo.url, ref=repo.ref),
+                                        id="colab-install", metadata={"tags": [STAMP_TAG]})
+    intro = next((i for i, cell in enumerate(cells) if cell.cell_type == "markdown"), -1)
+    nb.cells = [badge, *cells[: intro + 1], install, *cells[intro + 1:]]
+    return nb
+
+
+COLAB_LINK = re.compile(r"https://colab\.research\.google\.com/github/[^/\s]+/[^/\s]+/blob/[^/\s]+/")
+INSTALL_LINK = re.compile(r"git\+https://github\.com/[^/\s]+/[^/@\s]+@[^\s\"'`]+")
+
+
+def stamp_text(text: str, repo: Repository) -> str:
+    """Point every Colab link and `git+…@ref` install line of a page (the README) at the repository."""
+    owner_and_name = repo.url.removeprefix("https://github.com/")
+    text = COLAB_LINK.sub(f"https://colab.research.google.com/github/{owner_and_name}/blob/{repo.ref}/", text)
+    return INSTALL_LINK.sub(f"git+{repo.url}@{repo.ref}", text)
+
+
+def is_stamped(cell: nbformat.NotebookNode) -> bool:
+    """True for the badge and install cells that `stamp` writes (not the lesson's own content)."""
+    return STAMP_TAG in cell.get("metadata", {}).get("tags", [])
 
 
 def read_notebook(path: Path) -> nbformat.NotebookNode:
@@ -114,43 +203,79 @@ def make_lesson(solution: nbformat.NotebookNode, path: Path | str = "notebook") 
 
 
 def build_lessons(solutions: Path, lessons: Path, check_only: bool = False) -> list[Path]:
-    """Write `lessons/` from `solutions/`; with `check_only`, write nothing and return the stale lessons."""
+    """Write `lessons/` (and stamps and the packaged reference) from `solutions/`; `check_only`: list stale files."""
     sources = sorted(solutions.glob("*.ipynb"))
     if not sources:
         raise FmnistLabError(f"{solutions}: no solution notebooks (*.ipynb) found")
-    differing = []
+    repo = repository(solutions.resolve().parent)
+    wanted: dict[Path, str] = {}
     for source in sources:
-        wanted = write_text(make_lesson(read_notebook(source), source))
-        target = lessons / source.name
-        if not target.is_file() or target.read_text(encoding="utf-8") != wanted:
-            differing.append(target)
-            if not check_only:
-                lessons.mkdir(parents=True, exist_ok=True)
-                target.write_text(wanted, encoding="utf-8")
+        solution = read_notebook(source)
+        lesson = make_lesson(solution, source)
+        if repo:
+            wanted[source] = write_text(stamp(solution, repo, source))
+            lesson = stamp(lesson, repo, lessons / source.name)
+        wanted[lessons / source.name] = write_text(lesson)
+    readme = solutions.resolve().parent / "README.md"
+    if repo and readme.is_file():
+        wanted[readme] = stamp_text(readme.read_text(encoding="utf-8"), repo)
+    if checkout() and solutions.resolve() == checkout() / "solutions":
+        wanted[REFERENCE_FILE] = reference_text(solutions)
+    differing = [target for target, text in wanted.items()
+                 if not target.is_file() or target.read_text(encoding="utf-8") != text]
     if check_only:
         expected = {s.name for s in sources}
-        differing += [extra for extra in sorted(lessons.glob("*.ipynb")) if extra.name not in expected]
+        return differing + [extra for extra in sorted(lessons.glob("*.ipynb")) if extra.name not in expected]
+    for target in differing:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(wanted[target], encoding="utf-8")
     return differing
 
 
-def solution_code(exercise_id: str, solutions: Path) -> tuple[Path, str]:
-    """The reference code of one exercise: the dedented lines between its BEGIN and END markers."""
+def reference_solutions(solutions: Path) -> dict[str, dict[str, str]]:
+    """Every exercise's reference code, by id: what `fmnist-lab solution` prints with no checkout."""
+    found = {}
     for path in sorted(solutions.glob("*.ipynb")):
         nb = read_notebook(path)
-        for index, found_id in exercise_cells(nb, path).items():
-            if found_id == exercise_id:
-                blocks, inside, current = [], False, []
-                for line in nb.cells[index].source.splitlines():
-                    if line.strip() == BEGIN:
-                        inside, current = True, []
-                    elif line.strip() == END:
-                        inside = False
-                        blocks.append(textwrap.dedent("\n".join(current)))
-                    elif inside:
-                        current.append(line)
-                return path, "\n\n".join(blocks)
-    known = ", ".join(sorted(EXERCISES, key=lambda k: tuple(map(int, k.split(".")))))
-    raise FmnistLabError(f"no exercise {exercise_id!r} in {solutions}; known exercises: {known}")
+        for index, exercise_id in exercise_cells(nb, path).items():
+            found[exercise_id] = {"notebook": path.name, "code": _solution_blocks(nb.cells[index].source)}
+    return dict(sorted(found.items(), key=lambda item: tuple(map(int, item[0].split(".")))))
+
+
+def reference_text(solutions: Path) -> str:
+    """The packaged reference file's exact text (stable, so `--check` can compare it)."""
+    return json.dumps(reference_solutions(solutions), indent=1, ensure_ascii=False) + "\n"
+
+
+def _solution_blocks(source: str) -> str:
+    """The dedented lines between each BEGIN and END marker of a cell, blocks separated by a blank line."""
+    blocks, inside, current = [], False, []
+    for line in source.splitlines():
+        if line.strip() == BEGIN:
+            inside, current = True, []
+        elif line.strip() == END:
+            inside = False
+            blocks.append(textwrap.dedent("\n".join(current)))
+        elif inside:
+            current.append(line)
+    return "\n\n".join(blocks)
+
+
+def solution_code(exercise_id: str, solutions: Path | None = None) -> tuple[str, str]:
+    """The reference code of one exercise and where it comes from (the packaged copy, or `solutions`)."""
+    if solutions is None:
+        if not REFERENCE_FILE.is_file():
+            raise FmnistLabError(f"{REFERENCE_FILE} is missing from this install: reinstall fmnist-lab, "
+                                 f"or pass --solutions DIR")
+        reference, where = json.loads(REFERENCE_FILE.read_text(encoding="utf-8")), "the installed course"
+    else:
+        if not solutions.is_dir():
+            raise FmnistLabError(f"--solutions {solutions}: no such folder")
+        reference, where = reference_solutions(solutions), str(solutions)
+    if exercise_id not in reference:
+        known = ", ".join(reference)
+        raise FmnistLabError(f"no exercise {exercise_id!r} in {where}; known exercises: {known}")
+    return f"{reference[exercise_id]['notebook']} ({where})", reference[exercise_id]["code"]
 
 
 @dataclass

@@ -14,7 +14,7 @@ from torch import nn
 from fmnist_lab.data import InMemoryBatches
 from fmnist_lab.errors import FmnistLabError
 from fmnist_lab.evaluate import accuracy, check_input_size
-from fmnist_lab.paths import course_dir
+from fmnist_lab.paths import results_dir
 from fmnist_lab.models import build_model, count_parameters, model_name
 
 
@@ -151,14 +151,14 @@ def original_run(seed: int = 0, checkpoint: str | Path | None = None,
                  progress: bool = False) -> tuple[nn.Module, list[dict]]:
     """The original run (CNNBatch, 16×16, 5 epochs, SGD lr 0.1, batch 100): trained once, then reused.
 
-    The checkpoint (default `results/lessons/seed<N>/model_weights.pth` in the course checkout) is
+    The checkpoint (default `lessons/seed<N>/model_weights.pth` in `fmnist_lab.paths.results_dir()`) is
     loaded when its JSON records the same settings; training is deterministic, so a reused
     checkpoint holds exactly the weights a fresh run would give on the same machine.
     """
     from fmnist_lab import data
 
     path = Path(checkpoint) if checkpoint else (
-        course_dir("results") / "lessons" / f"seed{seed}" / "model_weights.pth")
+        results_dir() / "lessons" / f"seed{seed}" / "model_weights.pth")
     wanted = {**ORIGINAL_RUN, "seed": seed}
     info_file = _info_path(path)
     if path.is_file() and info_file.is_file():

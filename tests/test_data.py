@@ -77,7 +77,7 @@ def test_search_order_root_then_env_then_cwd_then_course_then_system(isolated, r
     assert found.source.startswith("./data")
     assert found.path("train", "images").parent.parts[-2:] == ("FashionMNIST", "raw")
     shutil.rmtree(isolated / "cwd" / "data")
-    assert data.find_data().source.startswith("course data/")
+    assert data.find_data().source.startswith("$FMNIST_LAB_DATA_DIR")
     shutil.rmtree(isolated / "course")
     assert data.find_data().source.startswith("Debian package dataset-fashion-mnist")
 
@@ -93,9 +93,10 @@ def test_missing_data_names_every_place_searched_and_both_fixes(isolated):
         del os.environ["FMNIST_DATA"]
     message = str(caught.value)
     assert "\n" not in message
-    for place in ("$FMNIST_DATA", "./data", "course data/", "Debian package dataset-fashion-mnist",
+    for place in ("$FMNIST_DATA", "./data", f"$FMNIST_LAB_DATA_DIR {isolated / 'course'}", "Debian package dataset-fashion-mnist",
                   "http://127.0.0.1:9/train-images-idx3-ubyte.gz"):
         assert place in message
+    assert f"download into {isolated / 'course'}: download failed" in message
     assert "apt-get install dataset-fashion-mnist" in message and "set FMNIST_DATA" in message
     assert list((isolated / "course").iterdir()) == []  # no partial download left behind
 

@@ -195,10 +195,10 @@ def test_too_small_an_image_is_refused():
 # --- the command ------------------------------------------------------------------------------------
 
 def test_cli_export_writes_a_checked_model(tmp_path):
-    from fmnist_lab.paths import course_dir
+    from fmnist_lab.paths import results_dir
 
     original_run()  # the checkpoint exists
-    weights = course_dir("results") / "lessons" / "seed0" / "model_weights.pth"
+    weights = results_dir() / "lessons" / "seed0" / "model_weights.pth"
     out = tmp_path / "deploy" / "model.onnx"
     result = run_cli("export", str(weights), "--out", str(out))
     assert result.returncode == 0, result.stderr

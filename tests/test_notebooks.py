@@ -9,8 +9,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from conftest import run_cli
-from fmnist_lab.checks import exercise
+from conftest import REPO, run_cli
+from fmnist_lab import __version__
+from fmnist_lab.checks import EXERCISES, exercise
 from fmnist_lab.errors import FmnistLabError
 from fmnist_lab.notebooks import build_lessons, make_lesson, solution_code
 
@@ -108,12 +109,50 @@ def test_build_lessons_writes_then_check_names_what_differs(tmp_path):
 def test_solution_prints_the_dedented_reference(tmp_path):
     solutions = tmp_path / "solutions"
     write(notebook(), solutions / "98_demo.ipynb")
-    path, code = solution_code("98.1", solutions)
-    assert path.name == "98_demo.ipynb" and code == "y = 2 * x\nreturn y"
+    where, code = solution_code("98.1", solutions)
+    assert where == f"98_demo.ipynb ({solutions})" and code == "y = 2 * x\nreturn y"
     result = run_cli("solution", "98.2", "--solutions", str(solutions))
     assert result.returncode == 0 and "return x + x + x" in result.stdout
     result = run_cli("solution", "98.9", "--solutions", str(solutions))
     assert result.returncode == 2 and "no exercise '98.9'" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_solution_comes_from_the_package_with_no_checkout(tmp_path):
+    result = run_cli("solution", "3.2", cwd=tmp_path)  # no solutions/ here: the packaged reference
+    assert result.returncode == 0, result.stderr
+    assert "from 03_batch_norm.ipynb (the installed course)" in result.stdout
+    assert "nn.BatchNorm2d" in result.stdout
+    result = run_cli("solution", "3.2", "--solutions", str(tmp_path / "nowhere"))
+    assert result.returncode == 2 and "--solutions" in result.stderr and "no such folder" in result.stderr
+
+
+def test_the_packaged_reference_is_what_the_solutions_hold():
+    from fmnist_lab.notebooks import reference_text
+    from fmnist_lab.paths import REFERENCE_FILE
+
+    assert REFERENCE_FILE.read_text(encoding="utf-8") == reference_text(REPO / "solutions")
+    assert set(json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))) == {
+        i for i in EXERCISES if not i.startswith("98.")}
+
+
+def test_build_lessons_stamps_colab_cells_from_the_repository_url(tmp_path):
+    solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
+    write(notebook(), solutions / "98_demo.ipynb")
+    (tmp_path / "mkdocs.yml").write_text("site_name: x\nrepo_url: https://github.com/someone/fork\n")
+    assert build_lessons(solutions, lessons) == [solutions / "98_demo.ipynb", lessons / "98_demo.ipynb"]
+    for folder in (solutions, lessons):
+        nb = nbformat.read(folder / "98_demo.ipynb", as_version=4)
+        assert f"github/someone/fork/blob/v{__version__}/{folder.name}/98_demo.ipynb" in nb.cells[0].source
+        assert nb.cells[1].source == "# Lesson 98"  # the intro keeps its place, the install cell follows
+        assert f'COURSE = "git+https://github.com/someone/fork@v{__version__}"' in nb.cells[2].source
+    assert "return x + x + x" in (solutions / "98_demo.ipynb").read_text()  # the solution is kept
+    assert build_lessons(solutions, lessons, check_only=True) == []  # stamping twice changes nothing
+    (tmp_path / "mkdocs.yml").write_text("site_name: x\nrepo_url: https://github.com/other/place\n")
+    assert build_lessons(solutions, lessons, check_only=True) == [solutions / "98_demo.ipynb",
+                                                                  lessons / "98_demo.ipynb"]
+    (tmp_path / "mkdocs.yml").write_text("site_name: x\n")
+    with pytest.raises(FmnistLabError, match="set `repo_url: https://github.com/OWNER/NAME`"):
+        build_lessons(solutions, lessons)
 
 
 def check_json(path: Path, *extra: str) -> tuple[int, dict[str, dict]]:
