@@ -126,7 +126,7 @@ def speed_markdown() -> str:
     path = ROOT / "benchmarks" / "results" / "inference_speed.json"
     if not path.is_file():
         return "Run `python benchmarks/inference_speed.py` to measure the latencies."
-    result = json.loads(path.read_text())
+    result = json.loads(path.read_text(encoding="utf-8"))
     rows = ["| threads | batch | PyTorch eager (ms) | ONNX Runtime (ms) | ONNX Runtime speed-up |",
             "|---|---|---|---|---|"]
     rows += [f"| {r['threads']} | {r['batch']} | {r['pytorch_ms']:.3f} | {r['onnxruntime_ms']:.3f} | "

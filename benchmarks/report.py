@@ -22,7 +22,7 @@ from fmnist_lab.original import ORIGINAL_TEST_ACCURACY, ORIGINAL_TRAIN_SECONDS  
 
 def load(name: str) -> dict:
     """One benchmark's saved output."""
-    return json.loads((RESULTS / f"{name}.json").read_text())
+    return json.loads((RESULTS / f"{name}.json").read_text(encoding="utf-8"))
 
 
 def machine_line(machine: dict) -> str:
@@ -105,7 +105,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the README is out of date")
     args = parser.parse_args()
-    current = README.read_text()
+    current = README.read_text(encoding="utf-8")
     wanted = replace_block(current, results_markdown())
     if args.check:
         if wanted != current:
@@ -113,7 +113,7 @@ def main() -> int:
             return 1
         print("README.md's results match benchmarks/results")
         return 0
-    README.write_text(wanted)
+    README.write_text(wanted, encoding="utf-8")
     print(f"updated {README}")
     return 0
 

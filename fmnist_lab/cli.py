@@ -116,7 +116,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name, figure in figures.items():
         figure.savefig(images / f"{name}.png", dpi=100)
         plt.close(figure)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     print()
     print(_results_table(metrics))
     print(f"\nWrote {out / 'metrics.json'}, {weights} (+ .json) and {len(figures)} figures in {images}/")

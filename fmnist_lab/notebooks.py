@@ -327,7 +327,7 @@ def execute(path: Path, timeout: int) -> NotebookRun:
                 os.environ.pop("FMNIST_LAB_CHECK_LOG", None)
             else:
                 os.environ["FMNIST_LAB_CHECK_LOG"] = previous
-        results = [CheckResult(**json.loads(line)) for line in log.read_text().splitlines() if line]
+        results = [CheckResult(**json.loads(line)) for line in log.read_text(encoding="utf-8").splitlines() if line]
     errors = {i: error for i, cell in enumerate(nb.cells)
               if cell.cell_type == "code" and (error := _cell_error(cell, timeout))}
     return NotebookRun(results, errors, stopped)

@@ -100,7 +100,7 @@ def save_checkpoint(model: nn.Module, path: str | Path, config: dict | None = No
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
     info = {"model": model_name(model), "image_size": getattr(model, "image_size", 16),
             "params": count_parameters(model), **(config or {}), "history": history or []}
-    _info_path(path).write_text(json.dumps(info, indent=2) + "\n")
+    _info_path(path).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return path
 
 
@@ -127,7 +127,7 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None) 
     if not isinstance(state, dict):
         raise FmnistLabError(f"{path}: expected a state dict, found {type(state).__name__}")
     info_file = _info_path(path)
-    info = json.loads(info_file.read_text()) if info_file.is_file() else _guess_info(state)
+    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else _guess_info(state)
     model = build_model(info.get("model", "cnn_batch"), int(info.get("image_size", 16)))
     expected, found = set(model.state_dict()), set(state)
     if expected != found:
@@ -162,7 +162,7 @@ def original_run(seed: int = 0, checkpoint: str | Path | None = None,
     wanted = {**ORIGINAL_RUN, "seed": seed}
     info_file = _info_path(path)
     if path.is_file() and info_file.is_file():
-        info = json.loads(info_file.read_text())
+        info = json.loads(info_file.read_text(encoding="utf-8"))
         if all(info.get(key) == value for key, value in wanted.items()):
             model, info = load_checkpoint(path)
             return model, info["history"]

@@ -127,7 +127,10 @@ def test_out_that_is_a_file_is_refused_and_left_alone(tmp_path):
 def test_console_script_is_installed():
     import subprocess
 
-    script = Path(sys.executable).parent / "fmnist-lab"
-    assert script.is_file(), "pip install -e . did not install the fmnist-lab command"
+    import shutil
+    import sysconfig
+
+    script = shutil.which("fmnist-lab", path=sysconfig.get_path("scripts"))  # fmnist-lab.exe on Windows
+    assert script, "pip install did not install the fmnist-lab command"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "train" in result.stdout and "evaluate" in result.stdout

@@ -22,7 +22,7 @@ import pytest
 
 from conftest import REPO
 
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("FMNIST_LAB_BROWSER", "/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
 CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
                  "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -144,6 +144,24 @@ def test_search_for_batch_norm_lands_on_lesson_03(browser, server):
     first.click()
     visit.page.wait_for_load_state("networkidle")
     assert "/lessons/03_batch_norm/" in visit.page.url
+    visit.page.close()
+
+
+@pytest.mark.parametrize("path", ["lessons/03_batch_norm/", "solutions/08_deployment/"])
+def test_notebook_pages_open_in_colab_beside_the_download(browser, server, path):
+    from fmnist_lab.notebooks import repository
+
+    visit = Visit(browser, server + path)
+    links = visit.page.locator("p.notebook-links a")
+    kind, folder = ("lesson", "lessons") if path.startswith("lessons") else ("solution", "solutions")
+    assert links.nth(0).inner_text() == f"Open this {kind} in Colab"
+    name = path.strip("/").split("/")[-1] + ".ipynb"
+    assert links.nth(0).get_attribute("href") == repository(REPO).colab_url(REPO / folder / name)
+    assert links.nth(1).get_attribute("download") is not None  # the download button sits beside it
+    assert visit.page.locator("img[src*='colab-badge']").count() == 0  # the notebook's badge cell is not shown
+    assert "InstallFailed" not in visit.page.content()  # nor its install cell
+    assert visit.page.locator(f"a.md-source[href='{repository(REPO).url}']").count() >= 1  # the header link
+    visit.assert_clean()
     visit.page.close()
 
 

@@ -122,7 +122,8 @@ def test_every_module_imports_from_the_installed_copy(venv):
 
 
 def test_the_command_works_with_no_checkout(venv):
-    command = str(venv["scripts"] / "fmnist-lab")
+    command = shutil.which("fmnist-lab", path=str(venv["scripts"]))  # fmnist-lab.exe on Windows
+    assert command, f"the wheel installed no fmnist-lab command into {venv['scripts']}"
     result = run(venv, command, "--help")
     assert result.returncode == 0 and "solution" in result.stdout and "doctor" in result.stdout
     result = run(venv, command, "data")
