@@ -6,8 +6,10 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 RESULTS ?= results
+# The original run, seed 0: what lessons 04-08 reuse (`original_run()`) and the site's demo exports.
+CHECKPOINT := results/lessons/seed0/model_weights.pth
 
-.PHONY: setup data reproduce test lab docs serve benchmarks clean
+.PHONY: setup data checkpoint reproduce test lab docs serve benchmarks clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -24,17 +26,22 @@ setup: $(STAMP) node_modules/.installed
 data: setup
 	$(BIN)/fmnist-lab data
 
+checkpoint: $(CHECKPOINT)
+
+$(CHECKPOINT): | data
+	$(BIN)/fmnist-lab train --out $(dir $(CHECKPOINT)) --no-progress
+
 reproduce: data
 	$(BIN)/fmnist-lab train --out $(RESULTS)
 
-test: data
+test: data checkpoint
 	FMNIST_LAB_SMOKE=1 NO_MKDOCS_2_WARNING=1 $(BIN)/python -m pytest tests solutions --nbval --nbval-current-env \
 		--nbval-sanitize-with tests/nbval_sanitize.cfg
 
-docs: setup
+docs: setup checkpoint
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
-serve: setup
+serve: setup checkpoint
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --livereload
 
 lab: data

@@ -130,7 +130,7 @@ def check_package() -> Check:
     except importlib.metadata.PackageNotFoundError:
         return Check(WARN, "fmnist-lab", f"running from {paths.PACKAGE_DIR} without being installed, so "
                      "its declared requirements can't be read",
-                     f"pip install -e {where}" if where else 'pip install "fmnist-lab"')
+                     f"pip install -e {where}" if where else REINSTALL_FIX)
     return Check(OK, "fmnist-lab", f"{version} from {paths.PACKAGE_DIR} ({place})")
 
 

@@ -114,6 +114,17 @@ def stamp_text(text: str, repo: Repository) -> str:
     return INSTALL_LINK.sub(f"git+{repo.url}@{repo.ref}", text)
 
 
+VOLATILE_METADATA = ("execution", "ExecuteTime")  # nbclient's and the ExecuteTime extension's timestamps
+
+
+def strip_volatile(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """Drop per-cell run timestamps, so re-running a notebook changes only what it computes."""
+    for cell in nb.cells:
+        for key in VOLATILE_METADATA:
+            cell.get("metadata", {}).pop(key, None)
+    return nb
+
+
 def is_stamped(cell: nbformat.NotebookNode) -> bool:
     """True for the badge and install cells that `stamp` writes (not the lesson's own content)."""
     return STAMP_TAG in cell.get("metadata", {}).get("tags", [])
@@ -210,11 +221,14 @@ def build_lessons(solutions: Path, lessons: Path, check_only: bool = False) -> l
     repo = repository(solutions.resolve().parent)
     wanted: dict[Path, str] = {}
     for source in sources:
-        solution = read_notebook(source)
+        stored = read_notebook(source)
+        solution = strip_volatile(nbformat.from_dict(json.loads(json.dumps(stored))))
         lesson = make_lesson(solution, source)
         if repo:
-            wanted[source] = write_text(stamp(solution, repo, source))
+            solution = stamp(solution, repo, source)
             lesson = stamp(lesson, repo, lessons / source.name)
+        if solution != stored:  # stamps or timestamps to update; the instructor's content is kept as is
+            wanted[source] = write_text(solution)
         wanted[lessons / source.name] = write_text(lesson)
     readme = solutions.resolve().parent / "README.md"
     if repo and readme.is_file():

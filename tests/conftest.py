@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -87,8 +88,54 @@ def mirror(tmp_path: Path):
 
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):
     """Run `python -m fmnist_lab ARGS` in a subprocess; return the CompletedProcess."""
-    import subprocess
-
     full_env = {**os.environ, **(env or {})}
     return subprocess.run([sys.executable, "-m", "fmnist_lab", *args], capture_output=True, text=True,
                           env=full_env, cwd=cwd or REPO, timeout=timeout)
+
+
+# The website: built once per test run, served on 127.0.0.1, driven in headless Chromium.
+
+CHROMIUM = os.environ.get("FMNIST_LAB_BROWSER", "/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+def browser_or_fail():
+    """Debian's Chromium, or one line saying it is missing (a failure in CI, a skip elsewhere)."""
+    if not Path(CHROMIUM).is_file():
+        message = f"no browser for the site tests: {CHROMIUM} is missing (apt-get install chromium)"
+        if os.environ.get("CI"):
+            pytest.fail(message, pytrace=False)
+        pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def site() -> Path:
+    """Build the site once for the whole run (tests/test_site.py and tests/test_demo.py), strictly."""
+    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict"], cwd=REPO,
+                            capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "WARNING -" not in result.stderr and "WARNING  -" not in result.stderr, result.stderr
+    return REPO / "site"
+
+
+@pytest.fixture(scope="session")
+def server(site):
+    """`site/` served on 127.0.0.1 at a free port."""
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
+                                            functools.partial(_QuietHandler, directory=str(site)))
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+@pytest.fixture(scope="session")
+def browser():
+    browser_or_fail()
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield chromium
+        chromium.close()

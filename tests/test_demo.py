@@ -1,4 +1,4 @@
-"""The live demo page (docs/demo.md, site_demo.py) built with MkDocs and driven in headless Chromium.
+"""The live demo page (docs/demo.md, build_tools/site_demo.py) built with MkDocs and driven in headless Chromium.
 
 For 20 test images the page's predicted classes equal PyTorch's and its probabilities agree within
 1e-3; drawing on the canvas with the mouse and uploading a picture give a prediction computed from
@@ -18,7 +18,7 @@ import torch
 from PIL import Image
 
 from conftest import REPO
-from test_site import ARTIFACTS, Visit, browser, server, site  # noqa: F401  (fixtures reused, not copied)
+from test_site import ARTIFACTS, Visit  # the site, server and browser fixtures are conftest.py's
 
 from fmnist_lab import data
 from fmnist_lab.evaluate import predict
@@ -193,10 +193,28 @@ def test_an_uploaded_picture_is_preprocessed_like_python(browser, server, model,
     visit.page.close()
 
 
-def test_the_build_stops_with_one_line_without_npm_ci(tmp_path, monkeypatch):
-    spec = importlib.util.spec_from_file_location("site_demo_under_test", REPO / "site_demo.py")
+def load_hook(monkeypatch) -> object:
+    """build_tools/site_demo.py loaded as MkDocs loads a hook: by path, with its folder on sys.path."""
+    monkeypatch.syspath_prepend(str(REPO / "build_tools"))
+    spec = importlib.util.spec_from_file_location("site_demo_under_test", REPO / "build_tools" / "site_demo.py")
     hook = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(hook)
+    return hook
+
+
+def test_the_build_never_trains_it_stops_with_one_line_naming_the_command(tmp_path, monkeypatch):
+    hook = load_hook(monkeypatch)
+    monkeypatch.setenv("FMNIST_LAB_RESULTS", str(tmp_path / "no-results"))
+    with pytest.raises(SystemExit) as stopped:
+        hook.model_markdown()
+    message = str(stopped.value)
+    assert "\n" not in message and "run `make checkpoint` first" in message
+    assert str(tmp_path / "no-results" / "lessons" / "seed0" / "model_weights.pth") in message
+    assert not (tmp_path / "no-results").exists()  # nothing trained, nothing written
+
+
+def test_the_build_stops_with_one_line_without_npm_ci(tmp_path, monkeypatch):
+    hook = load_hook(monkeypatch)
     monkeypatch.setattr(hook, "ORT_DIST", tmp_path / "node_modules" / "onnxruntime-web" / "dist")
     with pytest.raises(SystemExit) as stopped:
         hook.on_config({})

@@ -92,6 +92,14 @@ def test_a_fork_changes_one_line_and_build_lessons_does_the_rest(tmp_path):
     assert f"git+https://github.com/a-teacher/fork@v{__version__}" in (tmp_path / "README.md").read_text()
 
 
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_notebooks_store_no_run_timestamps(path):
+    """Re-running a notebook must not change hundreds of lines that mean nothing (build-lessons strips them)."""
+    nb = nbformat.read(path, as_version=4)
+    stamped = [i for i, cell in enumerate(nb.cells) if "execution" in cell.metadata or "ExecuteTime" in cell.metadata]
+    assert stamped == [], f"cells {stamped} hold run timestamps: run `fmnist-lab build-lessons`"
+
+
 def test_every_registered_lesson_exercise_is_in_a_solution():
     in_notebooks = {i for path in SOLUTIONS for c in nbformat.read(path, as_version=4).cells
                     if c.cell_type == "code" for i in check_ids(c.source)}

@@ -13,7 +13,7 @@ from conftest import REPO, run_cli
 from fmnist_lab import __version__
 from fmnist_lab.checks import EXERCISES, exercise
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.notebooks import build_lessons, make_lesson, solution_code
+from fmnist_lab.notebooks import build_lessons, check_ids, make_lesson, solution_code
 
 REGISTER = '''from fmnist_lab.checks import check, exercise, expect_equal
 @exercise("98.1", "double", "multiply by two")
@@ -106,6 +106,19 @@ def test_build_lessons_writes_then_check_names_what_differs(tmp_path):
     assert "YOUR CODE HERE" in edited.read_text()
 
 
+def test_build_lessons_strips_run_timestamps_and_keeps_everything_else(tmp_path):
+    solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
+    nb = notebook()
+    nb.cells[2].metadata["execution"] = {"iopub.status.busy": "2026-11-29T15:55:04.286295Z"}
+    path = write(nb, solutions / "98_demo.ipynb")
+    assert build_lessons(solutions, lessons) == [path, lessons / "98_demo.ipynb"]
+    for written in (path, lessons / "98_demo.ipynb"):
+        assert "iopub" not in written.read_text()
+    stripped = nbformat.read(path, as_version=4)
+    assert stripped.cells[2].outputs == nb.cells[2].outputs  # outputs (figures) kept
+    assert [c.source for c in stripped.cells] == [c.source for c in nb.cells]  # and every source
+
+
 def test_solution_prints_the_dedented_reference(tmp_path):
     solutions = tmp_path / "solutions"
     write(notebook(), solutions / "98_demo.ipynb")
@@ -131,8 +144,10 @@ def test_the_packaged_reference_is_what_the_solutions_hold():
     from fmnist_lab.paths import REFERENCE_FILE
 
     assert REFERENCE_FILE.read_text(encoding="utf-8") == reference_text(REPO / "solutions")
-    assert set(json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))) == {
-        i for i in EXERCISES if not i.startswith("98.")}
+    in_solutions = {i for path in (REPO / "solutions").glob("*.ipynb")
+                    for cell in nbformat.read(path, as_version=4).cells for i in check_ids(cell.source)}
+    assert set(json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))) == in_solutions
+    assert in_solutions <= set(EXERCISES)  # every packaged reference has its check
 
 
 def test_build_lessons_stamps_colab_cells_from_the_repository_url(tmp_path):

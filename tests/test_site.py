@@ -7,71 +7,14 @@ link gives the notebook; screenshots land in tests/artifacts/ (ignored by git).
 
 from __future__ import annotations
 
-import functools
-import http.server
 import json
-import os
-import shutil
-import subprocess
-import sys
-import threading
-from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
 
 from conftest import REPO
 
-CHROMIUM = os.environ.get("FMNIST_LAB_BROWSER", "/usr/bin/chromium")
 ARTIFACTS = REPO / "tests" / "artifacts"
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
-
-
-def browser_or_fail():
-    """Debian's Chromium, or one line saying it is missing (a failure in CI, a skip elsewhere)."""
-    if not Path(CHROMIUM).is_file():
-        message = f"no browser for the site tests: {CHROMIUM} is missing (apt-get install chromium)"
-        if os.environ.get("CI"):
-            pytest.fail(message, pytrace=False)
-        pytest.skip(message)
-
-
-@pytest.fixture(scope="module")
-def site() -> Path:
-    """Build the site once for the module, strictly."""
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict"], cwd=REPO,
-                            capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
-    assert result.returncode == 0, result.stdout + result.stderr
-    assert "WARNING -" not in result.stderr and "WARNING  -" not in result.stderr, result.stderr
-    return REPO / "site"
-
-
-class _Quiet(http.server.SimpleHTTPRequestHandler):
-    def log_message(self, *args) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def server(site):
-    """`site/` served on 127.0.0.1 at a free port."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                            functools.partial(_Quiet, directory=str(site)))
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}/"
-    httpd.shutdown()
-    httpd.server_close()
-
-
-@pytest.fixture(scope="module")
-def browser():
-    browser_or_fail()
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 class Visit:

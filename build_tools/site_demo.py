@@ -1,7 +1,7 @@
 """MkDocs hook for the live demo page (docs/demo.md): everything it loads is generated at build time.
 
-- `demo/model.onnx`: the original run's checkpoint (`fmnist_lab.train.original_run`, trained once if
-  missing) exported with `fmnist_lab.export.export_to_onnx`.
+- `demo/model.onnx`: the original run's checkpoint (`results/lessons/seed0`, made by `make checkpoint`;
+  the build never trains) exported with `fmnist_lab.export.export_to_onnx`.
 - `demo/samples.json` and `demo/samples/*.png`: a few test images per class, as 28×28 PNG thumbnails
   and as the exact [0, 1] pixels the model reads, with PyTorch's probabilities (the browser test
   compares the page with them).
@@ -11,15 +11,15 @@ None of these is committed. The page's own code is `docs/demo/demo.js` and `docs
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import shutil
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
+import report  # build_tools/report.py: MkDocs puts a hook's folder on sys.path while it loads the hook
+
+ROOT = Path(__file__).resolve().parent.parent
 
 DEMO_DIR = "demo"
 ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
@@ -37,13 +37,21 @@ def check_onnxruntime_web() -> None:
                          "(make docs does) before building")
 
 
-def _checkpoint():
-    """The original run's model and the path of its checkpoint (trained and saved on first use)."""
-    from fmnist_lab.paths import results_dir
-    from fmnist_lab.train import original_run
+CHECKPOINT_COMMAND = "make checkpoint"  # the Makefile's rule: fmnist-lab train --out results/lessons/seed0
 
-    model, history = original_run()
-    return model, history, results_dir() / "lessons" / "seed0" / "model_weights.pth"
+
+@functools.cache
+def _checkpoint():
+    """The original run's model, history and checkpoint path; the build never trains (one line if missing)."""
+    from fmnist_lab.paths import results_dir
+    from fmnist_lab.train import load_checkpoint
+
+    path = results_dir() / "lessons" / "seed0" / "model_weights.pth"
+    if not path.is_file():
+        raise SystemExit(f"no trained model for the demo at {path}: run `{CHECKPOINT_COMMAND}` first "
+                         "(it trains the original run once, about half a minute)")
+    model, info = load_checkpoint(path, device="cpu")
+    return model, info["history"], path
 
 
 def sample_indices(labels, per_class: int = PER_CLASS) -> list[int]:
@@ -92,7 +100,9 @@ def _cache_key(checkpoint: Path) -> str:
     import torch
 
     digest = hashlib.sha256(checkpoint.read_bytes())
-    for path in (Path(__file__), ROOT / "fmnist_lab" / "export.py"):
+    from fmnist_lab import export
+
+    for path in (Path(__file__), Path(export.__file__)):
         digest.update(path.read_bytes())
     digest.update(f"{torch.__version__} {onnx.__version__}".encode())
     return digest.hexdigest()[:16]
@@ -121,31 +131,6 @@ def model_markdown() -> str:
             f"{history[-1]['val_accuracy']:.2%} test accuracy.")
 
 
-def speed_markdown() -> str:
-    """The latency table of benchmarks/inference_speed.py, with its machine and date."""
-    path = ROOT / "benchmarks" / "results" / "inference_speed.json"
-    if not path.is_file():
-        return "Run `python benchmarks/inference_speed.py` to measure the latencies."
-    result = json.loads(path.read_text(encoding="utf-8"))
-    rows = ["| threads | batch | PyTorch eager (ms) | ONNX Runtime (ms) | ONNX Runtime speed-up |",
-            "|---|---|---|---|---|"]
-    rows += [f"| {r['threads']} | {r['batch']} | {r['pytorch_ms']:.3f} | {r['onnxruntime_ms']:.3f} | "
-             f"{r['speedup']:.1f}× |" for r in result.get("latency_one_thread", []) + result["latency"]]
-    machine = result["machine"]
-    agreement = result["agreement"]
-    load = result.get("load_average", {}).get("before", [None])[0]
-    return "\n".join(rows + [
-        "",
-        f"The best of {result['rounds']} rounds of the median of {result['repeats']} calls, in milliseconds per "
-        f"batch, on the CPU: {machine['cores']} cores ({machine['cpu']}), PyTorch {machine['torch']}, "
-        f"ONNX Runtime {result['onnxruntime']}, {machine['date']}"
-        + (f", load average {load:.1f} when it started" if load is not None else "")
-        + f" (`python benchmarks/inference_speed.py`). On the {agreement['images']:,} test images, "
-        f"{agreement['equal_predictions']:,} predictions are equal and the probabilities differ by at most "
-        f"{agreement['max_abs_probability_difference']:.1e}. The browser runs the WebAssembly build on one "
-        "thread; its speed depends on your device."])
-
-
 def on_config(config, **kwargs):
     """Fail at once, before rendering anything, when onnxruntime-web is not installed."""
     check_onnxruntime_web()
@@ -154,7 +139,7 @@ def on_config(config, **kwargs):
 
 def on_page_markdown(markdown, page, config, files, **kwargs):
     """Fill the demo page's placeholders from the checkpoint and the benchmark results."""
-    for placeholder, generate in (("<!-- demo-model -->", model_markdown), ("<!-- demo-speed -->", speed_markdown)):
+    for placeholder, generate in (("<!-- demo-model -->", model_markdown), ("<!-- demo-speed -->", report.inference_markdown)):
         if placeholder in markdown:
             markdown = markdown.replace(placeholder, generate())
     return markdown

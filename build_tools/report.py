@@ -1,7 +1,8 @@
-"""Render the benchmark results (benchmarks/results/*.json) as the Markdown block the README quotes.
+"""The one place that turns benchmark results (benchmarks/results/*.json) into Markdown.
 
-`python benchmarks/report.py` rewrites the block between the README's markers;
-`python benchmarks/report.py --check` exits 1 when the README's block differs from the results.
+The README's results block, the site's home and benchmarks pages and the demo page's latency table
+all come from here. `python build_tools/report.py` rewrites the block between the README's markers;
+`python build_tools/report.py --check` exits 1 when the README's block differs from the results.
 """
 
 from __future__ import annotations
@@ -11,13 +12,12 @@ import json
 import sys
 from pathlib import Path
 
+from fmnist_lab.original import ORIGINAL_TEST_ACCURACY, ORIGINAL_TRAIN_SECONDS
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "benchmarks" / "results"
 README = ROOT / "README.md"
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
-sys.path.insert(0, str(ROOT))
-
-from fmnist_lab.original import ORIGINAL_TEST_ACCURACY, ORIGINAL_TRAIN_SECONDS  # noqa: E402
 
 
 def load(name: str) -> dict:
@@ -94,6 +94,30 @@ def ablation_markdown() -> str:
     return "\n".join(rows + ["", f"{machine_line(result['machine'])} (`python benchmarks/going_further.py`)."])
 
 
+def inference_markdown() -> str:
+    """The latency table of benchmarks/inference_speed.py, with its machine and date."""
+    if not (RESULTS / "inference_speed.json").is_file():
+        return "Run `python benchmarks/inference_speed.py` to measure the latencies."
+    result = load("inference_speed")
+    rows = ["| threads | batch | PyTorch eager (ms) | ONNX Runtime (ms) | ONNX Runtime speed-up |",
+            "|---|---|---|---|---|"]
+    rows += [f"| {r['threads']} | {r['batch']} | {r['pytorch_ms']:.3f} | {r['onnxruntime_ms']:.3f} | "
+             f"{r['speedup']:.1f}× |" for r in result.get("latency_one_thread", []) + result["latency"]]
+    machine = result["machine"]
+    agreement = result["agreement"]
+    load_average = result.get("load_average", {}).get("before", [None])[0]
+    return "\n".join(rows + [
+        "",
+        f"The best of {result['rounds']} rounds of the median of {result['repeats']} calls, in milliseconds per "
+        f"batch, on the CPU: {machine['cores']} cores ({machine['cpu']}), PyTorch {machine['torch']}, "
+        f"ONNX Runtime {result['onnxruntime']}, {machine['date']}"
+        + (f", load average {load_average:.1f} when it started" if load_average is not None else "")
+        + f" (`python benchmarks/inference_speed.py`). On the {agreement['images']:,} test images, "
+        f"{agreement['equal_predictions']:,} predictions are equal and the probabilities differ by at most "
+        f"{agreement['max_abs_probability_difference']:.1e}. The browser runs the WebAssembly build on one "
+        "thread; its speed depends on your device."])
+
+
 def replace_block(text: str, block: str) -> str:
     """`text` with the part between the markers replaced by `block`."""
     head, rest = text.split(START, 1)
@@ -109,7 +133,7 @@ def main() -> int:
     wanted = replace_block(current, results_markdown())
     if args.check:
         if wanted != current:
-            print("README.md's results differ from benchmarks/results: run python benchmarks/report.py")
+            print("README.md's results differ from benchmarks/results: run python build_tools/report.py")
             return 1
         print("README.md's results match benchmarks/results")
         return 0

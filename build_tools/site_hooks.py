@@ -17,28 +17,17 @@ import os
 import posixpath
 import re
 import shutil
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent
-if str(ROOT) not in sys.path:
-    sys.path.append(str(ROOT))
+import report  # build_tools/report.py: MkDocs puts a hook's folder on sys.path while it loads the hook
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MATHJAX_PLACEHOLDER = "MATHJAX_ROOT"
 MATHJAX_SITE_DIR = "assets/mathjax"
 MATHJAX_PARTS = ["MathJax.js", "config/TeX-AMS_CHTML-full.js", "config/Safe.js", "extensions", "jax/input/TeX",
                  "jax/output/CommonHTML", "jax/element", "localization/en",
                  "fonts/HTML-CSS/TeX/woff"]
-
-
-def _report():
-    """benchmarks/report.py, the one place that turns benchmark results into Markdown."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("benchmarks_report", ROOT / "benchmarks" / "report.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def notebook_intro(path: Path) -> tuple[str, list[str], str]:
@@ -109,6 +98,16 @@ def cli_markdown() -> str:
     return "\n".join(parts)
 
 
+def pip_install_markdown() -> str:
+    """The pip line that installs this repository's release, and the setup check after it."""
+    from fmnist_lab.notebooks import repository
+
+    repo = repository(ROOT)
+    return "\n".join(["```bash", f'pip install "fmnist-lab @ git+{repo.url}@{repo.ref}"',
+                      "fmnist-lab doctor     # one [OK] or [FAIL] line per requirement, each failure with its fix",
+                      "```"])
+
+
 def benchmarks_figure() -> str:
     """Accuracy per seed against the original, and training steps/s per pipeline, as an inline PNG."""
     import matplotlib
@@ -117,7 +116,7 @@ def benchmarks_figure() -> str:
     import matplotlib.pyplot as plt
     from fmnist_lab.original import ORIGINAL_TEST_ACCURACY
 
-    accuracy, speed = _report().load("reproduce"), _report().load("train_speed")
+    accuracy, speed = report.load("reproduce"), report.load("train_speed")
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.6), layout="constrained")
     names = ["original"] + [f"seed {s}" for s in accuracy["seeds"]]
     values = [100 * ORIGINAL_TEST_ACCURACY] + [100 * a for a in accuracy["test_accuracy"]]
@@ -144,16 +143,16 @@ def benchmarks_figure() -> str:
 
 def benchmarks_markdown() -> str:
     """The benchmarks page: the figure, then the tables with machine and date."""
-    return (benchmarks_figure() + "\n\n" + _report().results_markdown()
-            + "\n\n### Lesson 07: each trick alone\n\n" + _report().ablation_markdown())
+    return (benchmarks_figure() + "\n\n" + report.results_markdown()
+            + "\n\n### Lesson 07: each trick alone\n\n" + report.ablation_markdown())
 
 
 def on_page_markdown(markdown, page, config, files, **kwargs):
     """Replace each placeholder with the text generated for it."""
     generators = {"<!-- syllabus -->": syllabus_markdown, "<!-- cli-reference -->": cli_markdown,
-                  "<!-- benchmarks -->": benchmarks_markdown}
+                  "<!-- benchmarks -->": benchmarks_markdown, "<!-- pip-install -->": pip_install_markdown}
     if "<!-- results -->" in markdown:
-        markdown = markdown.replace("<!-- results -->", _report().results_markdown())
+        markdown = markdown.replace("<!-- results -->", report.results_markdown())
     for placeholder, generate in generators.items():
         if placeholder in markdown:
             markdown = markdown.replace(placeholder, generate())
