@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
 
 import pytest
 
@@ -72,3 +74,137 @@ def test_expect_helpers_say_what_differs():
     with pytest.raises(Mismatch, match=r"expected n to be a number, got str"):
         expect_number("five", 5, "n")
     assert expect_number(torch.tensor(5.0), 5, "n") == 5.0
+
+
+# The contract every lesson's check keeps, whatever the exercise -------------------------------------
+
+LESSON_EXERCISES = sorted((k for k, e in EXERCISES.items() if e.run.__module__.startswith("fmnist_lab.checks.lesson")),
+                          key=lambda k: tuple(map(int, k.split("."))))  # not the 9x.y registered by tests
+
+
+def _answers(exercise_id: str, answer) -> tuple:
+    """The same answer for every function a check takes (2.3 takes two)."""
+    return (answer,) * len(inspect.signature(EXERCISES[exercise_id].run).parameters)
+
+
+def _raising(kind: str, exc: Exception):
+    """A function, or a class whose constructor, raises `exc` whatever it is given."""
+    def function(*args, **kwargs):
+        raise exc
+
+    class Class:
+        def __init__(self, *args, **kwargs):
+            raise exc
+
+    return function if kind == "function" else Class
+
+
+def test_every_lesson_registers_its_exercises():
+    assert {k.split(".")[0] for k in LESSON_EXERCISES} == {str(n) for n in range(1, 9)}
+
+
+@pytest.mark.parametrize("exercise_id", LESSON_EXERCISES)
+def test_none_is_a_failed_line(exercise_id):
+    result = run_check(exercise_id, None)
+    assert result.status == "failed" and "got None" in result.message
+
+
+@pytest.mark.parametrize("kind", ["function", "class"])
+@pytest.mark.parametrize("exercise_id", LESSON_EXERCISES)
+def test_an_untouched_stub_is_not_attempted(exercise_id, kind):
+    stub = _raising(kind, NotImplementedError(f"Exercise {exercise_id}: {EXERCISES[exercise_id].title}"))
+    result = run_check(exercise_id, *_answers(exercise_id, stub))
+    assert result.status == "not attempted" and "not attempted yet" in result.message
+
+
+@pytest.mark.parametrize("kind", ["function", "class"])
+@pytest.mark.parametrize("exercise_id", LESSON_EXERCISES)
+def test_a_crash_in_the_answer_is_an_error_line(exercise_id, kind):
+    result = run_check(exercise_id, *_answers(exercise_id, _raising(kind, ValueError("boom"))))
+    assert result.status == "error"
+    assert "your code raised ValueError: boom — hint: " in result.message
+
+
+@pytest.mark.parametrize("wrong", [42, [1, 2, 3], "a string"])
+@pytest.mark.parametrize("exercise_id", LESSON_EXERCISES)
+def test_the_wrong_type_is_a_failed_line(exercise_id, wrong):
+    result = run_check(exercise_id, *_answers(exercise_id, wrong))
+    assert result.status == "failed"
+    assert "something callable" in result.message and "hint: " in result.message
+
+
+# The toolkit the checks are written with ------------------------------------------------------------
+
+def test_toolkit_parses_numbers_pairs_and_arrays_one_way():
+    import numpy as np
+    import torch
+
+    from fmnist_lab.checks.toolkit import as_array, as_number, as_pair
+
+    for value in (3, 3.0, np.int64(3), np.float32(3), torch.tensor(3), torch.tensor([3.0]), np.array([[3]])):
+        assert as_number(value, "n") == 3.0
+    for wrong, message in ((True, "expected n to be a number, got bool"), ("3", "got str"), ([3], "got list"),
+                           (torch.zeros(2), "expected n to be one number, got a tensor of shape (2,)")):
+        with pytest.raises(Mismatch, match=re.escape(message)):
+            as_number(wrong, "n")
+    assert as_pair(torch.tensor([1.0, 2.0]), "f()") == (1.0, 2.0)
+    with pytest.raises(Mismatch, match=re.escape("expected f() to return a pair (a, b), got tuple of length 3")):
+        as_pair((1, 2, 3), "f()", "a pair (a, b)")
+    assert as_array([1, 2], "v", 2).tolist() == [1.0, 2.0] and as_array(torch.ones(2, 2), "m").shape == (2, 2)
+    with pytest.raises(Mismatch, match=re.escape("expected 3 values, got 2")):
+        as_array(np.ones(2), "v", 3)
+    with pytest.raises(Mismatch, match=re.escape("expected m to be a torch tensor or NumPy array, got list")):
+        as_array([1.0], "m", lists=False)
+
+
+def test_toolkit_compares_nan_safely_and_names_the_first_matching_mistake():
+    import torch
+
+    from fmnist_lab.checks.toolkit import diagnose, is_close, max_difference
+
+    nan = torch.tensor([1.0, float("nan")])
+    assert not is_close(nan, nan) and not is_close(float("nan"), 0.0) and not is_close("1", 1.0)
+    assert is_close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0 + 1e-6])) and is_close(100.0, 100.1, rtol=1e-2)
+    assert not is_close(torch.ones(3), torch.ones(2)) and max_difference(torch.ones(2), torch.zeros(2)) == 1.0
+    reached = []
+    mistakes = [("zeros", torch.zeros(2)), ("ones", lambda: torch.ones(2)),
+                ("ones again", lambda: reached.append(True) or torch.ones(2))]
+    assert diagnose(torch.ones(2), mistakes, 1e-5) == "ones" and not reached  # later variants are not computed
+    assert diagnose(torch.full((2,), 5.0), mistakes, 1e-5) is None
+
+
+def test_toolkit_catches_a_change_in_place_of_any_argument():
+    import numpy as np
+    import torch
+
+    from fmnist_lab.checks.toolkit import call_unmodified, watch
+
+    x, gamma = torch.ones(3), torch.ones(2)
+    with pytest.raises(Mismatch, match="your function changed its input gamma in place; compute new tensors"):
+        call_unmodified(lambda a, b: b.mul_(2), x, gamma, names=("x", "gamma"))
+    assert torch.equal(gamma, torch.ones(2))  # the function worked on a copy
+    with pytest.raises(Mismatch, match=r"changed its input images in place; .*images\.copy\(\)"):
+        call_unmodified(lambda a: a.fill(1), np.zeros(3), names=("images",))
+    assert call_unmodified(lambda a, b: a + b, x, gamma[:1], names=("x", "gamma")).tolist() == [2.0, 2.0, 2.0]
+    with watch(x=x):
+        pass
+    with pytest.raises(Mismatch, match="changed its input x in place"), watch(x=x):
+        x[0] = 5
+
+
+def test_toolkit_builds_seeded_models_without_touching_the_global_rng():
+    import torch
+
+    from fmnist_lab.checks.toolkit import first_line, random_cnn_batch, seeded
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    first, again = seeded(0, lambda: torch.nn.Linear(3, 2)), seeded(0, lambda: torch.nn.Linear(3, 2))
+    model = random_cnn_batch(6)
+    assert torch.equal(torch.rand(3), expected)
+    assert torch.equal(first.weight, again.weight)
+    assert not model.training and torch.equal(model.state_dict()["conv1_bn.running_var"],
+                                              random_cnn_batch(6).state_dict()["conv1_bn.running_var"])
+    assert (model.conv1_bn.running_var != 1).all() and (model.conv1_bn.running_mean != 0).all()
+    assert first_line(ValueError("first\nsecond")) == "ValueError: first" and first_line(KeyError()) == "KeyError"

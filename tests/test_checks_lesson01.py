@@ -162,37 +162,3 @@ def test_1_5_mistakes_fail_saying_what_differs(wrong, fragment):
     result = run_check("1.5", wrong)
     assert result.status == "failed"
     assert fragment in result.message
-
-
-# The lesson as a whole ------------------------------------------------------------------------------
-
-EXERCISES = ["1.1", "1.2", "1.3", "1.4", "1.5"]
-
-
-@pytest.mark.parametrize("exercise_id", EXERCISES)
-def test_none_fails(exercise_id):
-    result = run_check(exercise_id, None)
-    assert result.status == "failed" and "got None" in result.message
-
-
-@pytest.mark.parametrize("exercise_id", EXERCISES)
-def test_untouched_stub_is_not_attempted(exercise_id):
-    def stub(*args):
-        raise NotImplementedError(f"Exercise {exercise_id}: stub")
-
-    assert run_check(exercise_id, stub).status == "not attempted"
-
-
-@pytest.mark.parametrize("exercise_id", EXERCISES)
-def test_a_crash_in_the_answer_is_an_error_line(exercise_id):
-    def broken(*args):
-        raise ValueError("boom")
-
-    result = run_check(exercise_id, broken)
-    assert result.status == "error" and "ValueError: boom" in result.message
-
-
-@pytest.mark.parametrize("exercise_id", EXERCISES)
-def test_a_non_callable_answer_fails(exercise_id):
-    result = run_check(exercise_id, 42)
-    assert result.status == "failed" and "something callable" in result.message

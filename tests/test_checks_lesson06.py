@@ -311,21 +311,3 @@ def test_6_4_mistakes_fail_and_say_why(answer, fragment):
     result = run_check("6.4", answer)
     assert result.status == "failed"
     assert fragment in result.message
-
-
-# ----------------------------------------------------------------------------------- the lesson as a whole
-
-@pytest.mark.parametrize("exercise_id", ["6.1", "6.2", "6.3", "6.4"])
-def test_none_stub_and_crash_each_get_a_verdict(exercise_id):
-    assert run_check(exercise_id, None).status == "failed"
-
-    def stub(*args):
-        raise NotImplementedError(f"Exercise {exercise_id}: x")
-
-    assert run_check(exercise_id, stub).status == "not attempted"
-
-    def crash(*args):
-        raise ValueError("boom")
-
-    result = run_check(exercise_id, crash)
-    assert result.status == "error" and "ValueError: boom" in result.message

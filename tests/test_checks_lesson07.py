@@ -288,25 +288,8 @@ def test_flip_tta_probs():
     fails("7.5", tta_training_mode, "model.eval()")
 
 
-def test_none_stub_and_errors():
-    for exercise in ("7.1", "7.2", "7.3", "7.4", "7.5"):
-        assert run_check(exercise, None).status == "failed"
-
-        def stub(*args, _id=exercise):
-            raise NotImplementedError(f"Exercise {_id}: x")
-
-        assert run_check(exercise, stub).status == "not attempted"
-
-        def broken(*args):
-            raise ValueError("boom")
-
-        result = run_check(exercise, broken)
-        assert result.status == "error" and "ValueError: boom" in result.message
-
-
 def test_wrong_types_fail_without_crashing():
     assert run_check("7.3", lambda images, padding, generator: images.tolist()).status == "failed"
     assert run_check("7.2", lambda logits, targets, smoothing: "loss").status == "failed"
     assert run_check("7.1", lambda step, total, max_lr: [max_lr]).status == "failed"
     assert run_check("7.5", lambda model, images: None).status == "failed"
-    assert run_check("7.3", 42).status == "failed"

@@ -17,14 +17,18 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import torch
-
 STATUSES = ("passed", "failed", "not attempted", "error")
 SYMBOLS = {"passed": "✓", "failed": "✗", "not attempted": "·", "error": "✗"}
 
 
 class Mismatch(Exception):
     """A wrong answer: the message says what was expected and what was found."""
+
+
+# The helpers for writing checks live in the toolkit; re-exported here so `from fmnist_lab.checks import
+# expect_close` keeps working.
+from fmnist_lab.checks.toolkit import (  # noqa: E402,F401
+    expect_callable, expect_close, expect_equal, expect_number, expect_tensor, first_line)
 
 
 @dataclass(frozen=True)
@@ -93,10 +97,8 @@ def run_check(exercise_id: str, *answer: Any) -> CheckResult:
         if is_stub_error(exc):
             return CheckResult(found.id, found.title, "not attempted",
                                "not attempted yet: replace `raise NotImplementedError(...)` with your code")
-        detail = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         return CheckResult(found.id, found.title, "error",
-                           f"your code raised {type(exc).__name__}{': ' + detail if detail else ''}"
-                           f" — hint: {found.hint}")
+                           f"your code raised {first_line(exc)} — hint: {found.hint}")
 
 
 def check(exercise_id: str, *answer: Any) -> None:
@@ -107,54 +109,6 @@ def check(exercise_id: str, *answer: Any) -> None:
     if log:
         with open(log, "a", encoding="utf-8") as stream:
             stream.write(json.dumps(result.to_dict()) + "\n")
-
-
-# Helpers for writing checks: each raises Mismatch with "expected …, got …".
-
-def expect_callable(answer: Any, what: str) -> None:
-    """The answer must be a function or class."""
-    if not callable(answer):
-        raise Mismatch(f"expected {what} (something callable), got {type(answer).__name__}")
-
-
-def expect_tensor(value: Any, what: str, shape: tuple[int, ...] | None = None) -> torch.Tensor:
-    """The value must be a tensor (of `shape`, when given)."""
-    if not isinstance(value, torch.Tensor):
-        raise Mismatch(f"expected {what} to be a torch.Tensor, got {type(value).__name__}")
-    if shape is not None and tuple(value.shape) != tuple(shape):
-        raise Mismatch(f"expected {what} of shape {tuple(shape)}, got {tuple(value.shape)}")
-    return value
-
-
-def expect_close(value: Any, expected: torch.Tensor, what: str, atol: float = 1e-5) -> torch.Tensor:
-    """The value must be a tensor of the expected shape, equal within `atol`."""
-    value = expect_tensor(value, what, tuple(expected.shape))
-    difference = (value.detach().double() - expected.detach().double()).abs().max().item()
-    if not difference <= atol:
-        raise Mismatch(f"{what} differs from the reference by up to {difference:.3g} (tolerance {atol:g})")
-    return value
-
-
-def expect_equal(value: Any, expected: Any, what: str) -> Any:
-    """The value must equal the expected one exactly (numbers, tuples, strings)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not isinstance(expected, torch.Tensor):
-        value = value.item()
-    if value != expected:
-        raise Mismatch(f"expected {what} = {expected!r}, got {value!r}")
-    return value
-
-
-def expect_number(value: Any, expected: float, what: str, tolerance: float = 1e-6) -> float:
-    """The value must be a number within `tolerance` of the expected one."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        value = value.item()
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise Mismatch(f"expected {what} to be a number, got {type(value).__name__}") from None
-    if not abs(number - expected) <= tolerance:
-        raise Mismatch(f"expected {what} = {expected:.6g} (± {tolerance:g}), got {number:.6g}")
-    return number
 
 
 from fmnist_lab.checks import lessons  # noqa: E402,F401  (registers every lesson's exercises)

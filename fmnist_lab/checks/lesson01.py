@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from fmnist_lab.checks import Mismatch, exercise, expect_callable, expect_close, expect_number, expect_tensor
+from fmnist_lab.checks import Mismatch, exercise
+from fmnist_lab.checks.toolkit import (as_pair, call_unmodified, expect_callable, expect_close, expect_number,
+                                       expect_tensor, max_difference)
 
 GREY_LEVEL = 1 / 255
 
@@ -23,27 +25,19 @@ def _as_uint8(images: torch.Tensor) -> np.ndarray:
     return (images[:, 0] * 255).round().to(torch.uint8).numpy().copy()
 
 
-def _expect_dtype(value: torch.Tensor, dtype: torch.dtype, what: str) -> None:
-    if value.dtype != dtype:
-        raise Mismatch(f"expected {what} of dtype {dtype}, got {value.dtype}")
-
-
 @exercise("1.1", "to_batch",
           "convert to float32, divide by 255, and add a channel axis with unsqueeze(1): "
           "(N, H, W) → (N, 1, H, W)")
 def check_to_batch(to_batch) -> str:
     expect_callable(to_batch, "a function to_batch(images_uint8)")
-    generator = torch.Generator().manual_seed(1)
-    small = torch.randint(0, 256, (3, 5, 7), generator=generator, dtype=torch.uint8)
+    small = torch.randint(0, 256, (3, 5, 7), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     small[0, 0, 0], small[0, 0, 1] = 0, 255
-    expected = small.float().div(255).unsqueeze(1)
-    got = expect_tensor(to_batch(small.numpy().copy()), "to_batch(a (3, 5, 7) uint8 array)", (3, 1, 5, 7))
-    _expect_dtype(got, torch.float32, "to_batch(a (3, 5, 7) uint8 array)")
-    expect_close(got, expected, "to_batch(a (3, 5, 7) uint8 array)", atol=1e-6)
     images, _ = _test_images(1000)
-    got = expect_tensor(to_batch(_as_uint8(images)), "to_batch(1,000 test images)", (1000, 1, 28, 28))
-    _expect_dtype(got, torch.float32, "to_batch(1,000 test images)")
-    expect_close(got, images, "to_batch(1,000 test images)", atol=1e-6)
+    for array, expected, what in ((small.numpy(), small.float().div(255).unsqueeze(1),
+                                   "to_batch(a (3, 5, 7) uint8 array)"),
+                                  (_as_uint8(images), images, "to_batch(1,000 test images)")):
+        got = call_unmodified(to_batch, array, names=("images_uint8",))
+        expect_close(expect_tensor(got, what, tuple(expected.shape), torch.float32), expected, what, atol=1e-6)
     return ("(N, 28, 28) uint8 → (N, 1, 28, 28) float32 in [0, 1], equal to data.load('test') on 1,000 "
             "images (and on a (3, 5, 7) array) within 1e-6")
 
@@ -63,23 +57,12 @@ def check_class_counts(class_counts) -> str:
     # An uneven set in which class 9 never appears: bincount without minlength returns only 9 counts.
     uneven = torch.tensor([0] * 5 + [1] * 1 + [2] * 7 + [3] * 2 + [4] * 4 + [5] * 3 + [6] * 8 + [7] * 6 + [8] * 1)
     uneven = uneven[torch.randperm(len(uneven), generator=torch.Generator().manual_seed(0))]
-    expected = torch.bincount(uneven, minlength=10)
-    what = "class_counts of 37 labels in which class 9 never appears"
-    _expect_counts(class_counts(uneven.clone()), expected, what)
-    _, labels = _test_images()
-    got = _expect_counts(class_counts(labels.clone()), torch.bincount(labels, minlength=10),
-                         "class_counts(test labels)")
+    for labels, what in ((uneven, "class_counts of 37 labels in which class 9 never appears"),
+                         (_test_images()[1], "class_counts(test labels)")):
+        got = _expect_counts(call_unmodified(class_counts, labels, names=("labels",)),
+                             torch.bincount(labels, minlength=10), what)
     return (f"10 counts, {int(got.sum()):,} test labels ({int(got[0]):,} per class), and "
-            f"{expected.tolist()} on an uneven set without class 9")
-
-
-def _two_numbers(result, what: str) -> tuple:
-    if isinstance(result, torch.Tensor) and result.numel() == 2:
-        result = tuple(result.flatten())
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
-        raise Mismatch(f"expected {what} to return two numbers (mean, std), got "
-                       f"{type(result).__name__}{' of length ' + str(len(result)) if isinstance(result, (tuple, list)) else ''}")
-    return tuple(result)
+            f"{torch.bincount(uneven, minlength=10).tolist()} on an uneven set without class 9")
 
 
 @exercise("1.3", "pixel_mean_std",
@@ -90,15 +73,14 @@ def check_pixel_mean_std(pixel_mean_std) -> str:
     tolerance = 1e-4
     # Large inputs, so the biased and the unbiased std agree far below the tolerance.
     random = torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    mean, std = _two_numbers(pixel_mean_std(random.clone()), "pixel_mean_std(images)")
-    reference = random.double()
-    expect_number(mean, reference.mean().item(), "the mean of 200 uniform random images", tolerance)
-    expect_number(std, reference.std().item(), "the std of 200 uniform random images", tolerance)
-    images, _ = _test_images()
-    mean, std = _two_numbers(pixel_mean_std(images.clone()), "pixel_mean_std(images)")
-    reference = images.double()
-    mean = expect_number(mean, reference.mean().item(), "the mean pixel of the test set", tolerance)
-    std = expect_number(std, reference.std().item(), "the pixel std of the test set", tolerance)
+    for images, of_mean, of_std in ((random, "the mean of 200 uniform random images",
+                                     "the std of 200 uniform random images"),
+                                    (_test_images()[0], "the mean pixel of the test set",
+                                     "the pixel std of the test set")):
+        mean, std = as_pair(call_unmodified(pixel_mean_std, images, names=("images",)), "pixel_mean_std(images)",
+                            "two numbers (mean, std)")
+        mean = expect_number(mean, images.double().mean().item(), of_mean, tolerance)
+        std = expect_number(std, images.double().std().item(), of_std, tolerance)
     return (f"test set mean {mean:.4f}, std {std:.4f} (and 200 random images) match the reference "
             f"within {tolerance:g}")
 
@@ -111,13 +93,11 @@ def check_mean_image_per_class(mean_image_per_class) -> str:
     generator = torch.Generator().manual_seed(0)
     small = torch.rand(50, 1, 6, 8, generator=generator)
     small_labels = torch.arange(10).repeat(5)[torch.randperm(50, generator=generator)]
-    expected = torch.stack([small[small_labels == c, 0].mean(0) for c in range(10)])
-    what = "mean_image_per_class of 50 random (1, 6, 8) images"
-    expect_close(mean_image_per_class(small.clone(), small_labels.clone()), expected, what, atol=1e-5)
-    images, labels = _test_images()
-    expected = torch.stack([images[labels == c, 0].mean(0) for c in range(10)])
-    what = "mean_image_per_class(test images, test labels)"
-    expect_close(mean_image_per_class(images.clone(), labels.clone()), expected, what, atol=1e-5)
+    for (images, labels), what in (((small, small_labels), "mean_image_per_class of 50 random (1, 6, 8) images"),
+                                   (_test_images(), "mean_image_per_class(test images, test labels)")):
+        expected = torch.stack([images[labels == c, 0].mean(0) for c in range(10)])
+        got = call_unmodified(mean_image_per_class, images, labels, names=("images", "labels"))
+        expect_close(got, expected, what, atol=1e-5)
     return "(10, 28, 28) class means of the 10,000 test images (and of 50 random 6×8 images) within 1e-5"
 
 
@@ -133,11 +113,10 @@ def check_resize_batch(resize_batch) -> str:
     for size in (16, 20):
         expected = torch.tensor(data.resize_images(_as_uint8(images), size)).float().div(255).unsqueeze(1)
         what = f"resize_batch(200 test images, {size})"
-        got = expect_tensor(resize_batch(images.clone(), size), what, (200, 1, size, size))
+        got = expect_tensor(call_unmodified(resize_batch, images, size, names=("images",)), what, (200, 1, size, size))
         if not got.is_floating_point():
             raise Mismatch(f"expected {what} to hold floats in [0, 1], got dtype {got.dtype}")
-        difference = (got.detach().double() - expected.double()).abs().max().item()
-        if not difference <= tolerance:
+        if not (difference := max_difference(got, expected)) <= tolerance:
             raise Mismatch(f"{what} differs from PIL's Resize(({size}, {size})) by up to "
                            f"{difference * 255:.3g} grey levels (tolerance: 1 grey level = 1/255)")
     return "(200, 1, 16, 16) and (200, 1, 20, 20) within one grey level (1/255) of PIL's bilinear Resize"

@@ -3,39 +3,18 @@ parameter counts, and the original's `CNN` without batch norm."""
 
 from __future__ import annotations
 
-import numbers
-from typing import Any
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fmnist_lab.checks import Mismatch, exercise, expect_callable, expect_tensor
+from fmnist_lab.checks import Mismatch, exercise
+from fmnist_lab.checks.toolkit import (as_number, as_scalar, call_unmodified, diagnose, expect_callable, expect_int,
+                                       expect_tensor, is_close, max_difference, own_rng, seeded, state_shapes)
+from fmnist_lab.models import CNN as ReferenceCNN
+from fmnist_lab.models import count_parameters
 
 CNN_PARAMETERS = 18_378
-
-
-def _scalar(value: Any) -> Any:
-    """A one-element tensor or array as a Python number; anything else unchanged."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1:
-        return value.item()
-    if isinstance(value, np.ndarray) and value.size == 1:
-        return value.item()
-    return value
-
-
-def _as_int(value: Any, call: str, expected: int) -> int:
-    """A whole number (int, NumPy integer or one-element integer tensor) equal to `expected`."""
-    value = _scalar(value)
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise Mismatch(f"expected {call} to return a number, got {type(value).__name__}")
-    if value != expected:
-        raise Mismatch(f"expected {call} = {expected:,}, got {value!r}")
-    if not isinstance(value, numbers.Integral):
-        raise Mismatch(f"{call} returned {value!r}, a {type(value).__name__}; a size or a count is a "
-                       f"whole number: return an int")
-    return int(value)
 
 
 # ---------------------------------------------------------------- 2.1 conv_output_size
@@ -58,9 +37,9 @@ def check_conv_output_size(conv_output_size) -> str:
     expect_callable(conv_output_size, "a function conv_output_size(n, kernel, padding, stride)")
     for n, kernel, padding, stride in SIZE_CASES:
         call = f"conv_output_size({n}, {kernel}, {padding}, {stride})"
-        _as_int(conv_output_size(n, kernel, padding, stride), call, _torch_size(n, kernel, padding, stride))
-    return (f"{len(SIZE_CASES)} cases match the sizes F.conv2d gives, "
-            f"e.g. 16 with 5×5 and padding 2 → 16, 28 with 3×3, padding 1, stride 2 → 14")
+        expect_int(conv_output_size(n, kernel, padding, stride), _torch_size(n, kernel, padding, stride), call)
+    return (f"{len(SIZE_CASES)} cases match the sizes F.conv2d gives, e.g. 16 with 5×5 and padding 2 → 16, "
+            "28 with 3×3, padding 1, stride 2 → 14")
 
 
 # ---------------------------------------------------------------- 2.2 convolve2d
@@ -87,68 +66,44 @@ def check_convolve2d(convolve2d) -> str:
     for image, kernel, padding in _conv_cases():
         what = (f"convolve2d(image {image.shape[0]}×{image.shape[1]}, kernel "
                 f"{kernel.shape[0]}×{kernel.shape[1]}, padding={padding})")
-        got = convolve2d(image.clone(), kernel.clone(), padding)
-        if isinstance(got, np.ndarray):
-            got = torch.from_numpy(got)
+        got = call_unmodified(convolve2d, image, kernel, padding, names=("image", "kernel"))
+        got = torch.from_numpy(got) if isinstance(got, np.ndarray) else got
         expected = _reference_conv(image, kernel, padding)
-        got = expect_tensor(got, what, tuple(expected.shape))
-        difference = (got.detach().double() - expected.double()).abs().max().item()
-        if not difference <= tolerance:
-            flipped = _reference_conv(image, kernel.flip(0, 1), padding)
-            if (got.detach().double() - flipped.double()).abs().max().item() <= tolerance:
-                raise Mismatch(f"{what} equals the convolution with the kernel flipped; PyTorch's "
-                               f"conv2d slides the kernel as it is (no flip)")
-            raise Mismatch(f"{what} differs from F.conv2d by up to {difference:.3g} "
-                           f"(tolerance {tolerance:g})")
+        if is_close(expect_tensor(got, what, tuple(expected.shape)), expected, tolerance):
+            continue
+        flip = "equals the convolution with the kernel flipped; PyTorch's conv2d slides the kernel as it is (no flip)"
+        reason = diagnose(got, [(flip, _reference_conv(image, kernel.flip(0, 1), padding))], tolerance)
+        raise Mismatch(f"{what} {reason}" if reason else f"{what} differs from F.conv2d by up to "
+                       f"{max_difference(got, expected):.3g} (tolerance {tolerance:g})")
     return (f"4 cases (paddings 0, 1, 2; kernels 2×2, 3×3, 5×5; non-square images) "
             f"match F.conv2d within {tolerance:g}")
 
 
 # ---------------------------------------------------------------- 2.3 parameter counts
 
-def _numel(layer: nn.Module) -> int:
-    return sum(p.numel() for p in layer.parameters())
-
-
 @exercise("2.3", "count_*_parameters",
           "a convolution has out·in·k·k weights plus one bias per output channel; "
           "a linear layer out·in weights plus out biases")
 def check_count_parameters(count_conv_parameters, count_linear_parameters=None) -> str:
-    expect_callable(count_conv_parameters,
-                    "a function count_conv_parameters(in_channels, out_channels, kernel_size)")
+    expect_callable(count_conv_parameters, "a function count_conv_parameters(in_channels, out_channels, kernel_size)")
     if count_linear_parameters is None:
-        raise Mismatch('expected two functions: check("2.3", count_conv_parameters, '
-                       'count_linear_parameters)')
-    expect_callable(count_linear_parameters,
-                    "a function count_linear_parameters(in_features, out_features)")
-    for cin, cout, k in [(1, 16, 5), (16, 32, 5), (3, 8, 3), (2, 4, 1)]:
-        call = f"count_conv_parameters({cin}, {cout}, {k})"
-        expected = _numel(nn.Conv2d(cin, cout, k))
-        got = _scalar(count_conv_parameters(cin, cout, k))
-        if isinstance(got, numbers.Real) and got == cout * cin * k * k:
-            raise Mismatch(f"expected {call} = {expected:,}, got {got!r}: the weights alone; "
-                           f"add one bias per output channel")
-        _as_int(got, call, expected)
-    for fin, fout in [(512, 10), (7, 3)]:
-        call = f"count_linear_parameters({fin}, {fout})"
-        expected = _numel(nn.Linear(fin, fout))
-        got = _scalar(count_linear_parameters(fin, fout))
-        if isinstance(got, numbers.Real) and got == fin * fout:
-            raise Mismatch(f"expected {call} = {expected:,}, got {got!r}: the weights alone; "
-                           f"add one bias per output")
-        _as_int(got, call, expected)
-    return ("6 layers match PyTorch's counts: cnn1 416, cnn2 12,832, fc1 5,130 "
-            "(and three other shapes)")
+        raise Mismatch('expected two functions: check("2.3", count_conv_parameters, count_linear_parameters)')
+    expect_callable(count_linear_parameters, "a function count_linear_parameters(in_features, out_features)")
+    cases = [("count_conv_parameters", count_conv_parameters, (cin, cout, k), nn.Conv2d(cin, cout, k),
+              cout * cin * k * k, "one bias per output channel")
+             for cin, cout, k in [(1, 16, 5), (16, 32, 5), (3, 8, 3), (2, 4, 1)]]
+    cases += [("count_linear_parameters", count_linear_parameters, (fin, fout), nn.Linear(fin, fout), fin * fout,
+               "one bias per output") for fin, fout in [(512, 10), (7, 3)]]
+    for name, count, args, layer, weights, bias in cases:
+        call, expected = f"{name}({', '.join(map(str, args))})", sum(p.numel() for p in layer.parameters())
+        got = as_scalar(count(*args), call)
+        if as_number(got, call) == weights:
+            raise Mismatch(f"expected {call} = {expected:,}, got {got!r}: the weights alone; add {bias}")
+        expect_int(got, expected, call)
+    return "6 layers match PyTorch's counts: cnn1 416, cnn2 12,832, fc1 5,130 (and three other shapes)"
 
 
 # ---------------------------------------------------------------- 2.4 CNN
-
-def _reference_cnn() -> nn.Module:
-    from fmnist_lab.models import CNN as ReferenceCNN
-
-    torch.manual_seed(0)
-    return ReferenceCNN()
-
 
 def _variant(state: dict, x: torch.Tensor, relu: bool = True, pool: str = "max") -> torch.Tensor:
     """The plain CNN with the reference's weights and one thing changed (to name a mistake)."""
@@ -161,17 +116,13 @@ def _variant(state: dict, x: torch.Tensor, relu: bool = True, pool: str = "max")
 
 def _names(keys: list[str], limit: int = 3) -> str:
     """The first few names, then how many more."""
-    shown = ", ".join(keys[:limit])
-    return shown + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
-
-
-def _close(a: torch.Tensor, b: torch.Tensor, atol: float) -> bool:
-    return a.shape == b.shape and (a.double() - b.double()).abs().max().item() <= atol
+    return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
 @exercise("2.4", "CNN",
           "cnn1 = Conv2d(1, 16, 5, padding=2), cnn2 = Conv2d(16, 32, 5, padding=2), "
           "fc1 = Linear(32·4·4, 10); forward: conv → ReLU → max-pool 2, twice, then flatten and fc1")
+@own_rng
 def check_cnn(CNN) -> str:  # noqa: N803 - the learner's class keeps its name
     expect_callable(CNN, "a class CNN(nn.Module)")
     try:
@@ -181,52 +132,39 @@ def check_cnn(CNN) -> str:  # noqa: N803 - the learner's class keeps its name
                        f"default, e.g. out_1=16, out_2=32); it raised TypeError: {exc}") from None
     if not isinstance(model, nn.Module):
         raise Mismatch(f"expected CNN() to be a torch.nn.Module, got {type(model).__name__}")
-    reference = _reference_cnn()
-    wanted = {k: tuple(v.shape) for k, v in reference.state_dict().items()}
-    found = {k: tuple(v.shape) for k, v in model.state_dict().items()}
-    count = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    reference = seeded(0, ReferenceCNN)
+    wanted, found, count = state_shapes(reference), state_shapes(model), count_parameters(model)
 
     problems = [f"{k} is {found[k]}, the reference's is {wanted[k]}"
                 for k in wanted if k in found and found[k] != wanted[k]]
-    missing = [k for k in wanted if k not in found]
-    extra = [k for k in found if k not in wanted]
+    missing, extra = [k for k in wanted if k not in found], [k for k in found if k not in wanted]
     if missing:
         problems.append(f"no parameter named {_names(missing)} (yours: {_names(list(found)) or 'none'}); "
                         f"name the layers cnn1, cnn2 and fc1 like the original")
     if extra:
-        problems.append(f"unexpected {_names(extra)}: the plain CNN has only cnn1, cnn2 and fc1 "
-                        f"(no batch norm)")
+        problems.append(f"unexpected {_names(extra)}: the plain CNN has only cnn1, cnn2 and fc1 (no batch norm)")
     if count != CNN_PARAMETERS:
         raise Mismatch(f"expected {CNN_PARAMETERS:,} trainable parameters, found {count:,}"
                        + (f": {'; '.join(problems)}" if problems else ""))
     if problems:
         raise Mismatch(f"{CNN_PARAMETERS:,} parameters, but {'; '.join(problems)}")
 
-    g = torch.Generator().manual_seed(0)
-    x = torch.rand(100, 1, 16, 16, generator=g)
+    x, atol = torch.rand(100, 1, 16, 16, generator=torch.Generator().manual_seed(0)), 1e-5
     with torch.no_grad():
-        out = model(x)
-        expect_tensor(out, "CNN()(x) for x of shape (100, 1, 16, 16)", (100, 10))
-        model.load_state_dict(reference.state_dict())
-        state = reference.state_dict()
-        atol = 1e-5
+        expect_tensor(model(x), "CNN()(x) for x of shape (100, 1, 16, 16)", (100, 10))
+        model.load_state_dict(state := reference.state_dict())
         for batch in (x, x[:7]):
-            got = expect_tensor(model(batch), f"the output for a batch of {len(batch)}",
-                                (len(batch), 10))
-            expected = reference(batch)
-            if not _close(got, expected, atol):
-                difference = (got.double() - expected.double()).abs().max().item()
-                named = {"a network without the ReLUs": _variant(state, batch, relu=False),
-                         "average pooling instead of max pooling": _variant(state, batch, pool="avg")}
-                for name, variant in named.items():
-                    if _close(got, variant, atol):
-                        raise Mismatch(f"with the reference's weights loaded, your outputs equal "
-                                       f"{name}")
-                if _close(got, expected.softmax(dim=1), atol) or _close(got, expected.log_softmax(1), atol):
-                    raise Mismatch("with the reference's weights loaded, your outputs are the "
-                                   "(log-)softmax of the reference's: return the raw scores (logits), "
-                                   "CrossEntropyLoss applies the softmax itself")
-                raise Mismatch(f"with the reference's weights loaded, your outputs for a batch of "
-                               f"{len(batch)} differ by up to {difference:.3g} (tolerance {atol:g})")
+            got = expect_tensor(model(batch), f"the output for a batch of {len(batch)}", (len(batch), 10))
+            if is_close(got, expected := reference(batch), atol):
+                continue
+            softmax = ("are the (log-)softmax of the reference's: return the raw scores (logits), "
+                       "CrossEntropyLoss applies the softmax itself")
+            reason = diagnose(got, [("equal a network without the ReLUs", _variant(state, batch, relu=False)),
+                                    ("equal average pooling instead of max pooling",
+                                     _variant(state, batch, pool="avg")),
+                                    (softmax, expected.softmax(dim=1)), (softmax, expected.log_softmax(1))], atol)
+            raise Mismatch(f"with the reference's weights loaded, your outputs {reason}" if reason else
+                           f"with the reference's weights loaded, your outputs for a batch of {len(batch)} differ "
+                           f"by up to {max_difference(got, expected):.3g} (tolerance {atol:g})")
     return (f"{CNN_PARAMETERS:,} parameters, output (100, 10), matches the reference with its "
             f"weights loaded (within 1e-5)")

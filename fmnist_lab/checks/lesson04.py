@@ -2,70 +2,31 @@
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import functools
 import math
 import tempfile
 from pathlib import Path
-from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from fmnist_lab.checks import Mismatch, exercise, expect_callable
+from fmnist_lab.checks import Mismatch, exercise
+from fmnist_lab.checks.toolkit import (as_number, call_unmodified, diagnose, expect_callable, is_close,
+                                       max_difference, one_thread, own_rng, seeded)
 from fmnist_lab.models import CNNBatch
 
 ATOL_WEIGHTS, RTOL_COST = 1e-5, 1e-5
-
-
-def _number(value: Any, what: str) -> float:
-    """A Python float from a float, an int, a NumPy scalar or a one-element tensor; else Mismatch."""
-    if isinstance(value, torch.Tensor):
-        if value.numel() != 1:
-            raise Mismatch(f"expected {what} to be one number, got a tensor of shape {tuple(value.shape)}")
-        value = value.item()
-    if isinstance(value, bool) or not hasattr(value, "__float__"):
-        raise Mismatch(f"expected {what} to be a number, got {type(value).__name__}")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise Mismatch(f"expected {what} to be a number, got {type(value).__name__}") from None
-
-
-def _one_thread(check):
-    """Run a check on one CPU thread: its tensors are tiny, and on a busy machine a second thread only waits."""
-
-    @functools.wraps(check)
-    def run(*args, **kwargs):
-        threads = torch.get_num_threads()
-        with contextlib.ExitStack() as stack:
-            stack.callback(torch.set_num_threads, threads)
-            torch.set_num_threads(1)
-            return check(*args, **kwargs)
-
-    return run
-
-
-def _close(a: float, b: float, rel: float = RTOL_COST, abs_: float = 1e-7) -> bool:
-    return math.isfinite(a) and abs(a - b) <= max(abs_, rel * abs(b))
+_cost_close = functools.partial(is_close, atol=1e-7, rtol=RTOL_COST)
 
 
 def _max_difference(model_a: nn.Module, model_b: nn.Module, parameters_only: bool = False) -> float:
-    """The largest absolute difference between two models' parameters (and float buffers)."""
-    worst = 0.0
+    """The largest absolute difference between two models' parameters (and float buffers); NaN if any is NaN."""
     names = {name for name, _ in model_a.named_parameters()}
-    for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values()):
-        if a.is_floating_point() and (name in names or not parameters_only):
-            worst = max(worst, (a.detach().cpu().double() - b.detach().cpu().double()).abs().max().item())
-    return worst
-
-
-def _seeded_model(seed: int, image_size: int = 16) -> CNNBatch:
-    """A CNNBatch initialised from `seed` without touching the caller's random state."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return CNNBatch(image_size=image_size)
+    return float(np.max([max_difference(a, b) for (name, a), b in zip(model_a.state_dict().items(),
+                                                                     model_b.state_dict().values())
+                         if a.is_floating_point() and (name in names or not parameters_only)], initial=0.0))
 
 
 # --- 4.1 train_one_epoch -------------------------------------------------------------------------
@@ -75,28 +36,24 @@ N_BATCHES, BATCH = 5, 12
 
 def _epoch_setup() -> tuple[CNNBatch, list[tuple[torch.Tensor, torch.Tensor]]]:
     """A small CNNBatch (8×8 inputs) and five fixed batches of 12 random images with labels."""
-    model = _seeded_model(4, image_size=8)
+    model = seeded(4, lambda: CNNBatch(image_size=8))
     g = torch.Generator().manual_seed(41)
     batches = [(torch.rand(BATCH, 1, 8, 8, generator=g), torch.randint(0, 10, (BATCH,), generator=g))
                for _ in range(N_BATCHES)]
     return model, batches
 
 
-def _reference_epoch(model: nn.Module, batches, *, train_mode: bool = True, zero_grad: bool = True,
-                     step: bool = True) -> tuple[nn.Module, float, list[float]]:
+def _reference_epoch(model: nn.Module, batches, *, train_mode: bool = True,
+                     zero_grad: bool = True) -> tuple[nn.Module, float, list[float]]:
     """One epoch of SGD (lr 0.1) on a copy of `model`, optionally with a classic mistake."""
-    model = copy.deepcopy(model)
+    model, criterion, losses = copy.deepcopy(model).train(train_mode), nn.CrossEntropyLoss(), []
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
-    criterion = nn.CrossEntropyLoss()
-    model.train(train_mode)
-    losses = []
     for x, y in batches:
         if zero_grad:
             optimizer.zero_grad()
         loss = criterion(model(x), y)
         loss.backward()
-        if step:
-            optimizer.step()
+        optimizer.step()
         losses.append(loss.item())
     return model, sum(losses), losses
 
@@ -104,42 +61,37 @@ def _reference_epoch(model: nn.Module, batches, *, train_mode: bool = True, zero
 @exercise("4.1", "train_one_epoch",
           "model.train(), then for each batch: optimizer.zero_grad(), logits = model(images), "
           "loss = criterion(logits, labels), loss.backward(), optimizer.step(); add up loss.item()")
-@_one_thread
+@one_thread
 def check_train_one_epoch(train_one_epoch) -> str:
     expect_callable(train_one_epoch, "a function train_one_epoch(model, batches, optimizer, criterion)")
     initial, batches = _epoch_setup()
     reference, cost, losses = _reference_epoch(initial, batches)
     learner = copy.deepcopy(initial).eval()  # as after an evaluation: the function must switch to training
     optimizer = torch.optim.SGD(learner.parameters(), lr=0.1)
-    got = train_one_epoch(learner, [(x.clone(), y.clone()) for x, y in batches], optimizer,
-                          nn.CrossEntropyLoss())
-    got = _number(got, "the returned cost")
+    got = as_number(train_one_epoch(learner, [(x.clone(), y.clone()) for x, y in batches], optimizer,
+                                    nn.CrossEntropyLoss()), "the returned cost")
     where = f"after one epoch of {N_BATCHES} batches (SGD lr 0.1)"
-    difference = _max_difference(learner, reference)
-    if not difference <= ATOL_WEIGHTS:
+    if not (difference := _max_difference(learner, reference)) <= ATOL_WEIGHTS:
         if _max_difference(learner, initial, parameters_only=True) == 0.0:
             raise Mismatch(f"{where} the weights did not change: call loss.backward() and then "
                            "optimizer.step() for every batch")
-        if _max_difference(learner, _reference_epoch(initial, batches, zero_grad=False)[0]) <= ATOL_WEIGHTS:
-            raise Mismatch(f"{where} the weights match a loop without optimizer.zero_grad(): the "
-                           "gradients of earlier batches piled up")
-        if _max_difference(learner, _reference_epoch(initial, batches, train_mode=False)[0]) <= ATOL_WEIGHTS:
-            raise Mismatch(f"{where} the weights match a model left in eval mode (the check hands you a "
-                           "model in eval mode): call model.train() first")
-        raise Mismatch(f"{where} the weights differ from the reference's by up to {difference:.3g} "
-                       f"(tolerance {ATOL_WEIGHTS:g})")
-    if not _close(got, cost):
-        if _close(got, cost / N_BATCHES):
-            raise Mismatch(f"expected the summed cost {cost:.4f}, got {got:.4f}: that is the mean batch "
-                           "loss; add the batch losses up instead")
-        if _close(got, cost * BATCH):
-            raise Mismatch(f"expected the summed cost {cost:.4f}, got {got:.4f} (× the batch size {BATCH}): "
-                           "add loss.item() itself, the loss is already a mean over the batch")
-        if _close(got, losses[-1]):
-            raise Mismatch(f"expected the summed cost {cost:.4f}, got {got:.4f}: that is the last batch's "
-                           "loss; add up every batch's loss")
-        raise Mismatch(f"expected the summed cost {cost:.4f} (the sum of {N_BATCHES} batch losses), "
-                       f"got {got:.4f}")
+        reason = diagnose(learner, [
+            ("the weights match a loop without optimizer.zero_grad(): the gradients of earlier batches piled up",
+             lambda: _reference_epoch(initial, batches, zero_grad=False)[0]),
+            (("the weights match a model left in eval mode (the check hands you a model in eval mode): call "
+              "model.train() first"), lambda: _reference_epoch(initial, batches, train_mode=False)[0]),
+        ], lambda mine, variant: _max_difference(mine, variant) <= ATOL_WEIGHTS)
+        raise Mismatch(f"{where} {reason}" if reason else f"{where} the weights differ from the reference's by up "
+                       f"to {difference:.3g} (tolerance {ATOL_WEIGHTS:g})")
+    if not _cost_close(got, cost):
+        reason = diagnose(got, [
+            (": that is the mean batch loss; add the batch losses up instead", cost / N_BATCHES),
+            (f" (× the batch size {BATCH}): add loss.item() itself, the loss is already a mean over the batch",
+             cost * BATCH),
+            (": that is the last batch's loss; add up every batch's loss", losses[-1]),
+        ], _cost_close)
+        raise Mismatch(f"expected the summed cost {cost:.4f}, got {got:.4f}{reason}" if reason else
+                       f"expected the summed cost {cost:.4f} (the sum of {N_BATCHES} batch losses), got {got:.4f}")
     return (f"cost {got:.4f} = sum of {N_BATCHES} batch losses, and the updated weights match the "
             f"reference within {ATOL_WEIGHTS:g}")
 
@@ -157,17 +109,16 @@ def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
     for cost, n_images, batch_size in MEAN_CASES:
         expected = cost / math.ceil(n_images / batch_size)
         call = f"mean_loss_from_cost({cost}, {n_images}, {batch_size})"
-        got = _number(mean_loss_from_cost(cost, n_images, batch_size), call)
-        if _close(got, expected, rel=1e-9, abs_=1e-12):
+        got = as_number(mean_loss_from_cost(cost, n_images, batch_size), call)
+        if is_close(got, expected, atol=1e-12, rtol=1e-9):
             continue
-        if _close(got, cost / n_images, rel=1e-9):
-            raise Mismatch(f"expected {call} = {expected:.6g}, got {got:.6g}: you divided by the number of "
-                           "images, but the cost adds one mean loss per batch")
-        if _close(got, cost / (n_images / batch_size), rel=1e-9) or _close(got, cost / (n_images // batch_size), rel=1e-9):
-            raise Mismatch(f"expected {call} = {expected:.6g}, got {got:.6g}: {n_images:,} images in batches "
-                           f"of {batch_size:,} make {math.ceil(n_images / batch_size):,} batches, the last "
-                           "one smaller")
-        raise Mismatch(f"expected {call} = {expected:.6g}, got {got:.6g}")
+        batches = (f": {n_images:,} images in batches of {batch_size:,} make {math.ceil(n_images / batch_size):,} "
+                   "batches, the last one smaller")
+        reason = diagnose(got, [
+            (": you divided by the number of images, but the cost adds one mean loss per batch", cost / n_images),
+            (batches, cost / (n_images / batch_size)), (batches, cost / (n_images // batch_size)),
+        ], functools.partial(is_close, atol=1e-7, rtol=1e-9))
+        raise Mismatch(f"expected {call} = {expected:.6g}, got {got:.6g}{reason or ''}")
     first = MEAN_CASES[0]
     return (f"{first[0]} over {first[1] // first[2]} batches = {first[0] / (first[1] // first[2]):.4f}, "
             f"and {len(MEAN_CASES) - 1} more cases (incl. a smaller last batch) match")
@@ -180,11 +131,10 @@ N_EVAL = 300
 
 def _accuracy_setup() -> tuple[CNNBatch, torch.Tensor, torch.Tensor, float]:
     """An untrained CNNBatch, 300 random images, and labels it gets 75% right in eval mode."""
-    model = _seeded_model(0)
+    model = seeded(0, CNNBatch)
     images = torch.rand(N_EVAL, 1, 16, 16, generator=torch.Generator().manual_seed(43))
-    model.eval()
     with torch.no_grad():
-        labels = model(images).argmax(dim=1)
+        labels = model.eval()(images).argmax(dim=1)
     labels[::4] = (labels[::4] + 1) % 10  # every 4th label wrong: 75% in eval mode
     return model.train(), images, labels, 0.75
 
@@ -192,25 +142,25 @@ def _accuracy_setup() -> tuple[CNNBatch, torch.Tensor, torch.Tensor, float]:
 @exercise("4.3", "evaluate_accuracy",
           "model.eval() first (batch norm then uses its running statistics), predictions under "
           "torch.no_grad() with logits.argmax(dim=1), return (predicted == labels).float().mean().item()")
-@_one_thread
+@one_thread
 def check_evaluate_accuracy(evaluate_accuracy) -> str:
     expect_callable(evaluate_accuracy, "a function evaluate_accuracy(model, images, labels)")
     model, images, labels, expected = _accuracy_setup()
     before = copy.deepcopy(model.state_dict())
-    got = evaluate_accuracy(model, images.clone(), labels.clone())
-    got = _number(got, "the returned accuracy")
+    got = as_number(call_unmodified(evaluate_accuracy, model, images, labels, names=("model", "images", "labels")),
+                    "the returned accuracy")
     stats_changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
-    if not _close(got, expected, rel=1e-6):
+    close = functools.partial(is_close, atol=1e-7, rtol=1e-6)
+    if not close(got, expected):
         if stats_changed:
             raise Mismatch(f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}: the model "
                            "ran in training mode (its batch-norm running statistics changed; the check hands "
                            "you a model in training mode): call model.eval() first")
-        if _close(got, expected * 100, rel=1e-6):
-            raise Mismatch(f"expected a fraction {expected:.4f}, got {got:g}: return a fraction, not a percentage")
-        if _close(got, expected * N_EVAL, rel=1e-6):
-            raise Mismatch(f"expected a fraction {expected:.4f}, got {got:g}: that is the number of correct "
-                           f"predictions; divide by the number of images ({N_EVAL})")
-        raise Mismatch(f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}")
+        reason = diagnose(got, [("return a fraction, not a percentage", expected * 100),
+                                ((f"that is the number of correct predictions; divide by the number of images "
+                                  f"({N_EVAL})"), expected * N_EVAL)], close)
+        raise Mismatch(f"expected a fraction {expected:.4f}, got {got:g}: {reason}" if reason else
+                       f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}")
     if stats_changed:
         raise Mismatch("the accuracy is right but your function changed the batch-norm running statistics: "
                        "run the model in eval mode only")
@@ -220,10 +170,9 @@ def check_evaluate_accuracy(evaluate_accuracy) -> str:
 
 # --- 4.4 save_and_load ---------------------------------------------------------------------------
 
-
 def _saved_model() -> CNNBatch:
     """A CNNBatch whose running statistics are not the defaults (a few training-mode forwards)."""
-    model = _seeded_model(7)
+    model = seeded(7, CNNBatch)
     g = torch.Generator().manual_seed(44)
     with torch.no_grad():
         for _ in range(3):
@@ -234,7 +183,8 @@ def _saved_model() -> CNNBatch:
 @exercise("4.4", "save_and_load",
           "torch.save(model.state_dict(), path); fresh = CNNBatch(); "
           "fresh.load_state_dict(torch.load(path, map_location=\"cpu\")); return fresh")
-@_one_thread
+@one_thread
+@own_rng
 def check_save_and_load(save_and_load) -> str:
     expect_callable(save_and_load, "a function save_and_load(model, path)")
     original = _saved_model()
@@ -272,10 +222,8 @@ def check_save_and_load(save_and_load) -> str:
         raise Mismatch(f"expected the returned model to hold the saved weights, but {len(differing)} of "
                        f"{len(expected_state)} entries differ (first: {differing[0]}): call "
                        "load_state_dict with what torch.load returned")
-    returned.eval()
     with torch.no_grad():
-        same = torch.equal(returned.cpu()(images), original(images))
-    if not same:
-        raise Mismatch("expected identical logits from the reloaded model in eval mode, got different ones")
+        if not torch.equal(returned.eval().cpu()(images), original(images)):
+            raise Mismatch("expected identical logits from the reloaded model in eval mode, got different ones")
     return (f"a state dict of {len(expected_state)} entries (incl. running statistics) on disk; the fresh "
             f"CNNBatch reloaded from it gives identical logits on {len(images)} images")

@@ -2,61 +2,21 @@
 
 from __future__ import annotations
 
-import copy
 import functools
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
-from fmnist_lab.checks import Mismatch, exercise, expect_callable
+from fmnist_lab.checks import Mismatch, exercise
+from fmnist_lab.checks.toolkit import (as_array, as_pair, expect_callable, first_line, max_difference,
+                                       random_cnn_batch)
 
 EXPORT_TOLERANCE = 1e-4  # ONNX Runtime's logits against PyTorch's (float32, different kernels)
 PROBABILITY_TOLERANCE = 1e-5
 PIXEL_TOLERANCE = 1e-4
-
-
-def _first_line(exc: BaseException) -> str:
-    """An exception as one short line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text[:160]}" if text else type(exc).__name__
-
-
-@functools.lru_cache(maxsize=1)
-def _reference_model() -> torch.nn.Module:
-    """A CNNBatch with seeded weights and non-trivial batch-norm statistics, in eval mode."""
-    from fmnist_lab.models import CNNBatch
-
-    generator = torch.Generator().manual_seed(8)
-    model = CNNBatch()
-    with torch.no_grad():
-        for tensor in model.parameters():
-            tensor.copy_(torch.randn(tensor.shape, generator=generator) * 0.2)
-        for name, buffer in model.named_buffers():
-            if name.endswith("running_mean"):
-                buffer.copy_(torch.randn(buffer.shape, generator=generator) * 0.1)
-            elif name.endswith("running_var"):
-                buffer.copy_(torch.rand(buffer.shape, generator=generator) + 0.5)
-    return model.eval()
-
-
-def _images(batch: int, seed: int) -> torch.Tensor:
-    """Seeded random images (batch, 1, 16, 16) in [0, 1]."""
-    return torch.rand(batch, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
-
-
-def _to_array(value: Any, what: str) -> np.ndarray:
-    """A NumPy array or tensor as a float64 array; anything else is a Mismatch."""
-    if isinstance(value, torch.Tensor):
-        value = value.detach().cpu().numpy()
-    if not isinstance(value, np.ndarray):
-        raise Mismatch(f"expected {what} to be a NumPy array, got {type(value).__name__}")
-    try:
-        return value.astype(np.float64)
-    except (TypeError, ValueError):
-        raise Mismatch(f"expected {what} to hold numbers, got dtype {value.dtype}") from None
+SEED = 8  # the reference model of every check: random_cnn_batch(SEED), a CNNBatch in eval mode
 
 
 @exercise("8.1", "export_to_onnx",
@@ -67,40 +27,38 @@ def check_export_to_onnx(export_to_onnx) -> str:
     import onnxruntime
 
     expect_callable(export_to_onnx, "a function export_to_onnx(model, path)")
-    model = copy.deepcopy(_reference_model())
+    reference = random_cnn_batch(SEED)
     with tempfile.TemporaryDirectory(prefix="fmnist_lab_check_8_1_") as folder:
         path = Path(folder) / "model.onnx"
-        export_to_onnx(model, path)
+        export_to_onnx(random_cnn_batch(SEED), path)
         if not path.is_file():
             raise Mismatch(f"expected export_to_onnx(model, path) to write a file at path, found none "
                            f"(in the folder: {sorted(p.name for p in Path(folder).iterdir()) or 'nothing'})")
         try:
             onnx.checker.check_model(str(path), full_check=True)
         except Exception as exc:  # noqa: BLE001 - any checker failure is a wrong answer
-            raise Mismatch(f"expected a file that passes onnx.checker, got {_first_line(exc)}") from None
+            raise Mismatch(f"expected a file that passes onnx.checker, got {first_line(exc, 160)}") from None
         try:
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
-            raise Mismatch(f"expected ONNX Runtime to load the file, got {_first_line(exc)}") from None
+            raise Mismatch(f"expected ONNX Runtime to load the file, got {first_line(exc, 160)}") from None
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise Mismatch(f"expected a model with one input (the images), got {len(inputs)}")
         name, declared = inputs[0].name, inputs[0].shape
         for batch, seed in ((1, 1), (3, 2), (64, 3)):
-            images = _images(batch, seed)
+            images = torch.rand(batch, 1, 16, 16, generator=torch.Generator().manual_seed(seed))
             try:
                 got = session.run(None, {name: images.numpy()})[0]
             except Exception as exc:  # noqa: BLE001
                 raise Mismatch(f"expected the file to accept a batch of {batch} images, but its input is "
-                               f"declared {declared} and ONNX Runtime refused ({_first_line(exc)}): "
+                               f"declared {declared} and ONNX Runtime refused ({first_line(exc, 160)}): "
                                "make the batch dimension dynamic") from None
-            with torch.inference_mode():
-                expected = _reference_model()(images).numpy()
+            expected = reference(images).detach().numpy()
             if got.shape != expected.shape:
                 raise Mismatch(f"expected logits of shape {expected.shape} for a batch of {batch}, "
                                f"got {got.shape}")
-            gap = float(np.abs(got - expected).max())
-            if not gap <= EXPORT_TOLERANCE:
+            if not (gap := max_difference(got, expected)) <= EXPORT_TOLERANCE:
                 raise Mismatch(f"on a batch of {batch} images the file's logits differ from PyTorch's in eval "
                                f"mode by up to {gap:.3g} (tolerance {EXPORT_TOLERANCE:g})")
     return "the file passes onnx.checker; batches of 1, 3 and 64 give PyTorch's logits within 1e-4"
@@ -108,33 +66,31 @@ def check_export_to_onnx(export_to_onnx) -> str:
 
 @exercise("8.2", "softmax_numpy",
           "subtract each row's maximum, np.exp, then divide by the sum over the last axis (keepdims=True)")
+@np.errstate(all="ignore")  # the learner's overflow (on logits of ±1000) is reported, not warned about
 def check_softmax_numpy(softmax_numpy) -> str:
     expect_callable(softmax_numpy, "a function softmax_numpy(logits)")
     logits = (torch.randn(5, 10, generator=torch.Generator().manual_seed(82)) * 3).numpy()
     expected = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
-    with np.errstate(all="ignore"):
-        got = softmax_numpy(logits.copy())
+    got = softmax_numpy(logits.copy())
     if not isinstance(got, np.ndarray):  # the point: no PyTorch where the model is deployed
         raise Mismatch(f"expected softmax_numpy(logits) to return a NumPy array, got {type(got).__name__}: "
                        "use np.exp and np.sum, not torch")
-    got = _to_array(got, "softmax_numpy(logits)")
+    got = as_array(got, "softmax_numpy(logits)")
     if got.shape != expected.shape:
         raise Mismatch(f"expected probabilities of shape {expected.shape}, got {got.shape}")
     sums = got.sum(axis=1)
     if not np.allclose(sums, 1, atol=1e-6):
         raise Mismatch(f"expected every row to sum to 1, got row sums {np.round(sums, 3).tolist()}: "
                        "normalise over the last axis, one image at a time")
-    gap = float(np.abs(got - expected).max())
-    if not gap <= 1e-6:
+    if not (gap := max_difference(got, expected)) <= 1e-6:
         raise Mismatch(f"your probabilities differ from torch.softmax by up to {gap:.3g} (tolerance 1e-6)")
     large = np.array([[1000.0, 999.0] + [0.0] * 8, [-1000.0] * 9 + [-998.0]], dtype=np.float32)
     expected_large = torch.softmax(torch.from_numpy(large).double(), dim=1).numpy()
-    with np.errstate(all="ignore"):
-        got_large = _to_array(softmax_numpy(large.copy()), "softmax_numpy(large logits)")
+    got_large = as_array(softmax_numpy(large.copy()), "softmax_numpy(large logits)", lists=False)
     if got_large.shape != large.shape or not np.isfinite(got_large).all():
         raise Mismatch("on logits of ±1000 your probabilities hold nan or inf (np.exp overflows): "
                        "subtract each row's maximum first")
-    if not np.abs(got_large - expected_large).max() <= 1e-6:
+    if not max_difference(got_large, expected_large) <= 1e-6:
         raise Mismatch("on logits of ±1000 your probabilities differ from torch.softmax "
                        f"(got {np.round(got_large[0, :2], 4).tolist()} for [1000, 999, 0, …], "
                        f"expected {np.round(expected_large[0, :2], 4).tolist()})")
@@ -147,7 +103,7 @@ def _reference_session():
     from fmnist_lab.export import export_to_onnx, onnx_session
 
     folder = Path(tempfile.mkdtemp(prefix="fmnist_lab_check_8_3_"))
-    return onnx_session(export_to_onnx(_reference_model(), folder / "reference.onnx"))
+    return onnx_session(export_to_onnx(random_cnn_batch(SEED), folder / "reference.onnx"))
 
 
 @exercise("8.3", "onnx_predict",
@@ -158,14 +114,11 @@ def check_onnx_predict(onnx_predict) -> str:
 
     expect_callable(onnx_predict, "a function onnx_predict(session, images, batch_size)")
     images = data.load("test", 16)[0][:300]
-    with torch.inference_mode():
-        expected = torch.softmax(_reference_model()(images).double(), dim=1).numpy()
-    answer = onnx_predict(_reference_session(), images.clone(), batch_size=128)
-    if not isinstance(answer, (tuple, list)) or len(answer) != 2:
-        raise Mismatch(f"expected a pair (predicted, probabilities), got {type(answer).__name__}"
-                       + (f" of length {len(answer)}" if isinstance(answer, (tuple, list)) else ""))
-    predicted = _to_array(answer[0], "predicted")
-    probabilities = _to_array(answer[1], "probabilities")
+    expected = torch.softmax(random_cnn_batch(SEED)(images).detach().double(), dim=1).numpy()
+    answer = as_pair(onnx_predict(_reference_session(), images.clone(), batch_size=128),
+                     "onnx_predict(session, images, batch_size=128)", "a pair (predicted, probabilities)")
+    predicted, probabilities = (as_array(a, what, lists=False) for a, what in zip(answer, ("predicted",
+                                                                                           "probabilities")))
     if probabilities.shape != expected.shape:
         raise Mismatch(f"expected probabilities of shape {expected.shape} for 300 images in batches of 128 "
                        f"(128 + 128 + 44), got {probabilities.shape}")
@@ -175,8 +128,7 @@ def check_onnx_predict(onnx_predict) -> str:
         raise Mismatch("expected each row of probabilities to sum to 1, got sums from "
                        f"{probabilities.sum(axis=1).min():.3g} to {probabilities.sum(axis=1).max():.3g}: "
                        "apply a softmax to the logits")
-    gap = float(np.abs(probabilities - expected).max())
-    if not gap <= PROBABILITY_TOLERANCE:
+    if not (gap := max_difference(probabilities, expected)) <= PROBABILITY_TOLERANCE:
         raise Mismatch(f"your probabilities differ from PyTorch's by up to {gap:.3g} "
                        f"(tolerance {PROBABILITY_TOLERANCE:g}): are the chunks kept in order?")
     wrong = int((predicted != expected.argmax(axis=1)).sum())
@@ -220,11 +172,10 @@ def check_preprocess_drawing(preprocess_drawing) -> str:
     expect_callable(preprocess_drawing, "a function preprocess_drawing(rgba)")
     for description, rgba, hint in _pictures():
         expected = reference(rgba, 16).astype(np.float64)
-        got = _to_array(preprocess_drawing(rgba.copy()), f"preprocess_drawing({description})")
+        got = as_array(preprocess_drawing(rgba.copy()), f"preprocess_drawing({description})", lists=False)
         if got.shape != expected.shape:
             raise Mismatch(f"on {description} expected an input of shape {expected.shape}, got {got.shape}")
-        gap = float(np.abs(got - expected).max())
-        if not gap <= PIXEL_TOLERANCE:
+        if not (gap := max_difference(got, expected)) <= PIXEL_TOLERANCE:
             raise Mismatch(f"on {description} your pixels differ from the reference by up to {gap:.3g} "
                            f"(tolerance {PIXEL_TOLERANCE:g}): {hint}")
     return ("4 pictures (dark on white, light on black, transparent, coloured 60×40) give the reference "
