@@ -5,7 +5,8 @@ else the per-user cache `~/.cache/fmnist-lab`, see `fmnist_lab.paths`), the Debi
 `dataset-fashion-mnist` (`/usr/share/datasets/fashion-mnist`), then a download from torchvision's
 mirrors into the download folder. Each folder may hold the files plainly or in torchvision's
 `FashionMNIST/raw` layout, gzipped or not. Every file is checked by the size and SHA-256 of its
-*decompressed* bytes, so a recompressed `.gz` still verifies.
+*decompressed* bytes, so a recompressed `.gz` still verifies; a file too big to be one of them is refused
+by its size before it is read. SIGTERM during a download removes the partial file, as Ctrl-C does.
 
 Two more variables exist for shared machines and tests: `FMNIST_LAB_SYSTEM_DATA` replaces the Debian
 package's folder and `FMNIST_LAB_MIRRORS` (comma-separated base URLs) replaces the mirror list.
@@ -13,11 +14,13 @@ package's folder and `FMNIST_LAB_MIRRORS` (comma-separated base URLs) replaces t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import gzip
 import hashlib
 import math
 import os
+import signal
 import tempfile
 import urllib.error
 import urllib.request
@@ -31,7 +34,7 @@ import numpy as np
 import torch
 
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.paths import data_dir
+from fmnist_lab.paths import cache_dir, data_dir
 
 
 class FashionClass(NamedTuple):
@@ -84,6 +87,7 @@ IDX_FILES: dict[tuple[str, str], IdxFile] = {
 }
 
 DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
+TORCHVISION_SUBDIR = "torchvision"  # where `torchvision_dataset` keeps the decompressed copies it reads
 FIX_HINT = ("install the Debian package (sudo apt-get install dataset-fashion-mnist) "
             "or set FMNIST_DATA to a folder holding the four Fashion-MNIST files")
 
@@ -106,11 +110,19 @@ def system_data_dir() -> Path:
     return Path(os.environ.get("FMNIST_LAB_SYSTEM_DATA", str(DEBIAN_DATA_DIR)))
 
 
+class _CannotDownload(FmnistLabError):
+    """The download cannot start (no mirror, unusable folder): shown as is, not as a failed download."""
+
+
 def mirrors() -> list[str]:
     """Base URLs to download from: torchvision's Fashion-MNIST mirrors unless overridden."""
     override = os.environ.get("FMNIST_LAB_MIRRORS")
     if override:
-        return [m.strip().rstrip("/") + "/" for m in override.split(",") if m.strip()]
+        urls = [m.strip().rstrip("/") + "/" for m in override.split(",") if m.strip().rstrip("/")]
+        if not urls:
+            raise _CannotDownload(f"FMNIST_LAB_MIRRORS is set but names no mirror (got {override!r}): "
+                                  "unset it or give comma-separated base URLs")
+        return urls
     from torchvision.datasets import FashionMNIST
 
     return list(FashionMNIST.mirrors)
@@ -168,6 +180,8 @@ def find_data(root: str | os.PathLike | None = None, download: bool = True) -> D
     target = data_dir()
     try:
         files = download_data(target)
+    except _CannotDownload:
+        raise
     except FmnistLabError as exc:
         searched.append(f"download into {target}: {exc}")
         raise FmnistLabError(
@@ -177,12 +191,83 @@ def find_data(root: str | os.PathLike | None = None, download: bool = True) -> D
 
 def download_data(target: Path) -> dict[str, Path]:
     """Download the four files into `target`; each lands under its name only once verified."""
-    target.mkdir(parents=True, exist_ok=True)
-    files = {}
-    for spec in IDX_FILES.values():
-        existing = _file_in(target, spec.name)
-        files[spec.name] = existing or _download_one(spec, target)
+    files = {spec.name: _file_in(target, spec.name) for spec in IDX_FILES.values()}
+    missing = [spec for spec in IDX_FILES.values() if files[spec.name] is None]
+    if missing:
+        mirrors()  # a mirror list that names no mirror is its own error, before anything is written
+        _ensure_writable(target)
+        with _sigterm_unwinds():
+            for spec in missing:
+                files[spec.name] = _download_one(spec, target)
     return files
+
+
+def _download_folder(target: Path) -> str:
+    """The download folder as the learner set it, so the error names the variable to change."""
+    if os.environ.get("FMNIST_LAB_DATA_DIR") and Path(os.environ["FMNIST_LAB_DATA_DIR"]) == target:
+        return f"FMNIST_LAB_DATA_DIR={target}"
+    return f"{target} (the user cache)" if target == cache_dir() else str(target)
+
+
+def _ensure_writable(target: Path) -> None:
+    """Create `target` and write a throwaway file there, so an unusable folder fails before any download."""
+    try:
+        target.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=target):
+            pass
+    except OSError as exc:
+        blocker = next((p for p in (target, *target.parents) if p.is_file()), None)
+        if blocker == target:
+            problem = "is a file, not a folder"
+        elif blocker is not None:
+            problem = f"is inside {blocker}, which is a file, not a folder"
+        else:
+            problem = f"is not writable ({exc.strerror or exc})"
+        raise _CannotDownload(f"Fashion-MNIST needs a download, but the download folder "
+                              f"{_download_folder(target)} {problem}: point FMNIST_LAB_DATA_DIR at a "
+                              "writable folder") from None
+
+
+class _Terminated(BaseException):
+    """Raised by the SIGTERM handler while downloading, so every `finally` removes its `.part` file."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    """The SIGTERM handler during a download: ignore any second SIGTERM, then unwind."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    raise _Terminated
+
+
+def _catch_sigterm() -> bool:
+    """Install `_raise_terminated` if SIGTERM would kill us outright; False where that is not ours to do."""
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return False  # ignored, or someone else's handler: theirs to decide
+    try:
+        signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread: only it may set handlers
+        return False
+    return True
+
+
+@contextlib.contextmanager
+def _sigterm_unwinds() -> Iterator[None]:
+    """While downloading, let SIGTERM run the `finally` blocks (no `.part` left), then end the process."""
+    if not _catch_sigterm():
+        yield
+        return
+    try:
+        yield
+    except _Terminated:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.raise_signal(signal.SIGTERM)  # ends the process, as SIGTERM would have, now nothing is left
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _max_gzip_size(spec: IdxFile) -> int:
+    """More bytes than any gzip of `spec`'s file can take (stored blocks add 5 bytes per 64 KiB)."""
+    return spec.size + spec.size // 100 + (1 << 16)
 
 
 def _download_one(spec: IdxFile, target: Path) -> Path:
@@ -196,7 +281,10 @@ def _download_one(spec: IdxFile, target: Path) -> Path:
             with os.fdopen(handle, "wb") as out, urllib.request.urlopen(url, timeout=30) as response:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
-            verify_bytes(url, read_decompressed(tmp, shown_as=url, gzipped=True), spec)
+                    if out.tell() > _max_gzip_size(spec):
+                        raise FmnistLabError(f"{url} (more than {_max_gzip_size(spec):,} bytes, too big for "
+                                             f"a gzip of {spec.name}: not Fashion-MNIST)")
+            verify_bytes(url, read_decompressed(tmp, shown_as=url, gzipped=True, spec=spec), spec)
             final = target / f"{spec.name}.gz"
             os.replace(tmp, final)
             return final
@@ -210,25 +298,48 @@ def _download_one(spec: IdxFile, target: Path) -> Path:
     raise FmnistLabError(f"download failed: {'; '.join(failures)}")
 
 
-def read_decompressed(path: Path, shown_as: str | None = None, gzipped: bool | None = None) -> bytes:
-    """The file's bytes, gunzipped when it ends in `.gz`; a broken gzip becomes a clear error."""
-    if not (gzipped if gzipped is not None else str(path).endswith(".gz")):
+def read_decompressed(path: Path, shown_as: str | None = None, gzipped: bool | None = None,
+                      spec: IdxFile | None = None) -> bytes:
+    """The file's bytes, gunzipped if `.gz`; a broken file, or one too big to be `spec`, is a clear error."""
+    shown = shown_as or path
+    gzipped = gzipped if gzipped is not None else str(path).endswith(".gz")
+    if spec is not None:
+        _refuse_by_size(path, shown, gzipped, spec)
+    if not gzipped:
         return Path(path).read_bytes()
     try:
         with gzip.open(path, "rb") as stream:
-            return stream.read()
+            data = stream.read(-1 if spec is None else spec.size + 1)  # a gzip bomb stops here
     except (OSError, EOFError, zlib.error) as exc:
         raise FmnistLabError(
-            f"{shown_as or path}: not a complete gzip file ({exc}); delete it and run "
+            f"{shown}: not a complete gzip file ({exc}); delete it and run "
             "`fmnist-lab data` again") from None
+    if spec is not None and len(data) > spec.size:
+        raise _wrong_size(shown, f"more than {spec.size:,}", spec, too_big=True)
+    return data
+
+
+def _refuse_by_size(path: Path, shown: Path | str, gzipped: bool, spec: IdxFile) -> None:
+    """Refuse a file whose size on disk rules it out, before a byte of it is read into memory."""
+    on_disk = os.stat(path).st_size
+    if not gzipped and on_disk != spec.size:
+        raise _wrong_size(shown, f"{on_disk:,}", spec, too_big=on_disk > spec.size)
+    if gzipped and on_disk > _max_gzip_size(spec):
+        raise FmnistLabError(f"{shown}: {on_disk:,} bytes, more than any gzip of {spec.name} can be "
+                             "(not Fashion-MNIST); delete it and run `fmnist-lab data` again")
+
+
+def _wrong_size(path: Path | str, found: str, spec: IdxFile, too_big: bool) -> FmnistLabError:
+    """One message for every file whose decompressed size is not the official one."""
+    why = "too big: not Fashion-MNIST" if too_big else "truncated or not Fashion-MNIST"
+    return FmnistLabError(f"{path}: decompressed size is {found} bytes, expected {spec.size:,} for "
+                          f"{spec.name} ({why}); delete it and run `fmnist-lab data` again")
 
 
 def verify_bytes(path: Path | str, data: bytes, spec: IdxFile) -> None:
     """Raise a clear error naming `path` unless `data` has the official size and SHA-256."""
     if len(data) != spec.size:
-        raise FmnistLabError(
-            f"{path}: decompressed size is {len(data):,} bytes, expected {spec.size:,} for "
-            f"{spec.name} (truncated or not Fashion-MNIST); delete it and run `fmnist-lab data` again")
+        raise _wrong_size(path, f"{len(data):,}", spec, too_big=len(data) > spec.size)
     digest = hashlib.sha256(data).hexdigest()
     if digest != spec.sha256:
         raise FmnistLabError(
@@ -256,7 +367,7 @@ def parse_idx(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
 @functools.lru_cache(maxsize=8)
 def _read_verified(path: Path, split: str, kind: str) -> np.ndarray:
     """Read, verify and decode one official file once per process."""
-    data = read_decompressed(path)
+    data = read_decompressed(path, spec=IDX_FILES[(split, kind)])
     verify_bytes(path, data, IDX_FILES[(split, kind)])
     return parse_idx(data, path)
 
@@ -343,8 +454,8 @@ def torchvision_dataset(split: str = "train", transform=None,
     plain = all(not path.name.endswith(".gz") for path in location.files.values())
     if plain and len(raw_dirs) == 1 and raw_dirs.pop().parts[-2:] == ("FashionMNIST", "raw"):
         base = next(iter(location.files.values())).parent.parent.parent
-    else:
-        base = data_dir()
+    else:  # decompressed copies in a folder of their own, which the search never mistakes for the data
+        base = data_dir() / TORCHVISION_SUBDIR
         _write_raw_layout(location, base / "FashionMNIST" / "raw")
     return FashionMNIST(str(base), train=(split == "train"), transform=transform, download=False)
 
@@ -356,7 +467,7 @@ def _write_raw_layout(location: DataLocation, raw: Path) -> None:
         dest = raw / spec.name
         if dest.is_file() and dest.stat().st_size == spec.size:
             continue
-        data = read_decompressed(location.path(split, kind))
+        data = read_decompressed(location.path(split, kind), spec=spec)
         verify_bytes(location.path(split, kind), data, spec)
         tmp = dest.with_name(f".{spec.name}.part")
         tmp.write_bytes(data)

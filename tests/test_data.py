@@ -199,4 +199,7 @@ def test_torchvision_dataset_reads_the_same_images(isolated, real_location, monk
     for i in (0, 1, 4242, 9999):
         image, label = dataset[i]
         assert torch.equal(image, images[i]) and label == labels[i].item()
-    assert (isolated / "course" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
+    assert (isolated / "course" / "torchvision" / "FashionMNIST" / "raw" / "t10k-images-idx3-ubyte").is_file()
+    monkeypatch.delenv("FMNIST_DATA")
+    with pytest.raises(FmnistLabError, match="Fashion-MNIST not found"):
+        data.find_data(download=False)  # the decompressed copies are never taken for the data
