@@ -51,42 +51,68 @@ def run(model_factory, recipe: recipes.Recipe, train: tuple, val: tuple | None, 
     seed_everything(seed)
     result = recipes.train_recipe(model_factory(), train, val, recipe, seed=seed, device="cpu")
     last = result.history[-1]
-    return ({"seed": seed, "val_accuracy": last["val_accuracy"], "val_accuracy_raw": last["val_accuracy_raw"],
-             "train_seconds": result.train_seconds, "wall_seconds": result.wall_seconds,
-             "load_before": before, "load_after": load_average(), "history": result.history}, result)
+    return (
+        {
+            "seed": seed,
+            "val_accuracy": last["val_accuracy"],
+            "val_accuracy_raw": last["val_accuracy_raw"],
+            "train_seconds": result.train_seconds,
+            "wall_seconds": result.wall_seconds,
+            "load_before": before,
+            "load_after": load_average(),
+            "history": result.history,
+        },
+        result,
+    )
 
 
 def headline(name: str, model_factory, recipe: recipes.Recipe, splits_: tuple, seeds: list[int]) -> dict:
     """Choose the candidate on the validation split (first seed), then fit on all 60,000 images per seed and test."""
     train, val, test = splits_
     validation, result = run(model_factory, recipe, train, val, seeds[0])
-    chosen, _, _, scores = recipes.select_on_validation(result, *val)
-    print(f"{name}: validation run (seed {seeds[0]}, {validation['train_seconds']:.1f} s) chose "
-          f"{chosen!r}: " + ", ".join(f"{k} {v:.2%}" for k, v in scores.items()), flush=True)
-    validation.update({"selected": chosen, "selection_val_accuracy": scores})
+    chosen, scores = recipes.select_on_validation(result, *val)
+    print(
+        f"{name}: validation run (seed {seeds[0]}, {validation['train_seconds']:.1f} s) chose "
+        f"{chosen.label!r}: " + ", ".join(f"{c.label} {v:.2%}" for c, v in scores.items()),
+        flush=True,
+    )
+    validation.update({"selected": chosen.label, "selection_val_accuracy": {c.label: v for c, v in scores.items()}})
     finals = []
     for seed in seeds:
         final, result = run(model_factory, recipe, recipes.combine(train, val), None, seed)
-        model, tta = recipes.candidate(result, chosen)
-        final["test_accuracy"] = recipes.recipe_accuracy(model, *test, tta)
+        final["test_accuracy"] = chosen.accuracy(result, *test)
         finals.append(final)
-        print(f"{name:<28}{seed:>5}{final['test_accuracy']:>10.2%}{final['train_seconds']:>9.1f}"
-              f"{final['load_before']:>5.1f}→{final['load_after']:<5.1f}", flush=True)
-    return {"validation_run": validation, "selected": chosen, "runs": finals}
+        print(
+            f"{name:<28}{seed:>5}{final['test_accuracy']:>10.2%}{final['train_seconds']:>9.1f}"
+            f"{final['load_before']:>5.1f}→{final['load_after']:<5.1f}",
+            flush=True,
+        )
+    return {"validation_run": validation, "selected": chosen.label, "runs": finals}
 
 
 def ablation(train: tuple, val: tuple) -> list[dict]:
     """The baseline (seeds 0 and 1: the noise of one run), then each trick alone (seed 0), on the validation split."""
-    runs = {"baseline (original settings)": ({}, 0), "baseline, seed 1 (noise)": ({}, 1),
-            **{name: (changes, 0) for name, changes in recipes.TRICKS.items()}}
+    runs = {
+        "baseline (original settings)": ({}, 0),
+        "baseline, seed 1 (noise)": ({}, 1),
+        **{name: (changes, 0) for name, changes in recipes.TRICKS.items()},
+    }
     rows = []
     for name, (changes, seed) in runs.items():
         outcome, _ = run(CNNBatch, recipes.BASELINE.but(**changes), train, val, seed=seed)
-        rows.append({"trick": name, "changes": changes, "seed": seed, **{k: outcome[k] for k in
-                     ("val_accuracy", "train_seconds", "load_before", "load_after")}})
+        rows.append(
+            {
+                "trick": name,
+                "changes": changes,
+                "seed": seed,
+                **{k: outcome[k] for k in ("val_accuracy", "train_seconds", "load_before", "load_after")},
+            }
+        )
         delta = outcome["val_accuracy"] - rows[0]["val_accuracy"]
-        print(f"{name:<36}{outcome['val_accuracy']:>10.2%}{100 * delta:>+9.2f}{outcome['train_seconds']:>9.1f}",
-              flush=True)
+        print(
+            f"{name:<36}{outcome['val_accuracy']:>10.2%}{100 * delta:>+9.2f}{outcome['train_seconds']:>9.1f}",
+            flush=True,
+        )
     return rows
 
 
@@ -103,36 +129,55 @@ def main() -> int:
         payload["ablation"] = ablation(train16, val16)
 
     print(f"\n{'final fit on 60,000 images':<28}{'seed':>5}{'test acc':>10}{'train s':>9}{'load':>11}")
-    cnn = headline("CNNBatch 16×16, 5 epochs", CNNBatch, recipes.CNN_BATCH_RECIPE, (train16, val16, test16),
-                   args.seeds)
+    cnn = headline("CNNBatch 16×16, 5 epochs", CNNBatch, recipes.CNN_BATCH_RECIPE, (train16, val16, test16), args.seeds)
     cnn_runs = cnn["runs"]
     probe = ResNet(**recipes.RESNET_ARCHITECTURE)
-    resnet_info = {"architecture": {k: list(v) if isinstance(v, tuple) else v
-                                    for k, v in recipes.RESNET_ARCHITECTURE.items()},
-                   "params": count_parameters(probe), "multiply_adds": count_multiply_adds(probe)}
-    resnet = headline(f"ResNet 28×28, {recipes.RESNET_RECIPE.epochs} epochs",
-                      lambda: ResNet(**recipes.RESNET_ARCHITECTURE), recipes.RESNET_RECIPE, splits(28), args.seeds)
+    resnet_info = {
+        "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in recipes.RESNET_ARCHITECTURE.items()},
+        "params": count_parameters(probe),
+        "multiply_adds": count_multiply_adds(probe),
+    }
+    resnet = headline(
+        f"ResNet 28×28, {recipes.RESNET_RECIPE.epochs} epochs",
+        lambda: ResNet(**recipes.RESNET_ARCHITECTURE),
+        recipes.RESNET_RECIPE,
+        splits(28),
+        args.seeds,
+    )
     resnet_runs = resnet["runs"]
-    print(f"ResNet: {resnet_info['params']:,} parameters, {resnet_info['multiply_adds'] / 1e6:.1f} M multiply-adds "
-          f"per image; CNNBatch: {count_parameters(CNNBatch()):,} parameters, "
-          f"{count_multiply_adds(CNNBatch(), 16) / 1e6:.2f} M; original notebook: {ORIGINAL_TEST_ACCURACY:.2%}")
+    print(
+        f"ResNet: {resnet_info['params']:,} parameters, {resnet_info['multiply_adds'] / 1e6:.1f} M multiply-adds "
+        f"per image; CNNBatch: {count_parameters(CNNBatch()):,} parameters, "
+        f"{count_multiply_adds(CNNBatch(), 16) / 1e6:.2f} M; original notebook: {ORIGINAL_TEST_ACCURACY:.2%}"
+    )
 
     checks = {
         f"CNNBatch: every seed >= {CNN_MIN_ACCURACY:.1%} test": all(
-            r["test_accuracy"] >= CNN_MIN_ACCURACY for r in cnn_runs),
+            r["test_accuracy"] >= CNN_MIN_ACCURACY for r in cnn_runs
+        ),
         f"ResNet: every seed >= {RESNET_MIN_ACCURACY:.1%} test": all(
-            r["test_accuracy"] >= RESNET_MIN_ACCURACY for r in resnet_runs),
+            r["test_accuracy"] >= RESNET_MIN_ACCURACY for r in resnet_runs
+        ),
         f"ResNet: every seed trains in <= {RESNET_MAX_SECONDS / 60:.0f} min": all(
-            r["train_seconds"] <= RESNET_MAX_SECONDS for r in resnet_runs),
+            r["train_seconds"] <= RESNET_MAX_SECONDS for r in resnet_runs
+        ),
     }
     for name, passed in checks.items():
         print(f"[{'OK' if passed else 'FAIL'}] {name}")
-    payload.update({
-        "seeds": args.seeds,
-        "cnn_batch": {"recipe": recipes.CNN_BATCH_RECIPE.to_dict(), "params": count_parameters(CNNBatch()),
-                      "multiply_adds": count_multiply_adds(CNNBatch(), 16), "image_size": 16, **cnn},
-        "resnet": {**resnet_info, "recipe": recipes.RESNET_RECIPE.to_dict(), "image_size": 28, **resnet},
-        "checks": checks})
+    payload.update(
+        {
+            "seeds": args.seeds,
+            "cnn_batch": {
+                "recipe": recipes.CNN_BATCH_RECIPE.to_dict(),
+                "params": count_parameters(CNNBatch()),
+                "multiply_adds": count_multiply_adds(CNNBatch(), 16),
+                "image_size": 16,
+                **cnn,
+            },
+            "resnet": {**resnet_info, "recipe": recipes.RESNET_RECIPE.to_dict(), "image_size": 28, **resnet},
+            "checks": checks,
+        }
+    )
     path = save("going_further", payload)
     print(f"wrote {path}")
     return 0 if all(checks.values()) else 1

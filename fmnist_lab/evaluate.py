@@ -20,7 +20,8 @@ def check_input_size(model: nn.Module, images: torch.Tensor) -> None:
     if size is not None and tuple(images.shape[-2:]) != (size, size):
         raise FmnistLabError(
             f"the model expects {size}×{size} images, got {images.shape[-2]}×{images.shape[-1]}; "
-            f"load the data with image_size={size}")
+            f"load the data with image_size={size}"
+        )
 
 
 @torch.inference_mode()
@@ -31,45 +32,57 @@ def predict_logits(model: nn.Module, images: torch.Tensor, batch_size: int = 100
     model.eval()
     device = next(model.parameters()).device
     try:
-        chunks = [model(images[i:i + batch_size].to(device)).float().cpu()
-                  for i in range(0, len(images), batch_size)]
+        chunks = [model(images[i : i + batch_size].to(device)).float().cpu() for i in range(0, len(images), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(chunks)
 
 
-def predict(model: nn.Module, images: torch.Tensor,
-            batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
+def predict(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> tuple[torch.Tensor, torch.Tensor]:
     """Predicted class ids and the softmax probabilities of all ten classes."""
     probabilities = predict_logits(model, images, batch_size).softmax(dim=1)
     return probabilities.argmax(dim=1), probabilities
 
 
-def accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int = 1000) -> float:
-    """The fraction of images whose predicted class is the label."""
-    predicted, _ = predict(model, images, batch_size)
+def flip_tta_probs(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
+    """Softmax probabilities averaged over each image and its mirror image (eval mode); returned on the CPU."""
+    plain = predict_logits(model, images, batch_size).softmax(dim=1)
+    return (plain + predict_logits(model, images.flip(-1), batch_size).softmax(dim=1)) / 2
+
+
+def accuracy(
+    model: nn.Module, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 1000, *, tta: bool = False
+) -> float:
+    """The fraction of images whose predicted class is the label; `tta`: predict with `flip_tta_probs`."""
+    if tta:
+        predicted = flip_tta_probs(model, images, batch_size).argmax(dim=1)
+    else:
+        predicted, _ = predict(model, images, batch_size)
     return (predicted == labels.cpu()).sum().item() / len(labels)
 
 
-def per_class_accuracy(labels: torch.Tensor | np.ndarray,
-                       predicted: torch.Tensor | np.ndarray) -> dict[str, float]:
+def per_class_accuracy(labels: torch.Tensor | np.ndarray, predicted: torch.Tensor | np.ndarray) -> dict[str, float]:
     """Accuracy within each true class (the recall of each class), keyed by class name."""
     matrix = confusion_matrix(labels, predicted)
     totals = matrix.sum(axis=1)
-    return {name: float(matrix[i, i] / totals[i]) if totals[i] else float("nan")
-            for i, name in enumerate(CLASS_NAMES)}
+    return {name: float(matrix[i, i] / totals[i]) if totals[i] else float("nan") for i, name in enumerate(CLASS_NAMES)}
 
 
-def confusion_matrix(labels: torch.Tensor | np.ndarray,
-                     predicted: torch.Tensor | np.ndarray) -> np.ndarray:
+def confusion_matrix(labels: torch.Tensor | np.ndarray, predicted: torch.Tensor | np.ndarray) -> np.ndarray:
     """10×10 counts: row = true class, column = predicted class."""
     return sk_confusion_matrix(np.asarray(labels), np.asarray(predicted), labels=range(len(CLASS_NAMES)))
 
 
-def classification_report(labels: torch.Tensor | np.ndarray, predicted: torch.Tensor | np.ndarray,
-                          output_dict: bool = False) -> str | dict:
+def classification_report(
+    labels: torch.Tensor | np.ndarray, predicted: torch.Tensor | np.ndarray, output_dict: bool = False
+) -> str | dict:
     """Precision, recall and F1 per class, with class names (scikit-learn's report)."""
-    return sk_classification_report(np.asarray(labels), np.asarray(predicted),
-                                    labels=range(len(CLASS_NAMES)), target_names=CLASS_NAMES,
-                                    digits=4, output_dict=output_dict, zero_division=0)
+    return sk_classification_report(
+        np.asarray(labels),
+        np.asarray(predicted),
+        labels=range(len(CLASS_NAMES)),
+        target_names=CLASS_NAMES,
+        digits=4,
+        output_dict=output_dict,
+        zero_division=0,
+    )

@@ -1,4 +1,5 @@
-"""Training tricks (lesson 07), each usable alone, and one loop that combines them: `train_recipe`.
+"""Training tricks (lesson 07), each usable alone, and `train_recipe`, which runs the package's one loop
+(`fmnist_lab.engine.fit`) with the tricks a `Recipe` turns on.
 
 - a validation split carved out of the training set (`train_val_split`), for model selection;
 - input normalisation (`Normalized`), computed on the training split only;
@@ -6,29 +7,31 @@
 - label smoothing (`label_smoothing_loss`), a one-cycle or cosine learning rate (`one_cycle_lr`,
   `cosine_lr`), SGD with Nesterov momentum and weight decay, dropout (`add_dropout`);
 - an exponential moving average of the weights (`ema_update`, `EMA`) and flip test-time
-  augmentation (`flip_tta_probs`).
+  augmentation (`flip_tta_probs`);
+- model selection on the validation split among the `Candidate`s of a run (`select_on_validation`).
 
-A `Recipe` names every setting; its defaults are the original notebook's (SGD, lr 0.1, batch 100,
-5 epochs, nothing else), so `Recipe(schedule="onecycle")` is "the original plus one trick".
+A `Recipe` names every setting; its defaults are the original notebook's (`fmnist_lab.original.ORIGINAL`:
+SGD, lr 0.1, batch 100, 5 epochs, nothing else), so `Recipe(schedule="onecycle")` is "the original plus
+one trick".
 """
 
 from __future__ import annotations
 
 import copy
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
+from functools import partial
+from typing import Literal
 
 import torch
 from torch import nn
 from torch.nn import functional as F
-from tqdm.auto import tqdm
 
-from fmnist_lab.data import InMemoryBatches
+from fmnist_lab.engine import DetailedEpochRecord, Plan, fit
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.evaluate import check_input_size, predict, predict_logits
-from fmnist_lab.train import get_device
+from fmnist_lab.evaluate import accuracy, flip_tta_probs  # noqa: F401 - flip_tta_probs: lesson 07 uses it from here
+from fmnist_lab.original import ORIGINAL
 
 Split = tuple[torch.Tensor, torch.Tensor]
 SCHEDULES = ("constant", "onecycle", "cosine")
@@ -37,8 +40,10 @@ OPTIMIZERS = ("sgd", "adamw")
 
 # --- data: validation split and normalisation -----------------------------------------------------
 
-def train_val_split(images: torch.Tensor, labels: torch.Tensor, val_size: int = 5000,
-                    seed: int = 0) -> tuple[Split, Split]:
+
+def train_val_split(
+    images: torch.Tensor, labels: torch.Tensor, val_size: int = 5000, seed: int = 0
+) -> tuple[Split, Split]:
     """Hold out `val_size` training images (a seeded random choice) to select models without the test set."""
     if not 0 < val_size < len(labels):
         raise FmnistLabError(f"val_size must be between 1 and {len(labels) - 1}, got {val_size}")
@@ -77,8 +82,10 @@ class Normalized(nn.Module):
 
 # --- augmentation on tensors ---------------------------------------------------------------------
 
-def random_crop_flip(images: torch.Tensor, padding: int = 2, generator: torch.Generator | None = None,
-                     flip: bool = True) -> torch.Tensor:
+
+def random_crop_flip(
+    images: torch.Tensor, padding: int = 2, generator: torch.Generator | None = None, flip: bool = True
+) -> torch.Tensor:
     """Shift each image by up to `padding` pixels (zeros fill in) and mirror half of them: new views of the same clothes."""
     if images.ndim != 4:
         raise FmnistLabError(f"expected a batch (N, C, H, W), got shape {tuple(images.shape)}")
@@ -99,9 +106,14 @@ def random_crop_flip(images: torch.Tensor, padding: int = 2, generator: torch.Ge
     return out
 
 
-def random_erasing(images: torch.Tensor, p: float = 0.5, scale: tuple[float, float] = (0.02, 0.25),
-                   ratio: tuple[float, float] = (0.3, 3.3), value: float = 0.0,
-                   generator: torch.Generator | None = None) -> torch.Tensor:
+def random_erasing(
+    images: torch.Tensor,
+    p: float = 0.5,
+    scale: tuple[float, float] = (0.02, 0.25),
+    ratio: tuple[float, float] = (0.3, 3.3),
+    value: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
     """Blank a random rectangle (area `scale` of the image, aspect `ratio`) in a fraction `p` of the images."""
     n, _, h, w = images.shape
     area = torch.empty(n).uniform_(*scale, generator=generator) * h * w
@@ -113,13 +125,15 @@ def random_erasing(images: torch.Tensor, p: float = 0.5, scale: tuple[float, flo
     left = (torch.rand(n, generator=generator) * (w - ew + 1)).long()
     erase = torch.rand(n, generator=generator) < p
     ys, xs = torch.arange(h), torch.arange(w)
-    inside = (((ys[None, :] >= top[:, None]) & (ys[None, :] < (top + eh)[:, None]))[:, :, None]
-              & ((xs[None, :] >= left[:, None]) & (xs[None, :] < (left + ew)[:, None]))[:, None, :])
+    inside = ((ys[None, :] >= top[:, None]) & (ys[None, :] < (top + eh)[:, None]))[:, :, None] & (
+        (xs[None, :] >= left[:, None]) & (xs[None, :] < (left + ew)[:, None])
+    )[:, None, :]
     mask = (inside & erase[:, None, None])[:, None].to(images.device)
     return images.masked_fill(mask, value)
 
 
 # --- loss, schedules, dropout --------------------------------------------------------------------
+
 
 def label_smoothing_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing: float = 0.1) -> torch.Tensor:
     """Cross-entropy against (1 − ε)·one-hot + ε/K: the model is never pushed to infinite confidence."""
@@ -129,8 +143,14 @@ def label_smoothing_loss(logits: torch.Tensor, targets: torch.Tensor, smoothing:
     return ((1 - smoothing) * nll + smoothing * uniform).mean()
 
 
-def one_cycle_lr(step: int, total_steps: int, max_lr: float, warmup: float = 0.3,
-                 div_factor: float = 25.0, final_div_factor: float = 1e4) -> float:
+def one_cycle_lr(
+    step: int,
+    total_steps: int,
+    max_lr: float,
+    warmup: float = 0.3,
+    div_factor: float = 25.0,
+    final_div_factor: float = 1e4,
+) -> float:
     """The one-cycle learning rate at `step`: a cosine rise from max_lr/25 to max_lr, then a cosine fall to ~0."""
     start = max_lr / div_factor
     end = start / final_div_factor
@@ -160,6 +180,7 @@ def add_dropout(model: nn.Module, p: float) -> nn.Module:
 
 # --- weight averaging and test-time augmentation ------------------------------------------------
 
+
 @torch.no_grad()
 def ema_update(ema_model: nn.Module, model: nn.Module, decay: float) -> None:
     """ema ← decay·ema + (1 − decay)·current, for every float weight and buffer: a smoother copy of the model."""
@@ -187,31 +208,22 @@ class EMA:
         ema_update(self.model, model, min(self.decay, (1 + self.updates) / (10 + self.updates)))
 
 
-def flip_tta_probs(model: nn.Module, images: torch.Tensor, batch_size: int = 1000) -> torch.Tensor:
-    """Softmax probabilities averaged over each image and its mirror image (eval mode); returned on the CPU."""
-    plain = predict_logits(model, images, batch_size).softmax(dim=1)
-    return (plain + predict_logits(model, images.flip(-1), batch_size).softmax(dim=1)) / 2
-
-
 def recipe_accuracy(model: nn.Module, images: torch.Tensor, labels: torch.Tensor, tta: bool = False) -> float:
-    """Accuracy, with or without flip test-time augmentation."""
-    if tta:
-        predicted = flip_tta_probs(model, images).argmax(1)
-    else:
-        predicted = predict(model, images)[0]
-    return (predicted == labels.cpu()).double().mean().item()
+    """`evaluate.accuracy`, with flip TTA if `tta` (the name lesson 07 first used)."""
+    return accuracy(model, images, labels, tta=tta)
 
 
 # --- the recipe and its training loop -------------------------------------------------------------
 
+
 @dataclass(frozen=True)
 class Recipe:
-    """Every setting of a training run; the defaults are the original notebook's (SGD, lr 0.1, batch 100, 5 epochs)."""
+    """Every setting of a training run; its defaults are the original's (`ORIGINAL`: SGD, lr 0.1, batch 100, 5 epochs)."""
 
-    epochs: int = 5
-    batch_size: int = 100
-    optimizer: str = "sgd"
-    lr: float = 0.1
+    epochs: int = ORIGINAL.epochs
+    batch_size: int = ORIGINAL.batch_size
+    optimizer: str = ORIGINAL.optimizer.lower()
+    lr: float = ORIGINAL.lr
     momentum: float = 0.0
     nesterov: bool = False
     weight_decay: float = 0.0
@@ -252,6 +264,31 @@ class Recipe:
         """Whether training batches are augmented."""
         return self.crop_padding > 0 or self.flip or self.erasing > 0
 
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """The batch loss: cross-entropy, label-smoothed by `label_smoothing_loss` when the recipe says so."""
+        if self.label_smoothing == 0:
+            return F.cross_entropy(logits, targets)
+        # Not F.cross_entropy(label_smoothing=ε): its gradients differ in the last bits for batches whose size
+        # is not a power of two, and lesson 07's stored results were trained with this one.
+        return label_smoothing_loss(logits, targets, self.label_smoothing)
+
+    def plan(self, seed: int = 0, channels_last: bool = True) -> Plan:
+        """The recipe as the engine's `Plan`: its optimizer, loss, schedule, augmentations (seeded), EMA and TTA."""
+        generator = torch.Generator().manual_seed(seed + 1)
+        return Plan(
+            epochs=self.epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            optimizer=partial(_optimizer, recipe=self),
+            loss=self.loss,
+            lr_at=self.lr_at,
+            augment=partial(augment, recipe=self, generator=generator) if self.augments() else None,
+            average=partial(EMA, decay=self.ema_decay) if self.ema_decay > 0 else None,
+            tta=self.tta,
+            channels_last=channels_last,
+            details=True,
+        )
+
     def to_dict(self) -> dict:
         """The settings as a plain dict (for JSON)."""
         return asdict(self)
@@ -264,7 +301,7 @@ class TrainResult:
     model: nn.Module
     ema_model: nn.Module | None
     recipe: Recipe
-    history: list[dict] = field(default_factory=list)
+    history: list[DetailedEpochRecord] = field(default_factory=list)
     train_seconds: float = 0.0
     wall_seconds: float = 0.0
 
@@ -275,36 +312,63 @@ class TrainResult:
 
     def accuracy(self, images: torch.Tensor, labels: torch.Tensor) -> float:
         """Accuracy of the final model, with flip TTA when the recipe says so."""
-        return recipe_accuracy(self.final, images, labels, self.recipe.tta)
+        return accuracy(self.final, images, labels, tta=self.recipe.tta)
 
 
-def select_on_validation(result: TrainResult, images: torch.Tensor,
-                         labels: torch.Tensor) -> tuple[str, nn.Module, bool, dict[str, float]]:
+@dataclass(frozen=True)
+class Candidate:
+    """One way to use a run: its trained weights or their moving average (EMA), with or without flip TTA."""
+
+    weights: Literal["trained", "ema"] = "trained"
+    tta: bool = False
+
+    def __post_init__(self):
+        if self.weights not in ("trained", "ema"):
+            raise FmnistLabError(f"unknown weights {self.weights!r}; use 'trained' or 'ema'")
+
+    @property
+    def label(self) -> str:
+        """How the lesson names it: "trained weights", "EMA weights + flip TTA", …"""
+        return f"{'EMA' if self.weights == 'ema' else 'trained'} weights{' + flip TTA' if self.tta else ''}"
+
+    def __str__(self) -> str:
+        return self.label
+
+    def model(self, result: TrainResult) -> nn.Module:
+        """This candidate's weights in `result` (e.g. the final fit of the recipe that chose it)."""
+        if self.weights == "trained":
+            return result.model
+        if result.ema_model is None:
+            raise FmnistLabError(f"{self.label!r} needs EMA weights, but this run's recipe has ema_decay 0")
+        return result.ema_model
+
+    def accuracy(self, result: TrainResult, images: torch.Tensor, labels: torch.Tensor) -> float:
+        """This candidate's accuracy in `result`."""
+        return accuracy(self.model(result), images, labels, tta=self.tta)
+
+
+CANDIDATES = (Candidate("trained"), Candidate("trained", tta=True), Candidate("ema"), Candidate("ema", tta=True))
+"""Every candidate, simplest first (a tie goes to the earlier one)."""
+
+
+def select_on_validation(
+    result: TrainResult, images: torch.Tensor, labels: torch.Tensor
+) -> tuple[Candidate, dict[Candidate, float]]:
     """Pick the best of trained/EMA weights × with/without flip TTA by validation accuracy (ties: the simpler).
 
-    Returns the chosen name, its model, whether it uses TTA, and every candidate's validation accuracy.
+    Returns the chosen `Candidate` and every candidate's validation accuracy (EMA ones only if the run has EMA).
     """
-    models = {"trained weights": result.model}
-    if result.ema_model is not None:
-        models["EMA weights"] = result.ema_model
-    scores, choices = {}, {}
-    for name, model in models.items():
-        for tta in (False, True):
-            label = f"{name}{' + flip TTA' if tta else ''}"
-            scores[label] = recipe_accuracy(model, images, labels, tta)
-            choices[label] = (model, tta)
-    best = max(scores, key=lambda label: scores[label])  # the first (simplest) of equal scores
-    return best, choices[best][0], choices[best][1], scores
+    scores = {
+        c: c.accuracy(result, images, labels)
+        for c in CANDIDATES
+        if c.weights == "trained" or result.ema_model is not None
+    }
+    return max(scores, key=scores.__getitem__), scores  # max keeps the first (simplest) of equal scores
 
 
-def candidate(result: TrainResult, name: str) -> tuple[nn.Module, bool]:
-    """The model and TTA flag that `select_on_validation` named `name`, taken from `result` (e.g. the final fit)."""
-    use_ema = name.startswith("EMA weights")
-    if use_ema and result.ema_model is None:
-        raise FmnistLabError(f"{name!r} needs EMA weights, but this run's recipe has ema_decay 0")
-    if not name.startswith(("EMA weights", "trained weights")):
-        raise FmnistLabError(f"unknown candidate {name!r}; use a name returned by select_on_validation")
-    return (result.ema_model if use_ema else result.model), name.endswith("flip TTA")
+def candidate(result: TrainResult, chosen: Candidate) -> tuple[nn.Module, bool]:
+    """The model and TTA flag of `chosen` in `result` (e.g. the final fit)."""
+    return chosen.model(result), chosen.tta
 
 
 def _optimizer(model: nn.Module, recipe: Recipe) -> torch.optim.Optimizer:
@@ -326,78 +390,46 @@ def augment(images: torch.Tensor, recipe: Recipe, generator: torch.Generator) ->
     return images
 
 
-def train_recipe(model: nn.Module, train_data: Split, val_data: Split | None = None,
-                 recipe: Recipe = Recipe(), *, seed: int = 0, device: torch.device | str | None = None,
-                 progress: bool = False, channels_last: bool = True,
-                 on_epoch: Callable[[dict], None] | None = None) -> TrainResult:
-    """Train `model` with every trick the recipe turns on; evaluate on `val_data` after each epoch.
+def train_recipe(
+    model: nn.Module,
+    train_data: Split,
+    val_data: Split | None = None,
+    recipe: Recipe = Recipe(),
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    channels_last: bool = True,
+    on_epoch: Callable[[DetailedEpochRecord], None] | None = None,
+) -> TrainResult:
+    """Train `model` with every trick the recipe turns on (`fmnist_lab.engine.fit`); validate after each epoch.
 
-    Each history record holds `epoch`, `lr` (at the epoch's end), `mean_loss`, `train_accuracy`
-    (on the augmented batches, as trained), `val_accuracy` (final model, with TTA if the recipe says
-    so), `val_accuracy_raw` (the trained weights, no EMA, no TTA) and `train_seconds` (the epoch's
-    training steps, without the validation). `seed` fixes the batch order and the augmentations;
+    The history holds one `fmnist_lab.engine.DetailedEpochRecord` an epoch; `val_accuracy` is the final
+    model's (EMA, with TTA if the recipe says so). `seed` fixes the batch order and the augmentations;
     seed the model's initial weights yourself (`seed_everything`) before building it. `on_epoch`, if
     given, is called with each record as soon as the epoch ends (to print progress).
     """
-    wall = time.perf_counter()
-    device = torch.device(device) if device is not None else get_device()
-    images, labels = train_data
-    check_input_size(model, images[:1])
     if recipe.normalize:
-        model = Normalized(model, *channel_stats(images))
+        model = Normalized(model, *channel_stats(train_data[0]))
     if recipe.dropout > 0:
         add_dropout(model, recipe.dropout)
-    layout = torch.channels_last if channels_last else torch.contiguous_format
-    model.to(device=device, memory_format=layout)
-    batches = InMemoryBatches(images, labels, batch_size=recipe.batch_size, shuffle=True, seed=seed,
-                              device=device)
-    generator = torch.Generator().manual_seed(seed + 1)
-    optimizer = _optimizer(model, recipe)
-    total_steps = recipe.epochs * len(batches)
-    ema = EMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
-    history, step, train_seconds = [], 0, 0.0
-    for epoch in range(1, recipe.epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        loss_sum = torch.zeros((), device=device)
-        correct = torch.zeros((), device=device, dtype=torch.long)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{recipe.epochs}", leave=False, disable=not progress)
-        for x, y in bar:
-            for group in optimizer.param_groups:
-                group["lr"] = recipe.lr_at(step, total_steps)
-            if recipe.augments():
-                x = augment(x, recipe, generator)
-            logits = model(x.contiguous(memory_format=layout))
-            loss = label_smoothing_loss(logits, y, recipe.label_smoothing)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            if ema is not None:
-                ema.update(model)
-            loss_sum += loss.detach() * len(y)
-            correct += (logits.detach().argmax(1) == y).sum()
-            step += 1
-        epoch_seconds = time.perf_counter() - start
-        train_seconds += epoch_seconds
-        record = {"epoch": epoch, "lr": optimizer.param_groups[0]["lr"],
-                  "mean_loss": loss_sum.item() / len(labels), "train_accuracy": correct.item() / len(labels),
-                  "val_accuracy": None, "val_accuracy_raw": None, "train_seconds": epoch_seconds}
-        if val_data is not None:
-            final = ema.model if ema is not None else model
-            record["val_accuracy"] = recipe_accuracy(final, *val_data, tta=recipe.tta)
-            record["val_accuracy_raw"] = recipe_accuracy(model, *val_data)
-        history.append(record)
-        if on_epoch is not None:
-            on_epoch(record)
-    model.eval()
-    return TrainResult(model, ema.model if ema else None, recipe, history, train_seconds,
-                       time.perf_counter() - wall)
+    run = fit(
+        model,
+        train_data,
+        val_data,
+        recipe.plan(seed, channels_last),
+        seed=seed,
+        device=device,
+        progress=progress,
+        on_epoch=on_epoch,
+    )
+    return TrainResult(run.model, run.average, recipe, run.history, run.train_seconds, run.wall_seconds)
 
 
 # --- the lesson's recipes ---------------------------------------------------------------------------
 
 BASELINE = Recipe()
-"""The original settings: SGD lr 0.1, batch 100, 5 epochs, constant rate, no tricks."""
+"""The original settings (`ORIGINAL`): SGD lr 0.1, batch 100, 5 epochs, constant rate, no tricks."""
 
 TRICKS: dict[str, dict] = {
     "normalisation": {"normalize": True},
@@ -415,15 +447,36 @@ TRICKS: dict[str, dict] = {
 }
 """Each trick alone, as the changes it makes to `BASELINE`."""
 
-CNN_BATCH_RECIPE = Recipe(epochs=5, batch_size=100, lr=0.2, warmup=0.2, momentum=0.9, nesterov=True,
-                          schedule="onecycle", normalize=True, ema_decay=0.998)
+CNN_BATCH_RECIPE = Recipe(
+    epochs=5,
+    batch_size=100,
+    lr=0.2,
+    warmup=0.2,
+    momentum=0.9,
+    nesterov=True,
+    schedule="onecycle",
+    normalize=True,
+    ema_decay=0.998,
+)
 """The original CNNBatch, 16×16, 5 epochs, trained better: the tricks that helped, chosen on the validation split."""
 
 RESNET_ARCHITECTURE: dict = {"channels": (32, 64, 128), "blocks": (1, 1, 1), "stem_stride": 2}
 """The small ResNet of lesson 07 (arguments of `fmnist_lab.resnet.ResNet`): a stride-2 stem, then stages at
 14×14, 7×7 and 4×4 with 32, 64 and 128 channels."""
 
-RESNET_RECIPE = Recipe(epochs=16, batch_size=128, lr=0.1, momentum=0.9, nesterov=True, schedule="onecycle",
-                       weight_decay=5e-4, normalize=True, label_smoothing=0.1, crop_padding=2, flip=True,
-                       ema_decay=0.998, tta=True)
+RESNET_RECIPE = Recipe(
+    epochs=16,
+    batch_size=128,
+    lr=0.1,
+    momentum=0.9,
+    nesterov=True,
+    schedule="onecycle",
+    weight_decay=5e-4,
+    normalize=True,
+    label_smoothing=0.1,
+    crop_padding=2,
+    flip=True,
+    ema_decay=0.998,
+    tta=True,
+)
 """The ResNet's recipe: every trick, including the augmentations a bigger model trained longer can use."""

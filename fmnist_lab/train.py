@@ -1,21 +1,23 @@
-"""The training loop (the original's defaults), seeding, device choice and checkpoints."""
+"""Training with the original's settings (`train`, `original_run`), seeding and checkpoints.
+
+The loop itself is `fmnist_lab.engine.fit`; `train` is its original configuration, `Plan()`.
+"""
 
 from __future__ import annotations
 
 import json
 import random
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 
-from fmnist_lab.data import InMemoryBatches
+from fmnist_lab.engine import EpochRecord, Plan, fit, get_device
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.evaluate import accuracy, check_input_size
-from fmnist_lab.paths import results_dir
 from fmnist_lab.models import build_model, count_parameters, model_name
+from fmnist_lab.original import ORIGINAL
+from fmnist_lab.paths import results_dir
 
 
 def seed_everything(seed: int = 0) -> int:
@@ -28,61 +30,28 @@ def seed_everything(seed: int = 0) -> int:
     return seed
 
 
-def get_device() -> torch.device:
-    """CUDA if there is a GPU, else Apple's MPS, else the CPU."""
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
+def train(
+    model: nn.Module,
+    train_data: tuple[torch.Tensor, torch.Tensor],
+    val_data: tuple[torch.Tensor, torch.Tensor] | None = None,
+    *,
+    epochs: int = ORIGINAL.epochs,
+    lr: float = ORIGINAL.lr,
+    batch_size: int = ORIGINAL.batch_size,
+    seed: int = 0,
+    optimizer: torch.optim.Optimizer | None = None,
+    device: torch.device | str | None = None,
+    progress: bool = True,
+) -> list[EpochRecord]:
+    """Train as the original did (`ORIGINAL`: SGD, lr 0.1, batch 100, 5 epochs, shuffled); one `EpochRecord` an epoch.
 
-
-def _progress_bar(iterable, description: str):
-    """A tqdm bar (a widget in Jupyter, text elsewhere), imported only when a bar is wanted."""
-    import warnings
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tqdm.auto's "IProgress not found" notice without ipywidgets
-        from tqdm.auto import tqdm
-    return tqdm(iterable, desc=description, leave=False)
-
-
-def train(model: nn.Module, train_data: tuple[torch.Tensor, torch.Tensor],
-          val_data: tuple[torch.Tensor, torch.Tensor] | None = None, *, epochs: int = 5,
-          lr: float = 0.1, batch_size: int = 100, seed: int = 0,
-          optimizer: torch.optim.Optimizer | None = None, device: torch.device | str | None = None,
-          progress: bool = True) -> list[dict]:
-    """Train with the original's defaults (SGD, lr 0.1, batch 100, 5 epochs, shuffled); one dict per epoch.
-
-    Each record holds `cost` (the original's: the *sum* of the epoch's batch losses), `mean_loss`,
-    `val_accuracy` (None without `val_data`) and `seconds` (training plus validation).
+    `fit` with the original's plan; `optimizer`, if given, replaces the SGD. The model comes back in eval
+    mode and in PyTorch's default memory layout, as a loaded checkpoint is.
     """
-    device = torch.device(device) if device is not None else get_device()
-    check_input_size(model, train_data[0][:1])
-    # channels_last: the convolutions' fastest layout on CPU (about 1.3× per step here) and on GPUs.
-    model.to(device=device, memory_format=torch.channels_last)
-    batches = InMemoryBatches(*train_data, batch_size=batch_size, shuffle=True, seed=seed,
-                              device=device)
-    optimizer = optimizer or torch.optim.SGD(model.parameters(), lr=lr)
-    criterion = nn.CrossEntropyLoss()
-    history = []
-    for epoch in range(1, epochs + 1):
-        start = time.perf_counter()
-        model.train()
-        cost = torch.zeros((), device=device)
-        bar = _progress_bar(batches, f"epoch {epoch}/{epochs}") if progress else batches
-        for step, (x, y) in enumerate(bar, 1):
-            optimizer.zero_grad()
-            loss = criterion(model(x.contiguous(memory_format=torch.channels_last)), y)
-            loss.backward()
-            optimizer.step()
-            cost += loss.detach()
-            if progress and step % 20 == 0:
-                bar.set_postfix(loss=f"{loss.item():.4f}")
-        cost_value = cost.item()
-        val_accuracy = accuracy(model, *val_data) if val_data is not None else None
-        history.append({"epoch": epoch, "cost": cost_value, "mean_loss": cost_value / len(batches),
-                        "val_accuracy": val_accuracy, "seconds": time.perf_counter() - start})
+    plan = Plan(
+        epochs=epochs, batch_size=batch_size, lr=lr, optimizer=(lambda _: optimizer) if optimizer is not None else None
+    )
+    history = fit(model, train_data, val_data, plan, seed=seed, device=device, progress=progress).history
     model.to(memory_format=torch.contiguous_format)  # hand back the usual layout, as a loaded model has
     return history
 
@@ -92,14 +61,20 @@ def _info_path(weights: Path) -> Path:
     return weights.with_suffix(".json")
 
 
-def save_checkpoint(model: nn.Module, path: str | Path, config: dict | None = None,
-                    history: list[dict] | None = None) -> Path:
+def save_checkpoint(
+    model: nn.Module, path: str | Path, config: dict | None = None, history: list[dict] | None = None
+) -> Path:
     """Save the state dict (loadable by the original notebook) and a JSON of config and history beside it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
-    info = {"model": model_name(model), "image_size": getattr(model, "image_size", 16),
-            "params": count_parameters(model), **(config or {}), "history": history or []}
+    info = {
+        "model": model_name(model),
+        "image_size": getattr(model, "image_size", 16),
+        "params": count_parameters(model),
+        **(config or {}),
+        "history": history or [],
+    }
     _info_path(path).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
     return path
 
@@ -133,23 +108,26 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None) 
     if expected != found:
         raise FmnistLabError(
             f"{path}: weights of another architecture, not {type(model).__name__}: "
-            f"missing {sorted(expected - found)[:4]}, unexpected {sorted(found - expected)[:4]}")
+            f"missing {sorted(expected - found)[:4]}, unexpected {sorted(found - expected)[:4]}"
+        )
     for key, tensor in model.state_dict().items():
         if state[key].shape != tensor.shape:
             raise FmnistLabError(
                 f"{path}: weights of another architecture: {key} is {tuple(state[key].shape)}, "
-                f"{type(model).__name__} at {model.image_size}×{model.image_size} needs {tuple(tensor.shape)}")
+                f"{type(model).__name__} at {model.image_size}×{model.image_size} needs {tuple(tensor.shape)}"
+            )
     model.load_state_dict(state)
     return model.to(device).eval(), info
 
 
+ORIGINAL_RUN: dict = {key: getattr(ORIGINAL, key) for key in ("model", "image_size", "epochs", "lr", "batch_size")}
+"""The settings a reusable `original_run` checkpoint must record (read from `ORIGINAL`)."""
 
-ORIGINAL_RUN = {"model": "cnn_batch", "image_size": 16, "epochs": 5, "lr": 0.1, "batch_size": 100}
 
-
-def original_run(seed: int = 0, checkpoint: str | Path | None = None,
-                 progress: bool = False) -> tuple[nn.Module, list[dict]]:
-    """The original run (CNNBatch, 16×16, 5 epochs, SGD lr 0.1, batch 100): trained once, then reused.
+def original_run(
+    seed: int = 0, checkpoint: str | Path | None = None, progress: bool = False
+) -> tuple[nn.Module, list[EpochRecord]]:
+    """The original run (`ORIGINAL`: CNNBatch, 16×16, 5 epochs, SGD lr 0.1, batch 100): trained once, then reused.
 
     The checkpoint (default `lessons/seed<N>/model_weights.pth` in `fmnist_lab.paths.results_dir()`) is
     loaded when its JSON records the same settings; training is deterministic, so a reused
@@ -157,8 +135,7 @@ def original_run(seed: int = 0, checkpoint: str | Path | None = None,
     """
     from fmnist_lab import data
 
-    path = Path(checkpoint) if checkpoint else (
-        results_dir() / "lessons" / f"seed{seed}" / "model_weights.pth")
+    path = Path(checkpoint) if checkpoint else (results_dir() / "lessons" / f"seed{seed}" / "model_weights.pth")
     wanted = {**ORIGINAL_RUN, "seed": seed}
     info_file = _info_path(path)
     if path.is_file() and info_file.is_file():
@@ -167,8 +144,13 @@ def original_run(seed: int = 0, checkpoint: str | Path | None = None,
             model, info = load_checkpoint(path)
             return model, info["history"]
     seed_everything(seed)
-    model = build_model("cnn_batch", 16)
-    history = train(model, data.load("train", 16), data.load("test", 16), seed=seed, progress=progress,
-                    **{k: ORIGINAL_RUN[k] for k in ("epochs", "lr", "batch_size")})
+    model = build_model(ORIGINAL.model, ORIGINAL.image_size)
+    history = train(
+        model,
+        data.load("train", ORIGINAL.image_size),
+        data.load("test", ORIGINAL.image_size),
+        seed=seed,
+        progress=progress,
+    )
     save_checkpoint(model, path, {k: wanted[k] for k in ("epochs", "lr", "batch_size", "seed")}, history)
     return model.eval(), history

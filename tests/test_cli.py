@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import json
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import REPO, run_cli
+
 from fmnist_lab.models import CNN
 
 
@@ -41,26 +40,48 @@ def test_data_reports_the_verified_files():
 
 
 def test_data_missing_and_no_network_is_one_line_exit_2(tmp_path):
-    env = {"FMNIST_DATA": str(tmp_path / "empty"), "FMNIST_LAB_DATA_DIR": str(tmp_path / "course"),
-           "FMNIST_LAB_SYSTEM_DATA": str(tmp_path / "system"), "FMNIST_LAB_MIRRORS": "http://127.0.0.1:9/"}
+    env = {
+        "FMNIST_DATA": str(tmp_path / "empty"),
+        "FMNIST_LAB_DATA_DIR": str(tmp_path / "course"),
+        "FMNIST_LAB_SYSTEM_DATA": str(tmp_path / "system"),
+        "FMNIST_LAB_MIRRORS": "http://127.0.0.1:9/",
+    }
     (tmp_path / "empty").mkdir()
     result = run_cli("data", env=env, cwd=tmp_path)
-    assert_one_line_error(result, "Fashion-MNIST not found", "$FMNIST_DATA", "./data",
-                          "Debian package dataset-fashion-mnist", "Connection refused",
-                          "apt-get install dataset-fashion-mnist", "set FMNIST_DATA")
+    assert_one_line_error(
+        result,
+        "Fashion-MNIST not found",
+        "$FMNIST_DATA",
+        "./data",
+        "Debian package dataset-fashion-mnist",
+        "Connection refused",
+        "apt-get install dataset-fashion-mnist",
+        "set FMNIST_DATA",
+    )
 
 
 @pytest.mark.slow
 def test_train_with_the_original_settings_reproduces_the_original(original_run):
     out, result = original_run
     metrics = json.loads((out / "metrics.json").read_text())
-    assert {"model", "params", "epochs", "batch_size", "lr", "seed", "image_size", "train_seconds",
-            "test_accuracy", "history"} <= set(metrics)
+    assert {
+        "model",
+        "params",
+        "epochs",
+        "batch_size",
+        "lr",
+        "seed",
+        "image_size",
+        "train_seconds",
+        "test_accuracy",
+        "history",
+    } <= set(metrics)
     assert metrics["params"] == 18_494 and metrics["epochs"] == 5 and metrics["lr"] == 0.1
     assert metrics["test_accuracy"] >= 0.88  # the original: 0.8874
     assert [r["epoch"] for r in metrics["history"]] == [1, 2, 3, 4, 5]
     assert metrics["history"][-1]["cost"] < metrics["history"][0]["cost"]
     assert {"epoch", "cost", "mean_loss", "val_accuracy", "seconds"} == set(metrics["history"][0])
+    assert metrics["train_seconds"] == sum(r["seconds"] for r in metrics["history"])
     for name in ("training_curves", "confusion_matrix", "sample_predictions", "sample_images"):
         assert (out / "images" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
     assert (out / "model_weights.pth").is_file() and (out / "model_weights.json").is_file()
@@ -105,15 +126,32 @@ def test_evaluate_missing_file():
     assert_one_line_error(run_cli("evaluate", "no/such/model_weights.pth"), "no such weights file")
 
 
-@pytest.mark.parametrize("args,fragment", [
-    (["train", "--epochs", "0"], "must be at least 1"),
-    (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
-    (["train", "--lr", "-1"], "must be above 0"),
-    (["frobnicate"], "invalid choice: 'frobnicate'"),
-])
+@pytest.mark.parametrize(
+    "args,fragment",
+    [
+        (["train", "--epochs", "0"], "must be at least 1"),
+        (["train", "--model", "resnet"], "invalid choice: 'resnet'"),
+        (["train", "--lr", "-1"], "must be above 0"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+    ],
+)
 def test_bad_flags_exit_2_with_the_reason(args, fragment):
     result = run_cli(*args)
     assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
+
+
+def test_train_defaults_are_the_original_settings():
+    from fmnist_lab.cli import build_parser
+    from fmnist_lab.original import ORIGINAL
+
+    args = build_parser().parse_args(["train"])
+    assert (args.model, args.epochs, args.lr, args.batch_size, args.image_size) == (
+        ORIGINAL.model,
+        ORIGINAL.epochs,
+        ORIGINAL.lr,
+        ORIGINAL.batch_size,
+        ORIGINAL.image_size,
+    )
 
 
 def test_out_that_is_a_file_is_refused_and_left_alone(tmp_path):
@@ -125,9 +163,8 @@ def test_out_that_is_a_file_is_refused_and_left_alone(tmp_path):
 
 
 def test_console_script_is_installed():
-    import subprocess
-
     import shutil
+    import subprocess
     import sysconfig
 
     script = shutil.which("fmnist-lab", path=sysconfig.get_path("scripts"))  # fmnist-lab.exe on Windows

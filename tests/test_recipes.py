@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fmnist_lab import recipes
+from fmnist_lab import evaluate, recipes
+from fmnist_lab.data import InMemoryBatches
+from fmnist_lab.engine import DetailedEpochRecord
 from fmnist_lab.errors import FmnistLabError
 from fmnist_lab.models import CNNBatch, count_parameters
+from fmnist_lab.original import ORIGINAL
 from fmnist_lab.train import seed_everything
 
 
@@ -53,7 +58,7 @@ def test_random_crop_flip_shifts_mirrors_and_is_seeded():
     padded = F.pad(images, (1, 1, 1, 1))
     flipped = 0
     for i in range(len(images)):
-        views = [padded[i, :, dy:dy + 8, dx:dx + 9] for dy in range(3) for dx in range(3)]
+        views = [padded[i, :, dy : dy + 8, dx : dx + 9] for dy in range(3) for dx in range(3)]
         plain = any(torch.equal(out[i], v) for v in views)
         mirror = any(torch.equal(out[i], v.flip(-1)) for v in views)
         assert plain or mirror
@@ -80,7 +85,8 @@ def test_label_smoothing_loss_equals_pytorch():
     logits, targets = torch.randn(32, 10), torch.randint(0, 10, (32,))
     for eps in (0.0, 0.1, 0.25):
         assert recipes.label_smoothing_loss(logits, targets, eps).item() == pytest.approx(
-            F.cross_entropy(logits, targets, label_smoothing=eps).item(), abs=1e-6)
+            F.cross_entropy(logits, targets, label_smoothing=eps).item(), abs=1e-6
+        )
 
 
 def test_one_cycle_and_cosine_schedules():
@@ -118,6 +124,13 @@ def test_recipe_settings_and_bad_values():
         recipes.Recipe(optimizer="adam")
     for name, changes in recipes.TRICKS.items():
         assert recipes.BASELINE.but(**changes) != recipes.BASELINE, name
+    baseline = recipes.BASELINE
+    assert (baseline.epochs, baseline.batch_size, baseline.lr, baseline.optimizer) == (
+        ORIGINAL.epochs,
+        ORIGINAL.batch_size,
+        ORIGINAL.lr,
+        ORIGINAL.optimizer.lower(),
+    )
 
 
 def test_dropout_hook_only_while_training():
@@ -162,6 +175,11 @@ def test_flip_tta_probs_averages_the_two_views():
     assert model.training  # mode restored
     symmetric = torch.ones(3, 1, 4, 4)
     assert torch.allclose(recipes.flip_tta_probs(model, symmetric), model(symmetric).softmax(1).detach())
+    labels = torch.tensor([0, 1, 2, 3, 4, 5])
+    assert evaluate.accuracy(model, images, labels, tta=True) == (probs.argmax(1) == labels).sum().item() / 6
+    assert recipes.recipe_accuracy(model, images, labels, tta=True) == evaluate.accuracy(
+        model, images, labels, tta=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -177,11 +195,27 @@ def _train(small, recipe, seed=0):
 
 
 def test_train_recipe_learns_and_records_history(small):
-    recipe = recipes.Recipe(epochs=2, batch_size=50, lr=0.05, momentum=0.9, nesterov=True, schedule="onecycle",
-                            label_smoothing=0.1, normalize=True, crop_padding=1, flip=True, erasing=0.2,
-                            dropout=0.1, weight_decay=5e-4, ema_decay=0.9, tta=True)
+    recipe = recipes.Recipe(
+        epochs=2,
+        batch_size=50,
+        lr=0.05,
+        momentum=0.9,
+        nesterov=True,
+        schedule="onecycle",
+        label_smoothing=0.1,
+        normalize=True,
+        crop_padding=1,
+        flip=True,
+        erasing=0.2,
+        dropout=0.1,
+        weight_decay=5e-4,
+        ema_decay=0.9,
+        tta=True,
+    )
     result = _train(small, recipe)
     assert [r["epoch"] for r in result.history] == [1, 2]
+    assert list(result.history[0]) == list(DetailedEpochRecord.__annotations__)
+    assert all(r["mean_loss"] == r["cost"] / 40 for r in result.history)  # 2,000 images: 40 batches of 50
     assert result.history[-1]["val_accuracy"] > 0.5 and result.history[-1]["val_accuracy_raw"] > 0.5
     assert result.history[-1]["lr"] == pytest.approx(recipes.one_cycle_lr(79, 80, 0.05))
     assert result.train_seconds > 0 and result.wall_seconds >= result.train_seconds
@@ -193,8 +227,8 @@ def test_train_recipe_learns_and_records_history(small):
 def test_train_recipe_is_deterministic(small):
     recipe = recipes.Recipe(epochs=1, batch_size=100, crop_padding=1, flip=True, ema_decay=0.9)
     a, b = _train(small, recipe), _train(small, recipe)
-    strip = [{k: v for k, v in r.items() if k != "train_seconds"} for r in a.history]
-    assert strip == [{k: v for k, v in r.items() if k != "train_seconds"} for r in b.history]
+    strip = [{k: v for k, v in r.items() if k != "seconds"} for r in a.history]
+    assert strip == [{k: v for k, v in r.items() if k != "seconds"} for r in b.history]
     for x, y in zip(a.final.state_dict().values(), b.final.state_dict().values()):
         assert torch.equal(x, y)
     c = _train(small, recipe, seed=1)
@@ -202,7 +236,7 @@ def test_train_recipe_is_deterministic(small):
 
 
 def test_baseline_recipe_matches_the_original_loop(small):
-    """With no tricks the recipe loop is the package's `train` (same batches, same SGD steps)."""
+    """With no tricks a recipe is the package's `train`: the same batches, SGD steps, cost and accuracy."""
     from fmnist_lab.train import train
 
     result = _train(small, recipes.BASELINE.but(epochs=1))
@@ -210,8 +244,81 @@ def test_baseline_recipe_matches_the_original_loop(small):
     model = CNNBatch()
     history = train(model, *small, epochs=1, seed=0, progress=False, device="cpu")
     for x, y in zip(result.model.state_dict().values(), model.state_dict().values()):
-        assert torch.allclose(x, y, atol=1e-5)
-    assert result.history[0]["val_accuracy"] == history[0]["val_accuracy"]
+        assert torch.equal(x, y)
+    assert [{k: r[k] for k in history[0] if k != "seconds"} for r in result.history] == [
+        {k: v for k, v in r.items() if k != "seconds"} for r in history
+    ]
+
+
+def _reference_loop(model: nn.Module, train_data, val_data, recipe: recipes.Recipe, seed: int = 0):
+    """Lesson 07's loop written out step by step, on the CPU: the weights, the EMA and each epoch's accuracy."""
+    images, labels = train_data
+    if recipe.normalize:
+        model = recipes.Normalized(model, *recipes.channel_stats(images))
+    if recipe.dropout > 0:
+        recipes.add_dropout(model, recipe.dropout)
+    model.to(memory_format=torch.channels_last)
+    batches = InMemoryBatches(images, labels, batch_size=recipe.batch_size, shuffle=True, seed=seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    groups = [
+        {"params": [p for p in model.parameters() if p.ndim > 1], "weight_decay": recipe.weight_decay},
+        {"params": [p for p in model.parameters() if p.ndim <= 1], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.SGD(groups, lr=recipe.lr_at(0, 1), momentum=recipe.momentum, nesterov=recipe.nesterov)
+    ema = recipes.EMA(model, recipe.ema_decay) if recipe.ema_decay > 0 else None
+    total, step, accuracies = recipe.epochs * len(batches), 0, []
+    for _ in range(recipe.epochs):
+        model.train()
+        for x, y in batches:
+            for group in optimizer.param_groups:
+                group["lr"] = recipe.lr_at(step, total)
+            if recipe.augments():
+                x = recipes.augment(x, recipe, generator)
+            logits = model(x.contiguous(memory_format=torch.channels_last))
+            loss = recipes.label_smoothing_loss(logits, y, recipe.label_smoothing)
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            if ema is not None:
+                ema.update(model)
+            step += 1
+        accuracies.append(evaluate.accuracy(ema.model if ema else model, *val_data, tta=recipe.tta))
+    return model, ema, accuracies
+
+
+@pytest.mark.parametrize(
+    "recipe",
+    [
+        recipes.CNN_BATCH_RECIPE.but(epochs=1),
+        recipes.Recipe(
+            epochs=2,
+            batch_size=50,
+            lr=0.05,
+            momentum=0.9,
+            nesterov=True,
+            schedule="cosine",
+            label_smoothing=0.1,
+            crop_padding=1,
+            flip=True,
+            erasing=0.2,
+            dropout=0.1,
+            weight_decay=5e-4,
+            ema_decay=0.9,
+            tta=True,
+        ),
+    ],
+    ids=["CNN_BATCH_RECIPE, 1 epoch", "every trick"],
+)
+def test_train_recipe_takes_the_steps_of_the_loop_written_out(small, recipe):
+    """`train_recipe` on 2,000 images against lesson 07's loop written out: bit-identical weights, EMA, accuracies."""
+    result = _train(small, recipe)
+    seed_everything(0)
+    model, ema, accuracies = _reference_loop(CNNBatch(), *small, recipe)
+    for (name, ours), theirs in zip(result.model.state_dict().items(), model.state_dict().values()):
+        assert torch.equal(ours, theirs), name
+    for (name, ours), theirs in zip(result.ema_model.state_dict().items(), ema.model.state_dict().values()):
+        assert torch.equal(ours, theirs), name
+    assert [r["val_accuracy"] for r in result.history] == accuracies
 
 
 def test_train_recipe_rejects_wrong_image_size(small):
@@ -229,22 +336,40 @@ def test_final_fit_on_train_and_validation_reuses_the_validated_choice(small):
     train, val = small
     everything = recipes.combine(train, val)
     assert len(everything[1]) == len(train[1]) + len(val[1])
-    assert torch.equal(everything[0][len(train[1]):], val[0])
+    assert torch.equal(everything[0][len(train[1]) :], val[0])
     recipe = recipes.Recipe(epochs=1, batch_size=100, ema_decay=0.9)
     validated = _train(small, recipe)
-    chosen, _, tta, scores = recipes.select_on_validation(validated, *val)
-    assert chosen in scores and set(scores) == {"trained weights", "trained weights + flip TTA",
-                                                 "EMA weights", "EMA weights + flip TTA"}
+    chosen, scores = recipes.select_on_validation(validated, *val)
+    assert chosen in scores and list(scores) == list(recipes.CANDIDATES)
+    assert [c.label for c in scores] == [
+        "trained weights",
+        "trained weights + flip TTA",
+        "EMA weights",
+        "EMA weights + flip TTA",
+    ]
+    assert scores[chosen] == max(scores.values())
+    assert scores[recipes.Candidate("ema", tta=True)] == evaluate.accuracy(validated.ema_model, *val, tta=True)
     seed_everything(0)
     final = recipes.train_recipe(CNNBatch(), everything, None, recipe, seed=0, device="cpu")
-    assert final.history[-1]["val_accuracy"] is None
+    assert final.history[-1]["val_accuracy"] is None and final.history[-1]["val_accuracy_raw"] is None
     model, final_tta = recipes.candidate(final, chosen)
-    assert final_tta == tta and model is (final.ema_model if chosen.startswith("EMA") else final.model)
-    assert recipes.candidate(final, "trained weights + flip TTA") == (final.model, True)
+    assert final_tta == chosen.tta and model is (final.ema_model if chosen.weights == "ema" else final.model)
+    assert recipes.candidate(final, recipes.Candidate("trained", tta=True)) == (final.model, True)
     without_ema = _train(small, recipes.Recipe(epochs=1, batch_size=100))
+    assert list(recipes.select_on_validation(without_ema, *val)[1]) == list(recipes.CANDIDATES[:2])
     with pytest.raises(FmnistLabError, match="ema_decay 0"):
-        recipes.candidate(without_ema, "EMA weights")
-    with pytest.raises(FmnistLabError, match="unknown candidate"):
-        recipes.candidate(final, "best weights")
+        recipes.Candidate("ema").model(without_ema)
+    with pytest.raises(FmnistLabError, match="unknown weights 'best'"):
+        recipes.Candidate("best")
     with pytest.raises(FmnistLabError, match="at least one split"):
         recipes.combine()
+
+
+def test_importing_the_package_leaves_tqdm_auto_alone():
+    """tqdm.auto is imported only when a bar is shown: importing it prints a notice in notebooks without ipywidgets."""
+    code = (
+        "import sys, fmnist_lab.engine, fmnist_lab.train, fmnist_lab.recipes, fmnist_lab.cli; "
+        "print(sorted(m for m in sys.modules if m in ('tqdm.auto', 'tqdm.autonotebook', 'tqdm.notebook')))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"

@@ -1,15 +1,23 @@
-"""fmnist_lab.train: the loop's history, determinism, the summed cost, devices and checkpoints."""
+"""fmnist_lab.train and the engine: the loop's history, determinism, the summed cost, devices and checkpoints."""
 
 from __future__ import annotations
 
+import inspect
 import json
+import re
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
+from fmnist_lab import evaluate
+from fmnist_lab import train as train_module
+from fmnist_lab.data import InMemoryBatches
+from fmnist_lab.engine import EpochRecord, Plan
 from fmnist_lab.errors import FmnistLabError
 from fmnist_lab.models import CNN, CNNBatch
+from fmnist_lab.original import ORIGINAL, ORIGINAL_SETTINGS
 from fmnist_lab.train import get_device, load_checkpoint, save_checkpoint, seed_everything, train
 
 
@@ -29,7 +37,12 @@ def _run(small, seed):
 def test_history_has_one_record_per_epoch_and_learns(small):
     _, history = _run(small, 0)
     assert [r["epoch"] for r in history] == [1, 2]
-    assert set(history[0]) == {"epoch", "cost", "mean_loss", "val_accuracy", "seconds"}
+    assert (
+        list(history[0])
+        == list(EpochRecord.__annotations__)
+        == ["epoch", "cost", "mean_loss", "val_accuracy", "seconds"]
+    )
+    assert all(r["mean_loss"] == r["cost"] / 30 for r in history)  # 3,000 images: 30 batches
     assert history[1]["cost"] < history[0]["cost"]
     assert history[1]["val_accuracy"] > 0.6  # chance is 0.1
     assert all(r["seconds"] > 0 for r in history)
@@ -44,6 +57,65 @@ def test_same_seed_same_numbers_and_weights_other_seed_differs(small):
         assert torch.equal(a, b), name
     _, history_c = _run(small, 1)
     assert history_c[0]["cost"] != history_a[0]["cost"]
+
+
+def test_train_takes_the_steps_of_lesson_04s_loop_bit_for_bit(small):
+    """`train` on 2,000 images for one epoch against the loop written out: same weights, cost and accuracy."""
+    (images, labels), val = small
+    images, labels = images[:2000], labels[:2000]
+    seed_everything(0)
+    model = CNNBatch()
+    history = train(model, (images, labels), val, epochs=1, seed=0, progress=False, device="cpu")
+    seed_everything(0)
+    reference = CNNBatch().to(memory_format=torch.channels_last)
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    criterion = nn.CrossEntropyLoss()
+    cost = torch.zeros(())
+    reference.train()
+    for x, y in InMemoryBatches(images, labels, batch_size=100, shuffle=True, seed=0):
+        optimizer.zero_grad()
+        loss = criterion(reference(x.contiguous(memory_format=torch.channels_last)), y)
+        loss.backward()
+        optimizer.step()
+        cost += loss.detach()
+    val_accuracy = evaluate.accuracy(reference, *val)
+    reference.to(memory_format=torch.contiguous_format)
+    for (name, ours), theirs in zip(model.state_dict().items(), reference.state_dict().values()):
+        assert torch.equal(ours, theirs), name
+    assert history[0]["cost"] == cost.item() and history[0]["mean_loss"] == cost.item() / 20
+    assert history[0]["val_accuracy"] == val_accuracy
+    assert not model.training and model.cnn1.weight.is_contiguous()  # eval mode, the usual layout
+
+
+def test_the_original_settings_come_from_one_value():
+    defaults = {name: p.default for name, p in inspect.signature(train).parameters.items()}
+    assert (defaults["epochs"], defaults["lr"], defaults["batch_size"]) == (
+        ORIGINAL.epochs,
+        ORIGINAL.lr,
+        ORIGINAL.batch_size,
+    )
+    assert (Plan().epochs, Plan().lr, Plan().batch_size) == (ORIGINAL.epochs, ORIGINAL.lr, ORIGINAL.batch_size)
+    assert train_module.ORIGINAL_RUN == {key: ORIGINAL_SETTINGS[key] for key in train_module.ORIGINAL_RUN}
+    assert ORIGINAL_SETTINGS == {
+        "model": "cnn_batch",
+        "params": 18_494,
+        "epochs": 5,
+        "batch_size": 100,
+        "lr": 0.1,
+        "image_size": 16,
+        "optimizer": "SGD",
+    }
+    with pytest.raises(AttributeError):
+        ORIGINAL.lr = 1.0  # frozen
+
+
+def test_the_package_has_one_training_loop():
+    package = Path(train_module.__file__).parent
+    steps = {
+        path.name: len(re.findall(r"optimizer\.step\(\)", path.read_text(encoding="utf-8")))
+        for path in package.glob("*.py")
+    }
+    assert sum(steps.values()) == 1 and steps["engine.py"] == 1, steps
 
 
 def test_cost_is_the_sum_of_batch_losses_like_the_original(small):
@@ -99,8 +171,11 @@ def test_weights_without_json_are_read_as_the_original_notebooks(tmp_path):
 def test_weights_of_another_architecture_get_a_clear_message(tmp_path):
     path = save_checkpoint(CNNBatch(), tmp_path / "model_weights.pth")
     torch.save(CNN().state_dict(), path)  # the JSON still says cnn_batch
-    with pytest.raises(FmnistLabError, match="weights of another architecture, not CNNBatch: missing "
-                                             r"\['bn_fc1.bias'"):
+    with pytest.raises(
+        FmnistLabError,
+        match="weights of another architecture, not CNNBatch: missing "
+        r"\['bn_fc1.bias'",
+    ):
         load_checkpoint(path, device="cpu")
     torch.save(CNNBatch(image_size=28).state_dict(), path)
     with pytest.raises(FmnistLabError, match=r"fc1.weight is \(10, 1568\), CNNBatch at 16×16 needs \(10, 512\)"):

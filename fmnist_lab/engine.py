@@ -1,0 +1,221 @@
+"""The course's one training loop, `fit`: lesson 04's original run, lesson 07's recipes, the CLI, the
+benchmarks and `original_run` are each a `Plan` handed to it.
+
+`Plan()` is the original notebook's run (`fmnist_lab.original.ORIGINAL`: SGD, lr 0.1, batch 100,
+5 epochs, shuffled, cross-entropy). Its optional strategies add what lesson 07 needs: another optimizer
+or loss, a learning-rate schedule, augmentation, a weight average (EMA) and flip test-time augmentation.
+Every run records the same `EpochRecord` per epoch.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Protocol, TypedDict
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from fmnist_lab.data import InMemoryBatches
+from fmnist_lab.evaluate import accuracy, check_input_size
+from fmnist_lab.original import ORIGINAL
+
+Split = tuple[torch.Tensor, torch.Tensor]
+
+
+class EpochRecord(TypedDict):
+    """One epoch of every history (`fit`, `train`, `train_recipe`, `metrics.json`), in this key order.
+
+    - `epoch`: 1, 2, …
+    - `cost`: the sum of the epoch's batch losses (the original notebook's "cost")
+    - `mean_loss`: `cost` ÷ the number of batches, the mean batch loss (lesson 04)
+    - `val_accuracy`: after the epoch, the accuracy on the validation data of the model the run hands back
+      (its weight average, with flip TTA, when the plan has them); None without validation data
+    - `seconds`: the epoch's training time, validation excluded
+    """
+
+    epoch: int
+    cost: float
+    mean_loss: float
+    val_accuracy: float | None
+    seconds: float
+
+
+class DetailedEpochRecord(EpochRecord):
+    """An `EpochRecord` and, after its keys, what lesson 07 follows (`Plan(details=True)`, every `train_recipe`).
+
+    - `lr`: the learning rate of the epoch's last step
+    - `train_accuracy`: the accuracy on the epoch's training batches as they were trained (augmented, training mode)
+    - `val_accuracy_raw`: the trained weights' validation accuracy, without weight average or TTA; None without
+      validation data
+    """
+
+    lr: float
+    train_accuracy: float
+    val_accuracy_raw: float | None
+
+
+class WeightAverage(Protocol):
+    """What `Plan.average` builds (`recipes.EMA`): a copy of the model that `update` averages the weights into."""
+
+    model: nn.Module
+
+    def update(self, model: nn.Module) -> None:
+        """Average the model's current weights in."""
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What `fit` does in one run. The defaults are the original's, so `Plan()` is the original run.
+
+    Strategies, each optional: `optimizer` builds the optimizer for the placed model (default: SGD at `lr`);
+    `loss(logits, labels)` is the batch loss; `lr_at(step, total_steps)` sets the learning rate before every
+    step (a schedule); `augment` transforms every training batch; `average` builds a weight average of the
+    placed model (an EMA), updated after every step and validated instead of it; `tta` validates with flip
+    test-time augmentation. `channels_last` trains in that layout; `details` records `DetailedEpochRecord`s.
+    """
+
+    epochs: int = ORIGINAL.epochs
+    batch_size: int = ORIGINAL.batch_size
+    lr: float = ORIGINAL.lr
+    optimizer: Callable[[nn.Module], torch.optim.Optimizer] | None = None
+    loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    lr_at: Callable[[int, int], float] | None = None
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None
+    average: Callable[[nn.Module], WeightAverage] | None = None
+    tta: bool = False
+    channels_last: bool = True
+    details: bool = False
+
+
+@dataclass
+class Fit:
+    """What `fit` returns: the trained model (eval mode), its weight average (or None), the history and times."""
+
+    model: nn.Module
+    average: nn.Module | None
+    history: list[EpochRecord]
+    train_seconds: float
+    wall_seconds: float
+
+
+def get_device() -> torch.device:
+    """CUDA if there is a GPU, else Apple's MPS, else the CPU."""
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def _progress_bar(iterable: Iterable, description: str):
+    """A tqdm bar (a widget in Jupyter, text elsewhere), imported only when a bar is wanted."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # tqdm.auto's "IProgress not found" notice without ipywidgets
+        from tqdm.auto import tqdm
+    return tqdm(iterable, desc=description, leave=False)
+
+
+def fit(
+    model: nn.Module,
+    train_data: Split,
+    val_data: Split | None = None,
+    plan: Plan = Plan(),
+    *,
+    seed: int = 0,
+    device: torch.device | str | None = None,
+    progress: bool = False,
+    on_epoch: Callable[[EpochRecord], None] | None = None,
+) -> Fit:
+    """Train `model` as `plan` says and validate after every epoch: the loop every run of the course shares.
+
+    `seed` fixes the batch order; seed the initial weights yourself (`seed_everything`) before building the
+    model. `progress` shows a bar per epoch; `on_epoch`, if given, gets each record as soon as its epoch ends.
+    """
+    wall = time.perf_counter()
+    device = torch.device(device) if device is not None else get_device()
+    check_input_size(model, train_data[0][:1])
+    # channels_last: the convolutions' fastest layout on CPU (about 1.3× per step here) and on GPUs.
+    model.to(device=device, memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
+    batches = InMemoryBatches(*train_data, batch_size=plan.batch_size, shuffle=True, seed=seed, device=device)
+    optimizer = plan.optimizer(model) if plan.optimizer else torch.optim.SGD(model.parameters(), lr=plan.lr)
+    average = plan.average(model) if plan.average else None
+    history = []
+    for epoch in range(1, plan.epochs + 1):
+        start = time.perf_counter()
+        title = f"epoch {epoch}/{plan.epochs}" if progress else None
+        cost, correct = _train_epoch(model, batches, optimizer, plan, average, (epoch - 1) * len(batches), title)
+        record = {
+            "epoch": epoch,
+            "cost": cost,
+            "mean_loss": cost / len(batches),
+            "val_accuracy": None,
+            "seconds": time.perf_counter() - start,
+        }
+        if plan.details:
+            record.update(
+                lr=optimizer.param_groups[0]["lr"], train_accuracy=correct / len(batches.labels), val_accuracy_raw=None
+            )
+        if val_data is not None:
+            record.update(_validate(model, average, val_data, plan))
+        history.append(record)
+        if on_epoch is not None:
+            on_epoch(record)
+    model.eval()
+    return Fit(
+        model,
+        average.model if average else None,
+        history,
+        sum(r["seconds"] for r in history),
+        time.perf_counter() - wall,
+    )
+
+
+def _train_epoch(
+    model: nn.Module,
+    batches: InMemoryBatches,
+    optimizer: torch.optim.Optimizer,
+    plan: Plan,
+    average: WeightAverage | None,
+    first_step: int,
+    title: str | None,
+) -> tuple[float, int]:
+    """One pass over the batches, with the plan's strategies around the step; the summed loss and the count right."""
+    layout = torch.channels_last if plan.channels_last else torch.contiguous_format
+    total_steps = plan.epochs * len(batches)
+    cost = torch.zeros((), device=batches.labels.device)
+    correct = torch.zeros((), dtype=torch.long, device=batches.labels.device)
+    bar = _progress_bar(batches, title) if title else batches
+    model.train()
+    for step, (x, y) in enumerate(bar, first_step):
+        if plan.lr_at is not None:
+            for group in optimizer.param_groups:
+                group["lr"] = plan.lr_at(step, total_steps)
+        if plan.augment is not None:
+            x = plan.augment(x)
+        logits = model(x.contiguous(memory_format=layout))
+        loss = plan.loss(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        if average is not None:
+            average.update(model)
+        cost += loss.detach()
+        if plan.details:
+            correct += (logits.detach().argmax(1) == y).sum()
+        if title and (step - first_step + 1) % 20 == 0:
+            bar.set_postfix(loss=f"{loss.item():.4f}")
+    return cost.item(), int(correct.item())
+
+
+def _validate(model: nn.Module, average: WeightAverage | None, val_data: Split, plan: Plan) -> dict:
+    """The record's validation accuracies: the model handed back (average, TTA as planned), and the raw weights."""
+    final = average.model if average is not None else model
+    scores = {"val_accuracy": accuracy(final, *val_data, tta=plan.tta)}
+    if plan.details:
+        scores["val_accuracy_raw"] = accuracy(model, *val_data)
+    return scores
