@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from fmnist_lab.errors import FmnistLabError
+from fmnist_lab.original import ORIGINAL
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -46,16 +47,16 @@ def _positive_float(text: str) -> float:
 
 def _results_table(metrics: dict) -> str:
     """This run's key numbers beside the original notebook's."""
-    from fmnist_lab.original import ORIGINAL_SETTINGS, ORIGINAL_TEST_ACCURACY, ORIGINAL_TRAIN_SECONDS
+    from fmnist_lab.original import ORIGINAL_TEST_ACCURACY, ORIGINAL_TRAIN_SECONDS
 
     rows = [("test accuracy", f"{metrics['test_accuracy']:.2%}", f"{ORIGINAL_TEST_ACCURACY:.2%}"),
             ("training time (s)", f"{metrics['train_seconds']:.1f}", f"{ORIGINAL_TRAIN_SECONDS:.2f}"),
-            ("parameters", f"{metrics['params']:,}", f"{ORIGINAL_SETTINGS['params']:,}"),
-            ("epochs", str(metrics["epochs"]), str(ORIGINAL_SETTINGS["epochs"])),
-            ("batch size", str(metrics["batch_size"]), str(ORIGINAL_SETTINGS["batch_size"])),
-            ("learning rate", f"{metrics['lr']:g}", f"{ORIGINAL_SETTINGS['lr']:g}"),
+            ("parameters", f"{metrics['params']:,}", f"{ORIGINAL.params:,}"),
+            ("epochs", str(metrics["epochs"]), str(ORIGINAL.epochs)),
+            ("batch size", str(metrics["batch_size"]), str(ORIGINAL.batch_size)),
+            ("learning rate", f"{metrics['lr']:g}", f"{ORIGINAL.lr:g}"),
             ("image size", f"{metrics['image_size']}×{metrics['image_size']}",
-             f"{ORIGINAL_SETTINGS['image_size']}×{ORIGINAL_SETTINGS['image_size']}")]
+             f"{ORIGINAL.image_size}×{ORIGINAL.image_size}")]
     lines = [f"{'key result':<20}{'this run':>12}{'original':>12}"]
     lines += [f"{name:<20}{ours:>12}{theirs:>12}" for name, ours, theirs in rows]
     return "\n".join(lines)
@@ -177,12 +178,13 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_build_lessons(args: argparse.Namespace) -> int:
     """Generate lessons/ (and the Colab stamps, the packaged reference) from solutions/, or --check them."""
-    from fmnist_lab.notebooks import build_lessons
+    from fmnist_lab.notebooks import plan_lessons, write_lessons
     from fmnist_lab.paths import course_dir
 
     args.solutions = args.solutions or str(course_dir("solutions"))
     args.lessons = args.lessons or str(course_dir("lessons"))
-    differing = build_lessons(Path(args.solutions), Path(args.lessons), check_only=args.check)
+    build = plan_lessons(Path(args.solutions), Path(args.lessons))  # every solution validated, nothing written
+    differing = build.differing + build.extra if args.check else build.differing
     if args.check:
         if differing:
             print(f"{len(differing)} file(s) differ from what {args.solutions} generates "
@@ -190,6 +192,8 @@ def cmd_build_lessons(args: argparse.Namespace) -> int:
             return EXIT_FAILED
         print(f"{args.lessons} matches what {args.solutions} generates")
         return EXIT_OK
+    for edited, copy in zip(build.edited, write_lessons(build, force=args.force)):
+        print(f"{edited} was edited by hand: kept a copy as {copy}")
     print(f"wrote {len(differing)} file(s): {', '.join(str(p) for p in differing) or 'all up to date'}")
     return EXIT_OK
 
@@ -245,12 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_data)
 
     p = commands.add_parser("train", help="train a model and write metrics, weights and figures")
-    p.add_argument("--model", choices=["cnn_batch", "cnn"], default="cnn_batch")
-    p.add_argument("--epochs", type=_positive_int, default=5)
-    p.add_argument("--lr", type=_positive_float, default=0.1)
-    p.add_argument("--batch-size", type=_positive_int, default=100)
+    p.add_argument("--model", choices=["cnn_batch", "cnn"], default=ORIGINAL.model)
+    p.add_argument("--epochs", type=_positive_int, default=ORIGINAL.epochs)
+    p.add_argument("--lr", type=_positive_float, default=ORIGINAL.lr)
+    p.add_argument("--batch-size", type=_positive_int, default=ORIGINAL.batch_size)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--image-size", type=int, choices=[16, 28], default=16)
+    p.add_argument("--image-size", type=int, choices=[16, 28], default=ORIGINAL.image_size)
     p.add_argument("--out", default="results", help="folder for the results (default: results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
     p.set_defaults(func=cmd_train)
@@ -271,6 +275,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lessons", help="default: lessons/ of the course checkout")
     p.add_argument("--check", action="store_true",
                    help="write nothing; exit 1 and name the lessons that differ")
+    p.add_argument("--force", action="store_true",
+                   help="replace lessons edited by hand too, keeping a copy of each as NAME.bak-YYYYmmdd-HHMMSS")
     p.set_defaults(func=cmd_build_lessons)
 
     p = commands.add_parser("check", help="run notebooks on a copy and report every exercise")

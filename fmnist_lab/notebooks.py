@@ -11,25 +11,39 @@ one place that names it) and the release ref (`v` + the package version): an "Op
 first, and after the intro a cell that installs the course where `fmnist_lab` can't be imported.
 Both cells carry the `colab` tag. The reference code of every exercise also ships inside the package
 (`fmnist_lab/reference/solutions.json`), so `fmnist-lab solution N.M` works with no checkout.
+
+Nothing a user wrote is lost: build-lessons validates every solution before it writes any file, writes each
+file atomically, and records the sha256 of each lesson it writes (`lessons/.build-lessons.json`). A lesson
+that matches neither that record nor what it would generate was edited by hand: it is kept, unless
+`--force`, which first copies it to `NAME.bak-YYYYmmdd-HHMMSS`. A line that looks like a solution marker
+but isn't one exactly is an error, never a solution left in a lesson. The checker runs each notebook in a
+kernel of its own process group, behind a parent of its own, and kills it when a cell ignores the interrupt.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import os
 import re
 import shutil
+import signal
 import subprocess
+import sys
 import tempfile
 import textwrap
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import nbformat
 
 from fmnist_lab import __version__
-from fmnist_lab.checks import EXERCISES, CheckResult
+from fmnist_lab.checks import EXERCISES, STATUSES, CheckResult
 from fmnist_lab.errors import FmnistLabError
+from fmnist_lab.files import atomic_write_text, backup
 from fmnist_lab.paths import REFERENCE_FILE, checkout
 
 BEGIN, END = "### BEGIN SOLUTION", "### END SOLUTION"
@@ -135,10 +149,35 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
     if not path.is_file():
         raise FmnistLabError(f"{path}: no such notebook")
     try:
-        return nbformat.read(path, as_version=NB_VERSION)
+        nb = nbformat.read(path, as_version=NB_VERSION)
     except Exception as exc:  # noqa: BLE001 - JSON, schema and encoding errors alike
         raise FmnistLabError(f"{path}: not a readable Jupyter notebook ({type(exc).__name__}: "
                              f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+    return _require_cells(nb, path)
+
+
+CELL_TYPES = ("code", "markdown", "raw")
+
+
+def _require_cells(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNode:
+    """Refuse, naming the cell, what nbformat lets through but no tool can run: a missing or non-text source."""
+    cells = nb.get("cells")
+    if not isinstance(cells, list):
+        raise FmnistLabError(f"{path}: not a readable Jupyter notebook (it has no list of `cells`)")
+    fix = "fix the notebook's JSON, or copy its cells into a fresh notebook in Jupyter"
+    for index, cell in enumerate(cells):
+        where = f"{path}: cells[{index}] (cell {index + 1})"
+        if not isinstance(cell, dict) or cell.get("cell_type") not in CELL_TYPES:
+            kind = cell.get("cell_type") if isinstance(cell, dict) else type(cell).__name__
+            raise FmnistLabError(f"{where} has cell_type {kind!r}, not code, markdown or raw: {fix}")
+        if "source" not in cell:
+            raise FmnistLabError(f"{where} has no `source` (the cell's text): {fix}")
+        if not isinstance(cell.source, str):
+            raise FmnistLabError(f"{where} has a `source` that is {type(cell.source).__name__}, "
+                                 f"not text: {fix}")
+        if not isinstance(cell.setdefault("metadata", nbformat.NotebookNode()), dict):
+            raise FmnistLabError(f"{where} has `metadata` that is not an object: {fix}")
+    return nb
 
 
 def write_text(nb: nbformat.NotebookNode) -> str:
@@ -151,16 +190,57 @@ def check_ids(source: str) -> list[str]:
     return CHECK_CALL.findall(source)
 
 
+MARKER_LIKE = re.compile(r"(BEGIN|END)[\s_-]*SOLUTION", re.IGNORECASE)
+
+
+def _quoted(line: str) -> str:
+    """A line of a cell, short enough to quote in a one-line error."""
+    line = line.strip()
+    return f"`{line if len(line) <= 60 else line[:57] + '...'}`"
+
+
+def solution_markers(source: str, where: str) -> list[int]:
+    """The line numbers of a code cell's exact markers; a near miss, a stray END or nesting would leak a solution."""
+    lines, opened = [], None
+    for number, line in enumerate(source.splitlines(), start=1):
+        marker = line.strip()
+        if marker not in (BEGIN, END):
+            if MARKER_LIKE.search(line):
+                raise FmnistLabError(f"{where}, line {number}: {_quoted(line)} is not a solution marker, so the "
+                                     f"solution would stay in the lesson: write `{BEGIN}` or `{END}` alone on "
+                                     f"the line")
+            continue
+        if marker == BEGIN and opened is not None:
+            raise FmnistLabError(f"{where}, line {number}: `{BEGIN}` inside the block opened on line {opened}: "
+                                 f"close that one with `{END}` first (blocks don't nest)")
+        if marker == END and opened is None:
+            raise FmnistLabError(f"{where}, line {number}: `{END}` without a `{BEGIN}` before it: put `{BEGIN}` "
+                                 f"above the solution code, or delete this line")
+        opened = number if marker == BEGIN else None
+        lines.append(number)
+    if opened is not None:
+        raise FmnistLabError(f"{where} has `{BEGIN}` without `{END}` (the block opened on line {opened} never "
+                             f"closes): add `{END}` after the solution code")
+    return lines
+
+
+def _refuse_markers_outside_code(cell: nbformat.NotebookNode, where: str) -> None:
+    """A marker in a markdown or raw cell hides nothing: refuse it rather than publish what follows it."""
+    for number, line in enumerate(cell.source.splitlines(), start=1):
+        if line.strip() in (BEGIN, END):
+            raise FmnistLabError(f"{where}, line {number}: {_quoted(line)} in a {cell.cell_type} cell: solution "
+                                 f"markers only work in code cells, so this text would stay in the lesson")
+
+
 def exercise_cells(nb: nbformat.NotebookNode, path: Path | str = "notebook") -> dict[int, str]:
     """Map each exercise cell's index to its exercise id (from the next check call)."""
     found: dict[int, str] = {}
     pending: int | None = None
     for index, cell in enumerate(nb.cells):
         if cell.cell_type != "code":
+            _refuse_markers_outside_code(cell, f"{path}: cell {index}")
             continue
-        has_block = BEGIN in cell.source
-        if has_block and END not in cell.source:
-            raise FmnistLabError(f"{path}: cell {index} has `{BEGIN}` without `{END}`")
+        has_block = bool(solution_markers(cell.source, f"{path}: cell {index}"))
         ids = check_ids(cell.source)
         if ids and pending is not None:
             found[pending] = ids[0]
@@ -213,8 +293,69 @@ def make_lesson(solution: nbformat.NotebookNode, path: Path | str = "notebook") 
     return lesson
 
 
-def build_lessons(solutions: Path, lessons: Path, check_only: bool = False) -> list[Path]:
-    """Write `lessons/` (and stamps and the packaged reference) from `solutions/`; `check_only`: list stale files."""
+MANIFEST_NAME = ".build-lessons.json"  # in lessons/: what build-lessons last wrote, to tell hand edits apart
+MANIFEST_ABOUT = ("The sha256 of each lesson as `fmnist-lab build-lessons` last wrote it. A lesson that no longer "
+                  "matches was edited by hand: build-lessons keeps it unless --force (then it keeps a copy).")
+
+
+@dataclass
+class LessonBuild:
+    """What build-lessons will write, worked out (every solution read and validated) before any file is written."""
+
+    lessons: Path
+    wanted: dict[Path, str]  # every file build-lessons owns, with its text
+    differing: list[Path]  # those whose text on disk differs (or that are missing)
+    edited: list[Path]  # lessons changed by hand since build-lessons wrote them: kept unless forced
+    extra: list[Path]  # lessons with no solution notebook
+
+    def manifest_text(self) -> str:
+        """The manifest recording the sha256 of every lesson as this build writes it."""
+        digests = {path.name: _digest(text) for path, text in self.wanted.items() if path.parent == self.lessons}
+        return json.dumps({"about": MANIFEST_ABOUT, "lessons": dict(sorted(digests.items()))}, indent=1) + "\n"
+
+
+def _digest(text: str) -> str:
+    """The sha256 of a text as stored (UTF-8, newlines as \\n), whatever line endings the checkout uses."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _on_disk(path: Path) -> str | None:
+    """A file's text as build-lessons compares it (None when it is missing); a folder in its place is refused."""
+    if path.is_dir():
+        raise FmnistLabError(f"{path} is a folder, where build-lessons writes a file: move it away, then rerun")
+    try:
+        return path.read_text(encoding="utf-8", errors="replace") if path.exists() else None
+    except OSError as exc:
+        raise FmnistLabError(f"{path}: can't read it ({exc.strerror or exc}): fix its permissions, then rerun") from None
+
+
+def _recorded(lessons: Path) -> dict[str, str]:
+    """The digests build-lessons recorded when it last wrote the lessons (none when the manifest is missing or junk)."""
+    try:
+        record = json.loads((lessons / MANIFEST_NAME).read_text(encoding="utf-8")).get("lessons", {})
+        return {name: digest for name, digest in record.items() if isinstance(digest, str)}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def _shown(path: Path) -> str:
+    """A path as the user typed it, more or less: relative to the working folder when it lies inside it."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _require_folder(folder: Path, flag: str, what: str) -> None:
+    """Refuse a file where a folder belongs, in one line naming the option."""
+    if folder.exists() and not folder.is_dir():
+        raise FmnistLabError(f"{flag} {folder} is a file: give the folder {what}")
+
+
+def plan_lessons(solutions: Path, lessons: Path) -> LessonBuild:
+    """Read and validate every solution and compare with what is on disk; nothing is written here."""
+    _require_folder(solutions, "--solutions", "that holds the solution notebooks")
+    _require_folder(lessons, "--lessons", "the lessons are written to")
     sources = sorted(solutions.glob("*.ipynb"))
     if not sources:
         raise FmnistLabError(f"{solutions}: no solution notebooks (*.ipynb) found")
@@ -235,15 +376,61 @@ def build_lessons(solutions: Path, lessons: Path, check_only: bool = False) -> l
         wanted[readme] = stamp_text(readme.read_text(encoding="utf-8"), repo)
     if checkout() and solutions.resolve() == checkout() / "solutions":
         wanted[REFERENCE_FILE] = reference_text(solutions)
-    differing = [target for target, text in wanted.items()
-                 if not target.is_file() or target.read_text(encoding="utf-8") != text]
-    if check_only:
-        expected = {s.name for s in sources}
-        return differing + [extra for extra in sorted(lessons.glob("*.ipynb")) if extra.name not in expected]
-    for target in differing:
+    current = {target: _on_disk(target) for target in wanted}
+    differing = [target for target, text in wanted.items() if current[target] != text]
+    recorded = _recorded(lessons)
+    edited = [target for target in differing if target.parent == lessons and current[target] is not None
+              and recorded.get(target.name) != _digest(current[target])]
+    expected = {s.name for s in sources}
+    extra = [path for path in sorted(lessons.glob("*.ipynb")) if path.name not in expected]
+    return LessonBuild(lessons, wanted, differing, edited, extra)
+
+
+def edited_message(edited: list[Path]) -> str:
+    """The one line that refuses to overwrite hand-edited lessons and says how to replace them anyway."""
+    names = [_shown(path) for path in edited]
+    if len(names) == 1:
+        return (f"{names[0]} was edited since build-lessons wrote it: your version is kept and nothing was "
+                f"written; rerun with --force to replace it (a copy is kept as {names[0]}.bak-YYYYmmdd-HHMMSS)")
+    listed = ", ".join(names[:-1]) + f" and {names[-1]}"
+    return (f"{listed} were edited since build-lessons wrote them: your versions are kept and nothing was "
+            f"written; rerun with --force to replace them (a copy of each is kept as NAME.bak-YYYYmmdd-HHMMSS)")
+
+
+def _write(target: Path, text: str) -> None:
+    """Write one file atomically; a failure is one line saying the file is unchanged."""
+    try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(wanted[target], encoding="utf-8")
-    return differing
+        atomic_write_text(target, text)
+    except OSError as exc:
+        raise FmnistLabError(f"could not write {target} ({exc.strerror or exc}); it is unchanged: fix that, "
+                             f"then rerun `fmnist-lab build-lessons`") from None
+
+
+def write_lessons(build: LessonBuild, force: bool = False) -> list[Path]:
+    """Write every differing file (hand-edited lessons only with `force`, after a copy); return the copies made."""
+    if build.edited and not force:
+        raise FmnistLabError(edited_message(build.edited))
+    try:
+        copies = [backup(path) for path in build.edited]  # all copies first: nothing is replaced before them
+    except OSError as exc:
+        raise FmnistLabError(f"could not keep a copy of an edited lesson ({exc.strerror or exc}), so nothing "
+                             f"was written: fix that, then rerun with --force") from None
+    for target in build.differing:
+        _write(target, build.wanted[target])
+    manifest = build.lessons / MANIFEST_NAME
+    if _on_disk(manifest) != build.manifest_text():
+        _write(manifest, build.manifest_text())
+    return copies
+
+
+def build_lessons(solutions: Path, lessons: Path, check_only: bool = False, force: bool = False) -> list[Path]:
+    """Write `lessons/` (and stamps and the packaged reference) from `solutions/`; `check_only`: list stale files."""
+    build = plan_lessons(solutions, lessons)
+    if check_only:
+        return build.differing + build.extra
+    write_lessons(build, force)
+    return build.differing
 
 
 def reference_solutions(solutions: Path) -> dict[str, dict[str, str]]:
@@ -283,6 +470,7 @@ def solution_code(exercise_id: str, solutions: Path | None = None) -> tuple[str,
                                  f"or pass --solutions DIR")
         reference, where = json.loads(REFERENCE_FILE.read_text(encoding="utf-8")), "the installed course"
     else:
+        _require_folder(solutions, "--solutions", "that holds the solution notebooks")
         if not solutions.is_dir():
             raise FmnistLabError(f"--solutions {solutions}: no such folder")
         reference, where = reference_solutions(solutions), str(solutions)
@@ -299,6 +487,7 @@ class NotebookRun:
     results: list[CheckResult]
     errors: dict[int, str]
     stopped: str | None
+    ran: set[int] = field(default_factory=set)  # the code cells that ran to the end (error or not)
 
 
 def _cell_error(cell: nbformat.NotebookNode, timeout: int) -> str | None:
@@ -312,19 +501,106 @@ def _cell_error(cell: nbformat.NotebookNode, timeout: int) -> str | None:
     return None
 
 
+INTERRUPT_GRACE = 5.0  # seconds a timed-out cell gets to stop after the interrupt, before its kernel is killed
+
+# On POSIX the kernel runs under this small parent, in a session of its own (jupyter_client's launcher starts
+# one), so a notebook that kills "its parent" or its process group takes down only itself, never the checker.
+KERNEL_SHIM = """\
+import os, signal, subprocess, sys
+signal.signal(signal.SIGINT, lambda *_: None)  # interrupts are for the kernel (its handler is the default again)
+os.environ["JPY_PARENT_PID"] = str(os.getpid())  # the kernel exits by itself when this process is killed
+sys.exit(subprocess.call(sys.argv[1:]))
+"""
+
+
+@functools.cache
+def _checker() -> tuple[type, type]:
+    """nbclient's client and kernel manager, hardened for code we don't trust to stop or to leave us alone."""
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+    from nbclient.exceptions import CellTimeoutError
+    from nbclient.util import ensure_async
+
+    class ShieldedKernelManager(AsyncKernelManager):
+        """Starts the kernel behind `KERNEL_SHIM` on POSIX, so killing its parent kills the shim, not us."""
+
+        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
+            """The kernel's command line, behind the shim."""
+            command = super().format_kernel_cmd(extra_arguments)
+            return [sys.executable, "-c", KERNEL_SHIM, *command] if os.name == "posix" else command
+
+    class CheckerClient(NotebookClient):
+        """nbclient only ever interrupts a timed-out cell: this one kills the kernel if the interrupt is ignored."""
+
+        timed_out: int | None = None  # the index of the cell whose kernel was killed
+        kernel_group: int | None = None  # the kernel's process group, killed once the run is over
+
+        async def async_start_new_kernel(self, **kwargs: object) -> None:
+            """Start the kernel and note its process group."""
+            await super().async_start_new_kernel(**kwargs)
+            self.kernel_group = getattr(self.km.provisioner, "pgid", None)
+
+        async def _async_handle_timeout(self, timeout: int, cell: nbformat.NotebookNode | None = None) -> None:
+            """Interrupt; when the cell still runs `INTERRUPT_GRACE` s later, kill the kernel and end the run."""
+            if cell is None:  # not a cell (the kernel's start-up reply): nbclient's own handling
+                return await super()._async_handle_timeout(timeout, cell)
+            await ensure_async(self.km.interrupt_kernel())
+            deadline = time.monotonic() + INTERRUPT_GRACE
+            while time.monotonic() < deadline:
+                if await ensure_async(self.kc.shell_channel.msg_ready()):
+                    return None  # the cell stopped: nbclient reads its reply next
+                await asyncio.sleep(0.1)
+            self.timed_out = next((i for i, c in enumerate(self.nb.cells) if c is cell), None)
+            await ensure_async(self.km.shutdown_kernel(now=True))
+            raise CellTimeoutError.error_from_timeout_and_cell("Cell execution timed out", timeout, cell)
+
+    return CheckerClient, ShieldedKernelManager
+
+
+def _kill_group(group: int | None) -> None:
+    """Leave nothing of a checked notebook running: its kernel, or processes it started, after the run."""
+    if group and hasattr(os, "killpg") and group != os.getpgrp():
+        with contextlib.suppress(OSError):
+            os.killpg(group, signal.SIGKILL)
+
+
+def _read_log(log: Path) -> list[CheckResult]:
+    """The verdicts in the check log; a line that isn't one (junk, cut short) is skipped, a missing log is empty."""
+    try:
+        lines = log.read_bytes().decode("utf-8", errors="replace").splitlines()
+    except OSError:  # the notebook deleted it, or put a folder there
+        return []
+    results = []
+    for line in lines:
+        try:
+            fields = json.loads(line)
+            result = CheckResult(**fields)
+        except (ValueError, TypeError):
+            continue
+        if result.status in STATUSES and all(isinstance(value, str) for value in fields.values()):
+            results.append(result)
+    return results
+
+
 def execute(path: Path, timeout: int) -> NotebookRun:
     """Run a copy of a notebook in a fresh kernel (continuing past errors) and collect its checks."""
-    from nbclient import NotebookClient
     from nbclient.exceptions import CellTimeoutError, DeadKernelError
 
+    client_class, manager_class = _checker()
     nb = read_notebook(path)
-    with tempfile.TemporaryDirectory(prefix="fmnist-lab-check-") as tmp:
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            _clear(cell)  # only what runs now counts, never outputs saved in the file
+    with tempfile.TemporaryDirectory(prefix="fmnist-lab-check-", ignore_cleanup_errors=True) as tmp:
         copy = Path(tmp) / path.name
         shutil.copyfile(path, copy)
         log = Path(tmp) / "checks.jsonl"
         log.touch()
-        client = NotebookClient(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                                interrupt_on_timeout=True, resources={"metadata": {"path": tmp}})
+        client = client_class(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
+                              interrupt_on_timeout=True, kernel_manager_class=manager_class,
+                              resources={"metadata": {"path": tmp}})
         previous = os.environ.get("FMNIST_LAB_CHECK_LOG")
         os.environ["FMNIST_LAB_CHECK_LOG"] = str(log)
         stopped = None
@@ -333,7 +609,8 @@ def execute(path: Path, timeout: int) -> NotebookRun:
         except DeadKernelError:
             stopped = "the kernel died (crashed or was killed)"
         except CellTimeoutError:
-            stopped = f"a cell ran longer than the {timeout} s timeout"
+            cell = "a cell" if client.timed_out is None else f"cell {client.timed_out + 1}"
+            stopped = f"the kernel was stopped after {cell} ran past the {timeout} s timeout"
         except Exception as exc:  # noqa: BLE001 - report, never raise
             stopped = f"the run stopped: {type(exc).__name__}: {exc}"
         finally:
@@ -341,10 +618,15 @@ def execute(path: Path, timeout: int) -> NotebookRun:
                 os.environ.pop("FMNIST_LAB_CHECK_LOG", None)
             else:
                 os.environ["FMNIST_LAB_CHECK_LOG"] = previous
-        results = [CheckResult(**json.loads(line)) for line in log.read_text(encoding="utf-8").splitlines() if line]
+            _kill_group(client.kernel_group)
+        results = _read_log(log)
     errors = {i: error for i, cell in enumerate(nb.cells)
               if cell.cell_type == "code" and (error := _cell_error(cell, timeout))}
-    return NotebookRun(results, errors, stopped)
+    if client.timed_out is not None:
+        errors[client.timed_out] = (f"ran past the {timeout} s timeout and did not stop when interrupted, "
+                                    f"so its kernel was stopped")
+    ran = {i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and cell.execution_count is not None}
+    return NotebookRun(results, dict(sorted(errors.items())), stopped, ran)
 
 
 def check_notebook(path: Path, timeout: int = 600) -> list[CheckResult]:
@@ -376,6 +658,10 @@ def check_notebook(path: Path, timeout: int = 600) -> list[CheckResult]:
             opening = nb.cells[first].source.strip().splitlines()[0][:40]
             verdicts.append(CheckResult(exercise_id, title, "error",
                                         f"cell {first + 1} (`{opening}`) {run.errors[first]}"))
+        elif check_index in run.ran:
+            verdicts.append(CheckResult(exercise_id, title, "error",
+                                        "no verdict: the check cell ran but left no readable result in the "
+                                        "check log (did the notebook change or delete it?)"))
         else:
             reason = run.stopped or "the check cell did not run"
             verdicts.append(CheckResult(exercise_id, title, "error", f"not checked: {reason}"))

@@ -1,0 +1,84 @@
+"""Writing files so that nothing is ever half-written or lost: atomic writes and dated backups.
+
+A write goes to a temporary file in the same folder, then `os.replace` swaps it in, so readers see the old
+file or the new one, never a mix. An error, Ctrl-C or SIGTERM during the write leaves the old file as it
+was and removes the temporary one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+import shutil
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+
+@contextlib.contextmanager
+def sigterm_interrupts() -> Iterator[None]:
+    """Inside the block, SIGTERM raises KeyboardInterrupt, so cleanup runs instead of the process dying mid-write."""
+    main = threading.current_thread() is threading.main_thread()
+    if not main or not hasattr(signal, "SIGTERM") or signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        yield  # only the main thread can set handlers; a handler someone installed stays theirs
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt("terminated (SIGTERM)")
+
+    signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
+def _temporary_beside(path: Path) -> tuple[int, Path]:
+    """A new, empty hidden file next to `path` (same folder, so the rename is atomic), with default permissions."""
+    while True:
+        temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Replace `path` with `data` in one step: on any failure or interrupt the old file stays and no temp file does."""
+    target = Path(os.path.realpath(path))  # through a symlink to its target, so the link keeps working
+    with sigterm_interrupts():
+        descriptor, temporary = _temporary_beside(target)
+        try:
+            with os.fdopen(descriptor, "wb") as stream:
+                stream.write(data)
+                stream.flush()
+                os.fsync(stream.fileno())
+            if target.is_file():
+                shutil.copymode(target, temporary)  # the file keeps its permissions
+            os.replace(temporary, target)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(temporary)
+            raise
+    return Path(path)
+
+
+def atomic_write_text(path: Path, text: str) -> Path:
+    """Replace `path` with `text` (UTF-8, newlines as given) in one step, like `atomic_write_bytes`."""
+    return atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def backup(path: Path) -> Path:
+    """Copy `path` to `path.bak-YYYYmmdd-HHMMSS` beside it (never over an earlier copy): what to restore from."""
+    path = Path(path)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    copy, number = path.with_name(f"{path.name}.bak-{stamp}"), 1
+    while copy.exists():
+        copy, number = path.with_name(f"{path.name}.bak-{stamp}-{number}"), number + 1
+    atomic_write_bytes(copy, path.read_bytes())
+    shutil.copystat(path, copy)
+    return copy
