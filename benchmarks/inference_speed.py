@@ -19,7 +19,6 @@ import tempfile
 from pathlib import Path
 
 import torch
-
 from machine import save
 
 from fmnist_lab import data
@@ -29,8 +28,7 @@ from fmnist_lab.train import original_run
 BATCH_SIZES = (1, 256)
 
 
-def measure(model, onnx_path: Path, images: torch.Tensor, threads: int | None, repeats: int,
-            rounds: int) -> list[dict]:
+def measure(model, onnx_path: Path, images: torch.Tensor, threads: int | None, repeats: int, rounds: int) -> list[dict]:
     """Best-of-rounds latency rows with `threads` threads for both engines (None: their defaults)."""
     default_threads = torch.get_num_threads()
     torch.set_num_threads(threads or default_threads)
@@ -47,10 +45,16 @@ def measure(model, onnx_path: Path, images: torch.Tensor, threads: int | None, r
     rows = []
     for batch in BATCH_SIZES:
         row = best[batch]
-        rows.append({"batch": batch, "threads": threads or "default", "pytorch_ms": row["pytorch_ms"],
-                     "onnxruntime_ms": row["onnxruntime_ms"],
-                     "speedup": row["pytorch_ms"] / row["onnxruntime_ms"],
-                     "onnxruntime_images_per_second": 1000 * batch / row["onnxruntime_ms"]})
+        rows.append(
+            {
+                "batch": batch,
+                "threads": threads or "default",
+                "pytorch_ms": row["pytorch_ms"],
+                "onnxruntime_ms": row["onnxruntime_ms"],
+                "speedup": row["pytorch_ms"] / row["onnxruntime_ms"],
+                "onnxruntime_images_per_second": 1000 * batch / row["onnxruntime_ms"],
+            }
+        )
     return rows
 
 
@@ -75,19 +79,33 @@ def main() -> int:
         default = measure(model, onnx_path, images, None, args.repeats, args.rounds)
     load_after = os.getloadavg()
 
-    print(f"ONNX Runtime vs PyTorch on {agreement['images']:,} test images: "
-          f"{agreement['equal_predictions']:,} equal predictions, max |Δprob| "
-          f"{agreement['max_abs_probability_difference']:.1e}")
+    print(
+        f"ONNX Runtime vs PyTorch on {agreement['images']:,} test images: "
+        f"{agreement['equal_predictions']:,} equal predictions, max |Δprob| "
+        f"{agreement['max_abs_probability_difference']:.1e}"
+    )
     print(f"{'threads':>8} {'batch':>6} {'PyTorch ms':>11} {'ORT ms':>9} {'speed-up':>9} {'ORT img/s':>10}")
     for row in single + default:
-        print(f"{row['threads']:>8} {row['batch']:>6} {row['pytorch_ms']:>11.3f} {row['onnxruntime_ms']:>9.3f} "
-              f"{row['speedup']:>8.1f}× {row['onnxruntime_images_per_second']:>10,.0f}")
+        print(
+            f"{row['threads']:>8} {row['batch']:>6} {row['pytorch_ms']:>11.3f} {row['onnxruntime_ms']:>9.3f} "
+            f"{row['speedup']:>8.1f}× {row['onnxruntime_images_per_second']:>10,.0f}"
+        )
     print(f"load average (1 min) before {load_before[0]:.2f}, after {load_after[0]:.2f} on {os.cpu_count()} cores")
-    path = save("inference_speed", {
-        "model": type(model).__name__, "seed": 0, "test_accuracy": history[-1]["val_accuracy"],
-        "onnxruntime": onnxruntime.__version__, "repeats": args.repeats, "rounds": args.rounds,
-        "agreement": agreement, "latency": default, "latency_one_thread": single,
-        "load_average": {"before": list(load_before), "after": list(load_after)}})
+    path = save(
+        "inference_speed",
+        {
+            "model": type(model).__name__,
+            "seed": 0,
+            "test_accuracy": history[-1]["val_accuracy"],
+            "onnxruntime": onnxruntime.__version__,
+            "repeats": args.repeats,
+            "rounds": args.rounds,
+            "agreement": agreement,
+            "latency": default,
+            "latency_one_thread": single,
+            "load_average": {"before": list(load_before), "after": list(load_after)},
+        },
+    )
     print(f"wrote {path}")
     return 0
 

@@ -26,10 +26,15 @@ def cpu_model() -> str:
 
 def machine() -> dict:
     """CPU, cores, torch version, device and today's date."""
-    return {"cpu": cpu_model(), "cores": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-            "torch": torch.__version__, "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
-            "date": dt.date.today().isoformat()}
+    return {
+        "cpu": cpu_model(),
+        "cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "date": dt.date.today().isoformat(),
+    }
 
 
 def save(name: str, payload: dict) -> Path:

@@ -24,8 +24,11 @@ MIN_EACH, MIN_MEAN, MAX_SECONDS = 0.880, 0.885, 45.0
 
 def run(seed: int, out: Path) -> dict:
     """One `fmnist-lab train` with the original settings; its metrics.json."""
-    subprocess.run([sys.executable, "-m", "fmnist_lab", "train", "--seed", str(seed), "--out", str(out),
-                    "--no-progress"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(
+        [sys.executable, "-m", "fmnist_lab", "train", "--seed", str(seed), "--out", str(out), "--no-progress"],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
     return json.loads((out / "metrics.json").read_text())
 
 
@@ -40,14 +43,25 @@ def main() -> int:
         print(f"{seed:>6}{accuracy:>15.2%}{sec:>15.1f}")
     print(f"{'mean':>6}{mean:>15.2%}{statistics.mean(seconds):>15.1f}")
     print(f"{'orig.':>6}{ORIGINAL_TEST_ACCURACY:>15.2%}{ORIGINAL_TRAIN_SECONDS:>15.2f}")
-    checks = {"each seed >= 88.0%": min(accuracies) >= MIN_EACH, "mean >= 88.5%": mean >= MIN_MEAN,
-              "5 epochs <= 45 s": max(seconds) <= MAX_SECONDS}
+    checks = {
+        "each seed >= 88.0%": min(accuracies) >= MIN_EACH,
+        "mean >= 88.5%": mean >= MIN_MEAN,
+        "5 epochs <= 45 s": max(seconds) <= MAX_SECONDS,
+    }
     for name, passed in checks.items():
         print(f"[{'OK' if passed else 'FAIL'}] {name}")
-    path = save("reproduce", {"seeds": list(SEEDS), "test_accuracy": accuracies, "train_seconds": seconds,
-                              "mean_test_accuracy": mean, "checks": checks,
-                              "per_class_accuracy_seed0": runs[0]["per_class_accuracy"],
-                              "history_seed0": runs[0]["history"]})
+    path = save(
+        "reproduce",
+        {
+            "seeds": list(SEEDS),
+            "test_accuracy": accuracies,
+            "train_seconds": seconds,
+            "mean_test_accuracy": mean,
+            "checks": checks,
+            "per_class_accuracy_seed0": runs[0]["per_class_accuracy"],
+            "history_seed0": runs[0]["history"],
+        },
+    )
     print(f"wrote {path}")
     return 0 if all(checks.values()) else 1
 

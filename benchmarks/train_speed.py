@@ -17,11 +17,10 @@ import sys
 import time
 
 import torch
+from machine import save
 from torch import nn
 from torch.utils.data import DataLoader
 from torchvision import transforms
-
-from machine import save
 
 from fmnist_lab import data
 from fmnist_lab.models import CNNBatch
@@ -49,7 +48,7 @@ def original_pipeline(steps: int) -> float:
 
 def fmnist_lab_pipeline(steps: int, images: torch.Tensor, labels: torch.Tensor) -> float:
     """Seconds for `steps` steps of `fmnist_lab.train.train` (one epoch over steps × 100 images)."""
-    subset = (images[:steps * 100], labels[:steps * 100])
+    subset = (images[: steps * 100], labels[: steps * 100])
     start = time.perf_counter()
     train(CNNBatch(), subset, None, epochs=1, progress=False, device="cpu")
     return time.perf_counter() - start
@@ -80,23 +79,34 @@ def main() -> int:
     ceiling(20), fmnist_lab_pipeline(20, images, labels)  # warm-up: first-call allocations
     best = {"original": 0.0, "fmnist_lab": 0.0, "ceiling": 0.0}
     for _ in range(args.rounds):
-        for name, seconds in (("original", original_pipeline(args.steps)),
-                              ("fmnist_lab", fmnist_lab_pipeline(args.steps, images, labels)),
-                              ("ceiling", ceiling(args.steps))):
+        for name, seconds in (
+            ("original", original_pipeline(args.steps)),
+            ("fmnist_lab", fmnist_lab_pipeline(args.steps, images, labels)),
+            ("ceiling", ceiling(args.steps)),
+        ):
             best[name] = max(best[name], args.steps / seconds)
     speedup = best["fmnist_lab"] / best["original"]
     of_ceiling = best["fmnist_lab"] / best["ceiling"]
     print(f"{'pipeline':<12}{'steps/s':>10}{'ms/step':>10}")
     for name, rate in best.items():
         print(f"{name:<12}{rate:>10.1f}{1000 / rate:>10.2f}")
-    checks = {f"fmnist_lab >= {MIN_SPEEDUP}x original ({speedup:.2f}x)": speedup >= MIN_SPEEDUP,
-              f"fmnist_lab within 15% of the ceiling ({of_ceiling:.0%})": of_ceiling >= MIN_OF_CEILING}
+    checks = {
+        f"fmnist_lab >= {MIN_SPEEDUP}x original ({speedup:.2f}x)": speedup >= MIN_SPEEDUP,
+        f"fmnist_lab within 15% of the ceiling ({of_ceiling:.0%})": of_ceiling >= MIN_OF_CEILING,
+    }
     for name, passed in checks.items():
         print(f"[{'OK' if passed else 'FAIL'}] {name}")
-    path = save("train_speed", {"steps": args.steps, "rounds": args.rounds, "steps_per_second": best,
-                                "speedup_vs_original": speedup, "fraction_of_ceiling": of_ceiling,
-                                "checks": {"speedup": speedup >= MIN_SPEEDUP,
-                                           "ceiling": of_ceiling >= MIN_OF_CEILING}})
+    path = save(
+        "train_speed",
+        {
+            "steps": args.steps,
+            "rounds": args.rounds,
+            "steps_per_second": best,
+            "speedup_vs_original": speedup,
+            "fraction_of_ceiling": of_ceiling,
+            "checks": {"speedup": speedup >= MIN_SPEEDUP, "ceiling": of_ceiling >= MIN_OF_CEILING},
+        },
+    )
     print(f"wrote {path}")
     return 0 if all(checks.values()) else 1
 

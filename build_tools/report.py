@@ -34,49 +34,57 @@ def machine_line(machine: dict) -> str:
 def results_markdown() -> str:
     """The README's results block, every number read from benchmarks/results."""
     accuracy, speed = load("reproduce"), load("train_speed")
-    rows = [f"| seed {seed} | {acc:.2%} | {sec:.1f} s |"
-            for seed, acc, sec in zip(accuracy["seeds"], accuracy["test_accuracy"],
-                                      accuracy["train_seconds"])]
+    rows = [
+        f"| seed {seed} | {acc:.2%} | {sec:.1f} s |"
+        for seed, acc, sec in zip(accuracy["seeds"], accuracy["test_accuracy"], accuracy["train_seconds"])
+    ]
     mean_seconds = sum(accuracy["train_seconds"]) / len(accuracy["train_seconds"])
     rate = speed["steps_per_second"]
-    return "\n".join([
-        "| run (original settings, 5 epochs) | test accuracy | training time |",
-        "|---|---|---|",
-        f"| the original notebook | {ORIGINAL_TEST_ACCURACY:.2%} | {ORIGINAL_TRAIN_SECONDS:.2f} s |",
-        *rows,
-        f"| mean of {len(rows)} seeds | {accuracy['mean_test_accuracy']:.2%} | {mean_seconds:.1f} s |",
-        "",
-        f"{machine_line(accuracy['machine'])} (`python benchmarks/reproduce.py`).",
-        "",
-        "| training pipeline (CNNBatch, batch 100) | steps/s | ms/step |",
-        "|---|---|---|",
-        f"| original: torchvision + PIL `Resize` + `DataLoader` | {rate['original']:.1f} | "
-        f"{1000 / rate['original']:.1f} |",
-        f"| fmnist_lab: tensors in memory | {rate['fmnist_lab']:.1f} | {1000 / rate['fmnist_lab']:.1f} |",
-        f"| compute ceiling: one batch already in memory | {rate['ceiling']:.1f} | "
-        f"{1000 / rate['ceiling']:.1f} |",
-        "",
-        f"fmnist_lab trains {speed['speedup_vs_original']:.1f}× faster than the original pipeline, at "
-        f"{speed['fraction_of_ceiling']:.0%} of the compute ceiling. {machine_line(speed['machine'])} "
-        "(`python benchmarks/train_speed.py`).",
-        "",
-        going_further_markdown(),
-    ])
+    return "\n".join(
+        [
+            "| run (original settings, 5 epochs) | test accuracy | training time |",
+            "|---|---|---|",
+            f"| the original notebook | {ORIGINAL_TEST_ACCURACY:.2%} | {ORIGINAL_TRAIN_SECONDS:.2f} s |",
+            *rows,
+            f"| mean of {len(rows)} seeds | {accuracy['mean_test_accuracy']:.2%} | {mean_seconds:.1f} s |",
+            "",
+            f"{machine_line(accuracy['machine'])} (`python benchmarks/reproduce.py`).",
+            "",
+            "| training pipeline (CNNBatch, batch 100) | steps/s | ms/step |",
+            "|---|---|---|",
+            f"| original: torchvision + PIL `Resize` + `DataLoader` | {rate['original']:.1f} | "
+            f"{1000 / rate['original']:.1f} |",
+            f"| fmnist_lab: tensors in memory | {rate['fmnist_lab']:.1f} | {1000 / rate['fmnist_lab']:.1f} |",
+            f"| compute ceiling: one batch already in memory | {rate['ceiling']:.1f} | {1000 / rate['ceiling']:.1f} |",
+            "",
+            f"fmnist_lab trains {speed['speedup_vs_original']:.1f}× faster than the original pipeline, at "
+            f"{speed['fraction_of_ceiling']:.0%} of the compute ceiling. {machine_line(speed['machine'])} "
+            "(`python benchmarks/train_speed.py`).",
+            "",
+            going_further_markdown(),
+        ]
+    )
 
 
 def going_further_markdown() -> str:
     """Lesson 07's two headline results: test accuracy per seed of the final fits, with training times."""
     result = load("going_further")
-    header = "| lesson 07, final fit on 60,000 images | parameters | multiply-adds | " + " | ".join(
-        f"seed {seed}" for seed in result["seeds"]) + " | training time (longest) |"
+    header = (
+        "| lesson 07, final fit on 60,000 images | parameters | multiply-adds | "
+        + " | ".join(f"seed {seed}" for seed in result["seeds"])
+        + " | training time (longest) |"
+    )
     rows = [header, "|---|---|---|" + "---|" * len(result["seeds"]) + "---|"]
     for key, name in (("cnn_batch", "CNNBatch 16×16"), ("resnet", "ResNet 28×28")):
         model = result[key]
         runs = model["runs"]
         longest = max(r["train_seconds"] for r in runs)
-        rows.append(f"| {name}, {model['recipe']['epochs']} epochs | {model['params']:,} | "
-                    f"{model['multiply_adds'] / 1e6:.2f} M | " + " | ".join(f"{r['test_accuracy']:.2%}" for r in runs)
-                    + f" | {longest:.1f} s |")
+        rows.append(
+            f"| {name}, {model['recipe']['epochs']} epochs | {model['params']:,} | "
+            f"{model['multiply_adds'] / 1e6:.2f} M | "
+            + " | ".join(f"{r['test_accuracy']:.2%}" for r in runs)
+            + f" | {longest:.1f} s |"
+        )
     return "\n".join(rows + ["", f"{machine_line(result['machine'])} (`python benchmarks/going_further.py`)."])
 
 
@@ -85,12 +93,16 @@ def ablation_markdown() -> str:
     result = load("going_further")
     if "ablation" not in result:
         return "Not measured in the last run: run `python benchmarks/going_further.py` without `--skip-ablation`."
-    rows = ["| CNNBatch 16×16, 5 epochs | validation accuracy | Δ vs baseline (points) | training time |",
-            "|---|---|---|---|"]
+    rows = [
+        "| CNNBatch 16×16, 5 epochs | validation accuracy | Δ vs baseline (points) | training time |",
+        "|---|---|---|---|",
+    ]
     baseline = result["ablation"][0]["val_accuracy"]
     for row in result["ablation"]:
-        rows.append(f"| {row['trick']} | {row['val_accuracy']:.2%} | {100 * (row['val_accuracy'] - baseline):+.2f} | "
-                    f"{row['train_seconds']:.1f} s |")
+        rows.append(
+            f"| {row['trick']} | {row['val_accuracy']:.2%} | {100 * (row['val_accuracy'] - baseline):+.2f} | "
+            f"{row['train_seconds']:.1f} s |"
+        )
     return "\n".join(rows + ["", f"{machine_line(result['machine'])} (`python benchmarks/going_further.py`)."])
 
 
@@ -99,23 +111,31 @@ def inference_markdown() -> str:
     if not (RESULTS / "inference_speed.json").is_file():
         return "Run `python benchmarks/inference_speed.py` to measure the latencies."
     result = load("inference_speed")
-    rows = ["| threads | batch | PyTorch eager (ms) | ONNX Runtime (ms) | ONNX Runtime speed-up |",
-            "|---|---|---|---|---|"]
-    rows += [f"| {r['threads']} | {r['batch']} | {r['pytorch_ms']:.3f} | {r['onnxruntime_ms']:.3f} | "
-             f"{r['speedup']:.1f}× |" for r in result.get("latency_one_thread", []) + result["latency"]]
+    rows = [
+        "| threads | batch | PyTorch eager (ms) | ONNX Runtime (ms) | ONNX Runtime speed-up |",
+        "|---|---|---|---|---|",
+    ]
+    rows += [
+        f"| {r['threads']} | {r['batch']} | {r['pytorch_ms']:.3f} | {r['onnxruntime_ms']:.3f} | {r['speedup']:.1f}× |"
+        for r in result.get("latency_one_thread", []) + result["latency"]
+    ]
     machine = result["machine"]
     agreement = result["agreement"]
     load_average = result.get("load_average", {}).get("before", [None])[0]
-    return "\n".join(rows + [
-        "",
-        f"The best of {result['rounds']} rounds of the median of {result['repeats']} calls, in milliseconds per "
-        f"batch, on the CPU: {machine['cores']} cores ({machine['cpu']}), PyTorch {machine['torch']}, "
-        f"ONNX Runtime {result['onnxruntime']}, {machine['date']}"
-        + (f", load average {load_average:.1f} when it started" if load_average is not None else "")
-        + f" (`python benchmarks/inference_speed.py`). On the {agreement['images']:,} test images, "
-        f"{agreement['equal_predictions']:,} predictions are equal and the probabilities differ by at most "
-        f"{agreement['max_abs_probability_difference']:.1e}. The browser runs the WebAssembly build on one "
-        "thread; its speed depends on your device."])
+    return "\n".join(
+        rows
+        + [
+            "",
+            f"The best of {result['rounds']} rounds of the median of {result['repeats']} calls, in milliseconds per "
+            f"batch, on the CPU: {machine['cores']} cores ({machine['cpu']}), PyTorch {machine['torch']}, "
+            f"ONNX Runtime {result['onnxruntime']}, {machine['date']}"
+            + (f", load average {load_average:.1f} when it started" if load_average is not None else "")
+            + f" (`python benchmarks/inference_speed.py`). On the {agreement['images']:,} test images, "
+            f"{agreement['equal_predictions']:,} predictions are equal and the probabilities differ by at most "
+            f"{agreement['max_abs_probability_difference']:.1e}. The browser runs the WebAssembly build on one "
+            "thread; its speed depends on your device.",
+        ]
+    )
 
 
 def replace_block(text: str, block: str) -> str:

@@ -33,8 +33,10 @@ def check_onnxruntime_web() -> None:
     """Stop the build with one line when `npm ci` has not installed onnxruntime-web."""
     missing = [name for name in ORT_FILES if not (ORT_DIST / name).is_file()]
     if missing:
-        raise SystemExit(f"node_modules/onnxruntime-web is missing ({', '.join(missing)}): run `npm ci` "
-                         "(make docs does) before building")
+        raise SystemExit(
+            f"node_modules/onnxruntime-web is missing ({', '.join(missing)}): run `npm ci` "
+            "(make docs does) before building"
+        )
 
 
 CHECKPOINT_COMMAND = "make checkpoint"  # the Makefile's rule: fmnist-lab train --out results/lessons/seed0
@@ -48,8 +50,10 @@ def _checkpoint():
 
     path = results_dir() / "lessons" / "seed0" / "model_weights.pth"
     if not path.is_file():
-        raise SystemExit(f"no trained model for the demo at {path}: run `{CHECKPOINT_COMMAND}` first "
-                         "(it trains the original run once, about half a minute)")
+        raise SystemExit(
+            f"no trained model for the demo at {path}: run `{CHECKPOINT_COMMAND}` first "
+            "(it trains the original run once, about half a minute)"
+        )
     model, info = load_checkpoint(path, device="cpu")
     return model, info["history"], path
 
@@ -82,14 +86,29 @@ def write_demo_assets(target: Path) -> dict:
         name = f"samples/{index:05d}.png"
         pixels = (originals[index, 0] * 255).round().byte().numpy()
         Image.fromarray(pixels, mode="L").save(target / name, optimize=True)
-        samples.append({"index": index, "label": int(labels[index]), "thumbnail": name,
-                        "pixels": [float(v) for v in images[index, 0].flatten()],
-                        "pytorch_predicted": int(predicted[row]),
-                        "pytorch_probabilities": [float(p) for p in probabilities[row]]})
-    payload = {"model": {"name": type(model).__name__, "params": count_parameters(model),
-                         "image_size": size, "input": INPUT_NAME, "output": OUTPUT_NAME,
-                         "test_accuracy": history[-1]["val_accuracy"], "epochs": len(history)},
-               "classes": data.CLASS_NAMES, "samples": samples}
+        samples.append(
+            {
+                "index": index,
+                "label": int(labels[index]),
+                "thumbnail": name,
+                "pixels": [float(v) for v in images[index, 0].flatten()],
+                "pytorch_predicted": int(predicted[row]),
+                "pytorch_probabilities": [float(p) for p in probabilities[row]],
+            }
+        )
+    payload = {
+        "model": {
+            "name": type(model).__name__,
+            "params": count_parameters(model),
+            "image_size": size,
+            "input": INPUT_NAME,
+            "output": OUTPUT_NAME,
+            "test_accuracy": history[-1]["val_accuracy"],
+            "epochs": len(history),
+        },
+        "classes": data.CLASS_NAMES,
+        "samples": samples,
+    }
     (target / "samples.json").write_text(json.dumps(payload) + "\n")
     return payload
 
@@ -125,10 +144,12 @@ def model_markdown() -> str:
     from fmnist_lab.models import count_parameters
 
     model, history, _ = _checkpoint()
-    return (f"The model is the original run of the course: `{type(model).__name__}`, "
-            f"{count_parameters(model):,} parameters, {model.image_size}×{model.image_size} inputs, "
-            f"{len(history)} epochs with SGD (lr 0.1, batch 100, seed 0), "
-            f"{history[-1]['val_accuracy']:.2%} test accuracy.")
+    return (
+        f"The model is the original run of the course: `{type(model).__name__}`, "
+        f"{count_parameters(model):,} parameters, {model.image_size}×{model.image_size} inputs, "
+        f"{len(history)} epochs with SGD (lr 0.1, batch 100, seed 0), "
+        f"{history[-1]['val_accuracy']:.2%} test accuracy."
+    )
 
 
 def on_config(config, **kwargs):
@@ -139,7 +160,10 @@ def on_config(config, **kwargs):
 
 def on_page_markdown(markdown, page, config, files, **kwargs):
     """Fill the demo page's placeholders from the checkpoint and the benchmark results."""
-    for placeholder, generate in (("<!-- demo-model -->", model_markdown), ("<!-- demo-speed -->", report.inference_markdown)):
+    for placeholder, generate in (
+        ("<!-- demo-model -->", model_markdown),
+        ("<!-- demo-speed -->", report.inference_markdown),
+    ):
         if placeholder in markdown:
             markdown = markdown.replace(placeholder, generate())
     return markdown

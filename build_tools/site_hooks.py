@@ -25,14 +25,22 @@ ROOT = Path(__file__).resolve().parent.parent
 
 MATHJAX_PLACEHOLDER = "MATHJAX_ROOT"
 MATHJAX_SITE_DIR = "assets/mathjax"
-MATHJAX_PARTS = ["MathJax.js", "config/TeX-AMS_CHTML-full.js", "config/Safe.js", "extensions", "jax/input/TeX",
-                 "jax/output/CommonHTML", "jax/element", "localization/en",
-                 "fonts/HTML-CSS/TeX/woff"]
+MATHJAX_PARTS = [
+    "MathJax.js",
+    "config/TeX-AMS_CHTML-full.js",
+    "config/Safe.js",
+    "extensions",
+    "jax/input/TeX",
+    "jax/output/CommonHTML",
+    "jax/element",
+    "localization/en",
+    "fonts/HTML-CSS/TeX/woff",
+]
 
 
 def notebook_intro(path: Path) -> tuple[str, list[str], str]:
     """A lesson's title, learning objectives and time estimate, from its first (Markdown) cell."""
-    from fmnist_lab.notebooks import read_notebook, is_stamped
+    from fmnist_lab.notebooks import is_stamped, read_notebook
 
     cells = [cell for cell in read_notebook(path).cells if not is_stamped(cell)]
     intro = cells[0].source if cells else ""
@@ -61,8 +69,10 @@ def on_config(config, **kwargs):
     """Insert the Lessons and Solutions sections after 'Getting started'."""
     nav = config["nav"]
     for section, folder in (("Solutions", "solutions"), ("Lessons", "lessons")):
-        entries = [{_short_title(notebook_intro(path)[0]): f"{folder}/{path.name}"}
-                   for path in sorted((ROOT / folder).glob("*.ipynb"))]
+        entries = [
+            {_short_title(notebook_intro(path)[0]): f"{folder}/{path.name}"}
+            for path in sorted((ROOT / folder).glob("*.ipynb"))
+        ]
         if entries:
             nav.insert(2, {section: entries})
     return config
@@ -103,9 +113,14 @@ def pip_install_markdown() -> str:
     from fmnist_lab.notebooks import repository
 
     repo = repository(ROOT)
-    return "\n".join(["```bash", f'pip install "fmnist-lab @ git+{repo.url}@{repo.ref}"',
-                      "fmnist-lab doctor     # one [OK] or [FAIL] line per requirement, each failure with its fix",
-                      "```"])
+    return "\n".join(
+        [
+            "```bash",
+            f'pip install "fmnist-lab @ git+{repo.url}@{repo.ref}"',
+            "fmnist-lab doctor     # one [OK] or [FAIL] line per requirement, each failure with its fix",
+            "```",
+        ]
+    )
 
 
 def benchmarks_figure() -> str:
@@ -114,6 +129,7 @@ def benchmarks_figure() -> str:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     from fmnist_lab.original import ORIGINAL_TEST_ACCURACY
 
     accuracy, speed = report.load("reproduce"), report.load("train_speed")
@@ -127,8 +143,11 @@ def benchmarks_figure() -> str:
     for x, value in enumerate(values):
         left.text(x, value + 0.05, f"{value:.2f}", ha="center", va="bottom", fontsize=9)
     rates = speed["steps_per_second"]
-    labels = {"original": "original\n(DataLoader + PIL)", "fmnist_lab": "fmnist_lab\n(in memory)",
-              "ceiling": "compute\nceiling"}
+    labels = {
+        "original": "original\n(DataLoader + PIL)",
+        "fmnist_lab": "fmnist_lab\n(in memory)",
+        "ceiling": "compute\nceiling",
+    }
     right.barh([labels[k] for k in rates], list(rates.values()), color=["tab:gray", "tab:blue", "tab:green"])
     right.set_xlabel("training steps per second (batch 100)")
     right.set_title("Training speed, CNNBatch")
@@ -137,20 +156,31 @@ def benchmarks_figure() -> str:
     fig.savefig(buffer, format="png", dpi=100)
     plt.close(fig)
     data = base64.b64encode(buffer.getvalue()).decode()
-    return (f'<img src="data:image/png;base64,{data}" alt="Test accuracy per seed beside the original, '
-            f'and training steps per second per pipeline">')
+    return (
+        f'<img src="data:image/png;base64,{data}" alt="Test accuracy per seed beside the original, '
+        f'and training steps per second per pipeline">'
+    )
 
 
 def benchmarks_markdown() -> str:
     """The benchmarks page: the figure, then the tables with machine and date."""
-    return (benchmarks_figure() + "\n\n" + report.results_markdown()
-            + "\n\n### Lesson 07: each trick alone\n\n" + report.ablation_markdown())
+    return (
+        benchmarks_figure()
+        + "\n\n"
+        + report.results_markdown()
+        + "\n\n### Lesson 07: each trick alone\n\n"
+        + report.ablation_markdown()
+    )
 
 
 def on_page_markdown(markdown, page, config, files, **kwargs):
     """Replace each placeholder with the text generated for it."""
-    generators = {"<!-- syllabus -->": syllabus_markdown, "<!-- cli-reference -->": cli_markdown,
-                  "<!-- benchmarks -->": benchmarks_markdown, "<!-- pip-install -->": pip_install_markdown}
+    generators = {
+        "<!-- syllabus -->": syllabus_markdown,
+        "<!-- cli-reference -->": cli_markdown,
+        "<!-- benchmarks -->": benchmarks_markdown,
+        "<!-- pip-install -->": pip_install_markdown,
+    }
     if "<!-- results -->" in markdown:
         markdown = markdown.replace("<!-- results -->", report.results_markdown())
     for placeholder, generate in generators.items():
@@ -159,8 +189,9 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
     return markdown
 
 
-MERMAID_LOADER = re.compile(r'<script type="module">(?:(?!</script>).)*?mermaid(?:(?!</script>).)*?</script>',
-                            flags=re.DOTALL)
+MERMAID_LOADER = re.compile(
+    r'<script type="module">(?:(?!</script>).)*?mermaid(?:(?!</script>).)*?</script>', flags=re.DOTALL
+)
 
 
 def on_page_content(html, page, config, files, **kwargs):
@@ -173,9 +204,11 @@ def on_page_content(html, page, config, files, **kwargs):
         if kind == "solution":  # search leads to the lesson first; its solution ranks below it
             page.meta["search"] = {"boost": 0.5}
         colab = repository(ROOT).colab_url(ROOT / page.file.src_uri)
-        links = (f'<p class="notebook-links"><a class="md-button md-button--primary" href="{colab}">'
-                 f'Open this {kind} in Colab</a> <a class="md-button" href="{name}" download>'
-                 f'Download this {kind} notebook ({name})</a></p>')
+        links = (
+            f'<p class="notebook-links"><a class="md-button md-button--primary" href="{colab}">'
+            f'Open this {kind} in Colab</a> <a class="md-button" href="{name}" download>'
+            f"Download this {kind} notebook ({name})</a></p>"
+        )
         return links + html
     return html
 

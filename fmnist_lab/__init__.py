@@ -1,7 +1,10 @@
 """fmnist-lab: convolutional networks with batch normalisation on Fashion-MNIST, step by step.
 
-Modules: `data` (find, verify, load, batch), `models`, `train`, `evaluate`, `plots`, `original`
-(the original notebook's numbers) and `cli`.
+Modules: `data` (find, verify, load, batch), `models`, `engine` (the one training loop), `train` (the
+original run and checkpoints), `recipes` (lesson 07's tricks), `resnet`, `evaluate`, `plots`, `interpret`,
+`export` (ONNX), `checks` (the exercise checks and their toolkit), `notebooks` (lessons from solutions,
+the notebook checker), `paths`, `doctor`, `original` (the original notebook's settings and numbers)
+and `cli`.
 """
 
 __version__ = "0.2.0"  # a release is tagged v<version>: the Colab badges and install cells pin that tag

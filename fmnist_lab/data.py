@@ -73,23 +73,25 @@ class IdxFile:
 
 IDX_FILES: dict[tuple[str, str], IdxFile] = {
     ("train", "images"): IdxFile(
-        "train-images-idx3-ubyte", 47_040_016,
-        "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"),
+        "train-images-idx3-ubyte", 47_040_016, "c59f468a2f672dc815687fe0f83887768d799fd8a3f3276145d20f83aa44d888"
+    ),
     ("train", "labels"): IdxFile(
-        "train-labels-idx1-ubyte", 60_008,
-        "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"),
+        "train-labels-idx1-ubyte", 60_008, "bad3541b69d912435c50bb6ba87bec294ff4f6a2e1246121d8633921760443d9"
+    ),
     ("test", "images"): IdxFile(
-        "t10k-images-idx3-ubyte", 7_840_016,
-        "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"),
+        "t10k-images-idx3-ubyte", 7_840_016, "5b4141f0afbad91edebe8549f8fcffe087ea10ca49f1dbef5c9a5cd8815ce37b"
+    ),
     ("test", "labels"): IdxFile(
-        "t10k-labels-idx1-ubyte", 10_008,
-        "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"),
+        "t10k-labels-idx1-ubyte", 10_008, "0402a96d92fd2663957122ceb108a494c5af83dab82d92729df917d7dec38c34"
+    ),
 }
 
 DEBIAN_DATA_DIR = Path("/usr/share/datasets/fashion-mnist")
 TORCHVISION_SUBDIR = "torchvision"  # where `torchvision_dataset` keeps the decompressed copies it reads
-FIX_HINT = ("install the Debian package (sudo apt-get install dataset-fashion-mnist) "
-            "or set FMNIST_DATA to a folder holding the four Fashion-MNIST files")
+FIX_HINT = (
+    "install the Debian package (sudo apt-get install dataset-fashion-mnist) "
+    "or set FMNIST_DATA to a folder holding the four Fashion-MNIST files"
+)
 
 
 @dataclass
@@ -120,8 +122,10 @@ def mirrors() -> list[str]:
     if override:
         urls = [m.strip().rstrip("/") + "/" for m in override.split(",") if m.strip().rstrip("/")]
         if not urls:
-            raise _CannotDownload(f"FMNIST_LAB_MIRRORS is set but names no mirror (got {override!r}): "
-                                  "unset it or give comma-separated base URLs")
+            raise _CannotDownload(
+                f"FMNIST_LAB_MIRRORS is set but names no mirror (got {override!r}): "
+                "unset it or give comma-separated base URLs"
+            )
         return urls
     from torchvision.datasets import FashionMNIST
 
@@ -175,8 +179,7 @@ def find_data(root: str | os.PathLike | None = None, download: bool = True) -> D
         state = "not found" if len(missing) == 4 else f"incomplete, missing {', '.join(missing)}"
         searched.append(f"{label} {directory}: {state}")
     if not download:
-        raise FmnistLabError(
-            f"Fashion-MNIST not found. Searched: {'; '.join(searched)}. Fix: {FIX_HINT}.")
+        raise FmnistLabError(f"Fashion-MNIST not found. Searched: {'; '.join(searched)}. Fix: {FIX_HINT}.")
     target = data_dir()
     try:
         files = download_data(target)
@@ -184,8 +187,7 @@ def find_data(root: str | os.PathLike | None = None, download: bool = True) -> D
         raise
     except FmnistLabError as exc:
         searched.append(f"download into {target}: {exc}")
-        raise FmnistLabError(
-            f"Fashion-MNIST not found. Searched: {'; '.join(searched)}. Fix: {FIX_HINT}.") from None
+        raise FmnistLabError(f"Fashion-MNIST not found. Searched: {'; '.join(searched)}. Fix: {FIX_HINT}.") from None
     return DataLocation(f"downloaded ({target})", files, searched)
 
 
@@ -223,9 +225,11 @@ def _ensure_writable(target: Path) -> None:
             problem = f"is inside {blocker}, which is a file, not a folder"
         else:
             problem = f"is not writable ({exc.strerror or exc})"
-        raise _CannotDownload(f"Fashion-MNIST needs a download, but the download folder "
-                              f"{_download_folder(target)} {problem}: point FMNIST_LAB_DATA_DIR at a "
-                              "writable folder") from None
+        raise _CannotDownload(
+            f"Fashion-MNIST needs a download, but the download folder "
+            f"{_download_folder(target)} {problem}: point FMNIST_LAB_DATA_DIR at a "
+            "writable folder"
+        ) from None
 
 
 class _Terminated(BaseException):
@@ -282,8 +286,10 @@ def _download_one(spec: IdxFile, target: Path) -> Path:
                 while chunk := response.read(1 << 20):
                     out.write(chunk)
                     if out.tell() > _max_gzip_size(spec):
-                        raise FmnistLabError(f"{url} (more than {_max_gzip_size(spec):,} bytes, too big for "
-                                             f"a gzip of {spec.name}: not Fashion-MNIST)")
+                        raise FmnistLabError(
+                            f"{url} (more than {_max_gzip_size(spec):,} bytes, too big for "
+                            f"a gzip of {spec.name}: not Fashion-MNIST)"
+                        )
             verify_bytes(url, read_decompressed(tmp, shown_as=url, gzipped=True, spec=spec), spec)
             final = target / f"{spec.name}.gz"
             os.replace(tmp, final)
@@ -298,8 +304,9 @@ def _download_one(spec: IdxFile, target: Path) -> Path:
     raise FmnistLabError(f"download failed: {'; '.join(failures)}")
 
 
-def read_decompressed(path: Path, shown_as: str | None = None, gzipped: bool | None = None,
-                      spec: IdxFile | None = None) -> bytes:
+def read_decompressed(
+    path: Path, shown_as: str | None = None, gzipped: bool | None = None, spec: IdxFile | None = None
+) -> bytes:
     """The file's bytes, gunzipped if `.gz`; a broken file, or one too big to be `spec`, is a clear error."""
     shown = shown_as or path
     gzipped = gzipped if gzipped is not None else str(path).endswith(".gz")
@@ -312,8 +319,8 @@ def read_decompressed(path: Path, shown_as: str | None = None, gzipped: bool | N
             data = stream.read(-1 if spec is None else spec.size + 1)  # a gzip bomb stops here
     except (OSError, EOFError, zlib.error) as exc:
         raise FmnistLabError(
-            f"{shown}: not a complete gzip file ({exc}); delete it and run "
-            "`fmnist-lab data` again") from None
+            f"{shown}: not a complete gzip file ({exc}); delete it and run `fmnist-lab data` again"
+        ) from None
     if spec is not None and len(data) > spec.size:
         raise _wrong_size(shown, f"more than {spec.size:,}", spec, too_big=True)
     return data
@@ -325,15 +332,19 @@ def _refuse_by_size(path: Path, shown: Path | str, gzipped: bool, spec: IdxFile)
     if not gzipped and on_disk != spec.size:
         raise _wrong_size(shown, f"{on_disk:,}", spec, too_big=on_disk > spec.size)
     if gzipped and on_disk > _max_gzip_size(spec):
-        raise FmnistLabError(f"{shown}: {on_disk:,} bytes, more than any gzip of {spec.name} can be "
-                             "(not Fashion-MNIST); delete it and run `fmnist-lab data` again")
+        raise FmnistLabError(
+            f"{shown}: {on_disk:,} bytes, more than any gzip of {spec.name} can be "
+            "(not Fashion-MNIST); delete it and run `fmnist-lab data` again"
+        )
 
 
 def _wrong_size(path: Path | str, found: str, spec: IdxFile, too_big: bool) -> FmnistLabError:
     """One message for every file whose decompressed size is not the official one."""
     why = "too big: not Fashion-MNIST" if too_big else "truncated or not Fashion-MNIST"
-    return FmnistLabError(f"{path}: decompressed size is {found} bytes, expected {spec.size:,} for "
-                          f"{spec.name} ({why}); delete it and run `fmnist-lab data` again")
+    return FmnistLabError(
+        f"{path}: decompressed size is {found} bytes, expected {spec.size:,} for "
+        f"{spec.name} ({why}); delete it and run `fmnist-lab data` again"
+    )
 
 
 def verify_bytes(path: Path | str, data: bytes, spec: IdxFile) -> None:
@@ -345,7 +356,8 @@ def verify_bytes(path: Path | str, data: bytes, spec: IdxFile) -> None:
         raise FmnistLabError(
             f"{path}: SHA-256 of the decompressed bytes is {digest[:12]}…, expected "
             f"{spec.sha256[:12]}… for {spec.name} (corrupt file); delete it and run "
-            "`fmnist-lab data` again")
+            "`fmnist-lab data` again"
+        )
 
 
 def parse_idx(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
@@ -356,11 +368,12 @@ def parse_idx(data: bytes, path: Path | str = "<bytes>") -> np.ndarray:
     header = 4 + 4 * ndim
     if len(data) < header:
         raise FmnistLabError(f"{path}: IDX header cut short")
-    shape = tuple(int.from_bytes(data[4 + 4 * i: 8 + 4 * i], "big") for i in range(ndim))
+    shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
     expected = header + math.prod(shape)
     if len(data) != expected:
         raise FmnistLabError(
-            f"{path}: IDX header promises {expected:,} bytes for shape {shape}, file has {len(data):,}")
+            f"{path}: IDX header promises {expected:,} bytes for shape {shape}, file has {len(data):,}"
+        )
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
 
 
@@ -374,8 +387,7 @@ def _read_verified(path: Path, split: str, kind: str) -> np.ndarray:
 
 def verify(location: DataLocation) -> dict[str, tuple[int, ...]]:
     """Verify all four files of `location`; return each file's array shape."""
-    return {IDX_FILES[key].name: _read_verified(location.path(*key), *key).shape
-            for key in IDX_FILES}
+    return {IDX_FILES[key].name: _read_verified(location.path(*key), *key).shape for key in IDX_FILES}
 
 
 def resize_images(images: np.ndarray, size: int) -> np.ndarray:
@@ -386,8 +398,7 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
 
     # PIL itself, image by image (about 1.5 s for the training set, once per process): torchvision's
     # tensor resize differs from PIL by one grey level in about 2% of the pixels.
-    return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR))
-                     for image in images])
+    return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR)) for image in images])
 
 
 @functools.lru_cache(maxsize=8)
@@ -396,19 +407,18 @@ def _images_uint8(path: Path, split: str, image_size: int) -> np.ndarray:
     return resize_images(_read_verified(path, split, "images"), image_size)
 
 
-def load(split: str = "train", image_size: int = 28,
-         root: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def load(
+    split: str = "train", image_size: int = 28, root: str | os.PathLike | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Images (N, 1, S, S) float32 in [0, 1] and labels (N,) int64 of a split, as fresh tensors."""
     if split not in SPLITS:
         raise FmnistLabError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if image_size not in IMAGE_SIZES:
-        raise FmnistLabError(f"image_size must be 28 (the originals) or 16 (the original model's), "
-                             f"got {image_size}")
+        raise FmnistLabError(f"image_size must be 28 (the originals) or 16 (the original model's), got {image_size}")
     location = find_data(root)
     images = _images_uint8(location.path(split, "images"), split, image_size)
     labels = _read_verified(location.path(split, "labels"), split, "labels")
-    return (torch.tensor(images, dtype=torch.float32).unsqueeze(1).div_(255),
-            torch.tensor(labels, dtype=torch.int64))
+    return (torch.tensor(images, dtype=torch.float32).unsqueeze(1).div_(255), torch.tensor(labels, dtype=torch.int64))
 
 
 class InMemoryBatches:
@@ -418,8 +428,15 @@ class InMemoryBatches:
     the same batches.
     """
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, batch_size: int = 100,
-                 shuffle: bool = True, seed: int = 0, device: torch.device | str | None = None):
+    def __init__(
+        self,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        batch_size: int = 100,
+        shuffle: bool = True,
+        seed: int = 0,
+        device: torch.device | str | None = None,
+    ):
         if len(images) != len(labels):
             raise FmnistLabError(f"{len(images)} images but {len(labels)} labels")
         if batch_size < 1:
@@ -439,12 +456,11 @@ class InMemoryBatches:
         order = torch.randperm(n, generator=self.generator) if self.shuffle else torch.arange(n)
         order = order.to(self.images.device)
         for start in range(0, n, self.batch_size):
-            index = order[start:start + self.batch_size]
+            index = order[start : start + self.batch_size]
             yield self.images[index], self.labels[index]
 
 
-def torchvision_dataset(split: str = "train", transform=None,
-                        root: str | os.PathLike | None = None):
+def torchvision_dataset(split: str = "train", transform=None, root: str | os.PathLike | None = None):
     """`torchvision.datasets.FashionMNIST` over the same verified files (for lessons on DataLoader)."""
     from torchvision.datasets import FashionMNIST
 

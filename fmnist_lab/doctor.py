@@ -42,11 +42,12 @@ DEFAULT_REQUIRES_PYTHON = ">=3.10"
 SYSTEM_CHROMIUM = Path("/usr/bin/chromium")
 KERNEL_TIMEOUT = 120.0  # seconds for the kernel's Python to import fmnist_lab (a cold disk can be slow)
 KERNEL_PROBE = "import fmnist_lab, sys; print(fmnist_lab.__file__)"
-DATA_FIX = ("`fmnist-lab data` (finds or downloads the files) or "
-            "`sudo apt-get install dataset-fashion-mnist`")
+DATA_FIX = "`fmnist-lab data` (finds or downloads the files) or `sudo apt-get install dataset-fashion-mnist`"
 BROWSER_FIX = "apt-get install chromium"
-REINSTALL_FIX = ("reinstall the course as the README shows: pip install . in a clone, or run a lesson's "
-                 "first code cell (it installs from the repository)")
+REINSTALL_FIX = (
+    "reinstall the course as the README shows: pip install . in a clone, or run a lesson's "
+    "first code cell (it installs from the repository)"
+)
 
 VersionOf = Callable[[str], "str | None"]
 
@@ -80,8 +81,7 @@ def _error_text(exc: BaseException) -> str:
     return _one_line(f"{type(exc).__name__}: {exc}")
 
 
-def _safely(what: str, fix: str, probe: Callable[[], Check | Iterable[Check]],
-            status: str = FAIL) -> list[Check]:
+def _safely(what: str, fix: str, probe: Callable[[], Check | Iterable[Check]], status: str = FAIL) -> list[Check]:
     """Run one probe; any exception becomes a line of its own, so the report never ends in a traceback."""
     try:
         result = probe()
@@ -116,9 +116,12 @@ def check_python(requires: str | None = None) -> Check:
     wanted = spec_text(specifier)
     if specifier.contains(found, prereleases=True):
         return Check(OK, "Python", f"{found} at {sys.executable} (fmnist-lab needs {wanted})")
-    return Check(FAIL, "Python", f"{found} at {sys.executable}, but fmnist-lab needs {wanted}",
-                 f"install a Python {wanted} (python.org or your package manager) and create the "
-                 "virtual environment with it")
+    return Check(
+        FAIL,
+        "Python",
+        f"{found} at {sys.executable}, but fmnist-lab needs {wanted}",
+        f"install a Python {wanted} (python.org or your package manager) and create the virtual environment with it",
+    )
 
 
 def check_package() -> Check:
@@ -128,9 +131,12 @@ def check_package() -> Check:
     try:
         version = importlib.metadata.version(DIST_NAME)
     except importlib.metadata.PackageNotFoundError:
-        return Check(WARN, "fmnist-lab", f"running from {paths.PACKAGE_DIR} without being installed, so "
-                     "its declared requirements can't be read",
-                     f"pip install -e {where}" if where else REINSTALL_FIX)
+        return Check(
+            WARN,
+            "fmnist-lab",
+            f"running from {paths.PACKAGE_DIR} without being installed, so its declared requirements can't be read",
+            f"pip install -e {where}" if where else REINSTALL_FIX,
+        )
     return Check(OK, "fmnist-lab", f"{version} from {paths.PACKAGE_DIR} ({place})")
 
 
@@ -147,6 +153,7 @@ def installed_version(name: str) -> str | None:
 
 def spec_text(specifier: SpecifierSet) -> str:
     """A specifier set as people write it, lower bounds first: `>=2.4,<3`."""
+
     def lower_first(spec: str) -> tuple[bool, str]:
         return (spec.startswith(("<", "!")), spec)
 
@@ -184,9 +191,14 @@ def parse_requirements(text: str, source: str) -> tuple[list[Requirement], list[
         try:
             requirement = Requirement(line)
         except InvalidRequirement as exc:
-            problems.append(Check(FAIL, f"{source} line {number}",
-                                  f"cannot read {line!r} ({_first_line(exc)})",
-                                  f"write line {number} as name[extras] and bounds, e.g. numpy>=1.26,<3"))
+            problems.append(
+                Check(
+                    FAIL,
+                    f"{source} line {number}",
+                    f"cannot read {line!r} ({_first_line(exc)})",
+                    f"write line {number} as name[extras] and bounds, e.g. numpy>=1.26,<3",
+                )
+            )
             continue
         if _applies(requirement):
             found.append(requirement)
@@ -234,8 +246,9 @@ def read_requirements_file(path: Path) -> str:
         raise FmnistLabError(f"--requirements {path}: cannot read it ({reason})") from None
 
 
-def gather_requirements(path: Path | None = None, text: str | None = None
-                        ) -> tuple[dict[str, list[Requirement]], list[Check]]:
+def gather_requirements(
+    path: Path | None = None, text: str | None = None
+) -> tuple[dict[str, list[Requirement]], list[Check]]:
     """The declared requirements merged with a requirements file's (default: the checkout's)."""
     requirements = declared_requirements()
     if text is None and path is None:
@@ -298,8 +311,7 @@ def check_requirement(*requirements: Requirement | str, version_of: VersionOf = 
     try:
         version = Version(found)
     except InvalidVersion:
-        return Check(FAIL, wanted.what, f"version {found!r} can't be compared with bounds ({wanted.needs})",
-                     fix)
+        return Check(FAIL, wanted.what, f"version {found!r} can't be compared with bounds ({wanted.needs})", fix)
     missed = [spec for spec in wanted.specifier if not spec.contains(version, prereleases=True)]
     if missed:
         reasons = "; ".join(_violation(spec) for spec in sorted(missed, key=str))
@@ -307,8 +319,9 @@ def check_requirement(*requirements: Requirement | str, version_of: VersionOf = 
     return Check(OK, wanted.what, f"{found} ({wanted.needs})")
 
 
-def check_torch_package(name: str, requirements: Iterable[Requirement | str],
-                        version_of: VersionOf = installed_version) -> Check:
+def check_torch_package(
+    name: str, requirements: Iterable[Requirement | str], version_of: VersionOf = installed_version
+) -> Check:
     """torch or torchvision: within its bounds, and importable (a broken install is caught here)."""
     requirements = list(requirements)
     line = check_requirement(*requirements, version_of=version_of)
@@ -318,8 +331,12 @@ def check_torch_package(name: str, requirements: Iterable[Requirement | str],
         module = importlib.import_module(name)
     except Exception as exc:  # noqa: BLE001 - a broken wheel raises anything
         wanted = _Wanted.of(requirements)
-        return Check(FAIL, line.what, f"installed, but `import {name}` fails ({_error_text(exc)})",
-                     f"pip install --force-reinstall {wanted.argument}")
+        return Check(
+            FAIL,
+            line.what,
+            f"installed, but `import {name}` fails ({_error_text(exc)})",
+            f"pip install --force-reinstall {wanted.argument}",
+        )
     return Check(OK, line.what, f"{line.detail}, imported from {Path(module.__file__).parent}")
 
 
@@ -334,8 +351,9 @@ def check_device() -> Check:
         return Check(OK, "device", f"cuda ({torch.cuda.get_device_name(device)})")
     if device.type == "mps":
         return Check(OK, "device", "mps (Apple GPU)")
-    return Check(OK, "device", f"{device.type} ({torch.get_num_threads()} threads; no CUDA or MPS GPU, "
-                 "which no lesson needs)")
+    return Check(
+        OK, "device", f"{device.type} ({torch.get_num_threads()} threads; no CUDA or MPS GPU, which no lesson needs)"
+    )
 
 
 # --- data, Jupyter, browser -------------------------------------------------------------------------
@@ -389,8 +407,9 @@ def check_kernel(timeout: float = KERNEL_TIMEOUT) -> Check:
     argv0 = spec.argv[0] if spec.argv else ""
     python = kernel_python(argv0)
     if python is None:
-        return Check(FAIL, what, f"the python3 kernel ({spec.resource_dir}) runs {argv0!r}, which is not "
-                     "found", kernel_fix())
+        return Check(
+            FAIL, what, f"the python3 kernel ({spec.resource_dir}) runs {argv0!r}, which is not found", kernel_fix()
+        )
     return _kernel_imports(python, timeout)
 
 
@@ -398,8 +417,9 @@ def _kernel_imports(python: str, timeout: float) -> Check:
     """Run `import fmnist_lab` in the kernel's Python, away from the checkout so cwd can't help it."""
     what = "Jupyter kernel"
     try:
-        done = subprocess.run([python, "-c", KERNEL_PROBE], capture_output=True, text=True,
-                              timeout=timeout, cwd=tempfile.gettempdir())
+        done = subprocess.run(
+            [python, "-c", KERNEL_PROBE], capture_output=True, text=True, timeout=timeout, cwd=tempfile.gettempdir()
+        )
     except subprocess.TimeoutExpired:
         return Check(FAIL, what, f"{python} did not import fmnist_lab within {timeout:g} s", kernel_fix())
     except OSError as exc:
@@ -407,12 +427,15 @@ def _kernel_imports(python: str, timeout: float) -> Check:
     printed = done.stdout.strip().splitlines()
     if done.returncode != 0 or not printed:
         last = (done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
-        return Check(FAIL, what, f"python3 kernel {python} cannot import fmnist_lab ({_one_line(last)})",
-                     kernel_fix())
+        return Check(FAIL, what, f"python3 kernel {python} cannot import fmnist_lab ({_one_line(last)})", kernel_fix())
     imported = Path(printed[-1]).resolve().parent
     if imported != paths.PACKAGE_DIR:
-        return Check(WARN, what, f"python3 kernel {python} imports fmnist_lab from {imported}, not from "
-                     f"this copy ({paths.PACKAGE_DIR})", kernel_fix())
+        return Check(
+            WARN,
+            what,
+            f"python3 kernel {python} imports fmnist_lab from {imported}, not from this copy ({paths.PACKAGE_DIR})",
+            kernel_fix(),
+        )
     return Check(OK, what, f"python3 kernel {python} imports fmnist_lab from {imported}")
 
 
@@ -440,16 +463,16 @@ def check_browser(system: Path | None = None, which: Callable[[str], str | None]
 # --- the report -------------------------------------------------------------------------------------
 
 
-def run_checks(requirements: Path | None = None, text: str | None = None,
-               version_of: VersionOf = installed_version) -> Iterator[Check]:
+def run_checks(
+    requirements: Path | None = None, text: str | None = None, version_of: VersionOf = installed_version
+) -> Iterator[Check]:
     """Every check in report order; `text` is the requirements file's (None: the checkout's own)."""
     yield from _safely("Python", REINSTALL_FIX, check_python)
     yield from _safely("fmnist-lab", REINSTALL_FIX, check_package)
     try:
         merged, problems = gather_requirements(requirements, text)
     except Exception as exc:  # noqa: BLE001
-        merged, problems = {}, [Check(FAIL, "requirements", f"cannot read them ({_error_text(exc)})",
-                                      REINSTALL_FIX)]
+        merged, problems = {}, [Check(FAIL, "requirements", f"cannot read them ({_error_text(exc)})", REINSTALL_FIX)]
     yield from problems
     for name in ("torch", "torchvision"):
         probe = functools.partial(check_torch_package, name, merged.pop(name, None) or [name], version_of)
@@ -475,8 +498,9 @@ def summary(checks: list[Check]) -> str:
     passed = sum(check.status == OK for check in checks)
     counts = f"{passed} OK, {_plural(warned, 'warning')}, {len(failed)} failed"
     if failed:
-        return (f"doctor: {counts} ({', '.join(failed)}) — run the fix of each [FAIL] line, "
-                "then `fmnist-lab doctor` again")
+        return (
+            f"doctor: {counts} ({', '.join(failed)}) — run the fix of each [FAIL] line, then `fmnist-lab doctor` again"
+        )
     return f"doctor: {counts} — ready for the course"
 
 

@@ -36,6 +36,7 @@ LIGHT_BACKGROUND = 0.5  # a border brighter than this on average means dark-on-l
 
 # --- Export ----------------------------------------------------------------------------------------
 
+
 def _example_batch(model: nn.Module, image_size: int | None) -> torch.Tensor:
     """A seeded batch of two images at the model's size (two, so the batch size is not specialised to 1)."""
     size = image_size or getattr(model, "image_size", 16)
@@ -51,19 +52,29 @@ def export_to_onnx(model: nn.Module, path: str | Path, image_size: int | None = 
     cpu_model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.onnx.export(cpu_model, (_example_batch(cpu_model, image_size),), str(path), dynamo=True,
-                          verbose=False, external_data=False, input_names=[INPUT_NAME],
-                          output_names=[OUTPUT_NAME],
-                          dynamic_shapes=({0: torch.export.Dim("batch")},))
+        torch.onnx.export(
+            cpu_model,
+            (_example_batch(cpu_model, image_size),),
+            str(path),
+            dynamo=True,
+            verbose=False,
+            external_data=False,
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_shapes=({0: torch.export.Dim("batch")},),
+        )
     except OSError as exc:
         raise FmnistLabError(f"{path}: cannot write the ONNX file ({exc.strerror or exc})") from None
     import onnx
 
     proto = onnx.load(str(path))
     size = image_size or getattr(cpu_model, "image_size", 16)
-    metadata = {"classes": json.dumps(CLASS_NAMES), "image_size": str(size),
-                "input": f"{INPUT_NAME}: float32 (batch, 1, {size}, {size}) in [0, 1], light garment on dark",
-                "output": f"{OUTPUT_NAME}: float32 (batch, {len(CLASS_NAMES)}); softmax gives probabilities"}
+    metadata = {
+        "classes": json.dumps(CLASS_NAMES),
+        "image_size": str(size),
+        "input": f"{INPUT_NAME}: float32 (batch, 1, {size}, {size}) in [0, 1], light garment on dark",
+        "output": f"{OUTPUT_NAME}: float32 (batch, {len(CLASS_NAMES)}); softmax gives probabilities",
+    }
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
@@ -89,17 +100,21 @@ def check_onnx(path: str | Path) -> onnx.ModelProto:
 
 def describe_onnx(proto: onnx.ModelProto) -> dict:
     """Opset, operators and input/output shapes of an ONNX model (symbolic dimensions by name)."""
+
     def shape(value) -> list:
         return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
 
-    return {"opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
-            "operators": [node.op_type for node in proto.graph.node],
-            "inputs": {v.name: shape(v) for v in proto.graph.input},
-            "outputs": {v.name: shape(v) for v in proto.graph.output},
-            "metadata": {p.key: p.value for p in proto.metadata_props}}
+    return {
+        "opset": max(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx")),
+        "operators": [node.op_type for node in proto.graph.node],
+        "inputs": {v.name: shape(v) for v in proto.graph.input},
+        "outputs": {v.name: shape(v) for v in proto.graph.output},
+        "metadata": {p.key: p.value for p in proto.metadata_props},
+    }
 
 
 # --- Running it with ONNX Runtime ------------------------------------------------------------------
+
 
 def onnx_session(path: str | Path, threads: int | None = None) -> onnxruntime.InferenceSession:
     """An ONNX Runtime session on the CPU (`threads` intra-op threads; default: ONNX Runtime's choice)."""
@@ -135,41 +150,46 @@ def _as_numpy_images(images: torch.Tensor | np.ndarray) -> np.ndarray:
     return images
 
 
-def onnx_logits(session: onnxruntime.InferenceSession, images: torch.Tensor | np.ndarray,
-                batch_size: int = 1000) -> np.ndarray:
+def onnx_logits(
+    session: onnxruntime.InferenceSession, images: torch.Tensor | np.ndarray, batch_size: int = 1000
+) -> np.ndarray:
     """The ONNX model's logits for every image, computed in chunks of `batch_size`."""
     images = _as_numpy_images(images)
     name = session.get_inputs()[0].name
     expected = session.get_inputs()[0].shape[-2:]
     if all(isinstance(d, int) for d in expected) and list(images.shape[-2:]) != list(expected):
-        raise FmnistLabError(f"the ONNX model expects {expected[0]}×{expected[1]} images, "
-                             f"got {images.shape[-2]}×{images.shape[-1]}")
-    chunks = [session.run(None, {name: images[i:i + batch_size]})[0]
-              for i in range(0, len(images), batch_size)]
+        raise FmnistLabError(
+            f"the ONNX model expects {expected[0]}×{expected[1]} images, got {images.shape[-2]}×{images.shape[-1]}"
+        )
+    chunks = [session.run(None, {name: images[i : i + batch_size]})[0] for i in range(0, len(images), batch_size)]
     return np.concatenate(chunks) if chunks else np.zeros((0, len(CLASS_NAMES)), np.float32)
 
 
-def onnx_predict(session: onnxruntime.InferenceSession, images: torch.Tensor | np.ndarray,
-                 batch_size: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+def onnx_predict(
+    session: onnxruntime.InferenceSession, images: torch.Tensor | np.ndarray, batch_size: int = 1000
+) -> tuple[np.ndarray, np.ndarray]:
     """Predicted class ids and the ten probabilities per image, from ONNX Runtime alone."""
     probabilities = softmax_numpy(onnx_logits(session, images, batch_size))
     return probabilities.argmax(axis=1), probabilities
 
 
-def compare_with_pytorch(model: nn.Module, session: onnxruntime.InferenceSession,
-                         images: torch.Tensor) -> dict:
+def compare_with_pytorch(model: nn.Module, session: onnxruntime.InferenceSession, images: torch.Tensor) -> dict:
     """How closely ONNX Runtime reproduces PyTorch: equal predictions and the largest probability gap."""
     from fmnist_lab.evaluate import predict
 
     torch_predicted, torch_probabilities = predict(model, images)
     onnx_predicted, onnx_probabilities = onnx_predict(session, images)
     gap = np.abs(onnx_probabilities - torch_probabilities.double().numpy())
-    return {"images": len(images), "equal_predictions": int((onnx_predicted == torch_predicted.numpy()).sum()),
-            "max_abs_probability_difference": float(gap.max()),
-            "mean_abs_probability_difference": float(gap.mean())}
+    return {
+        "images": len(images),
+        "equal_predictions": int((onnx_predicted == torch_predicted.numpy()).sum()),
+        "max_abs_probability_difference": float(gap.max()),
+        "mean_abs_probability_difference": float(gap.mean()),
+    }
 
 
 # --- Latency ---------------------------------------------------------------------------------------
+
 
 def measure_latency(run: Callable[[], object], repeats: int = 20, warmup: int = 3) -> float:
     """Median seconds per call of `run` after `warmup` calls (the median resists a busy machine)."""
@@ -183,8 +203,13 @@ def measure_latency(run: Callable[[], object], repeats: int = 20, warmup: int = 
     return statistics.median(times)
 
 
-def latency_table(model: nn.Module, session: onnxruntime.InferenceSession, images: torch.Tensor,
-                  batch_sizes: tuple[int, ...] = (1, 256), repeats: int = 20) -> list[dict]:
+def latency_table(
+    model: nn.Module,
+    session: onnxruntime.InferenceSession,
+    images: torch.Tensor,
+    batch_sizes: tuple[int, ...] = (1, 256),
+    repeats: int = 20,
+) -> list[dict]:
     """Milliseconds per batch for PyTorch eager and ONNX Runtime on the CPU, one row per batch size."""
     cpu_model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
     name = session.get_inputs()[0].name
@@ -199,12 +224,19 @@ def latency_table(model: nn.Module, session: onnxruntime.InferenceSession, image
 
         torch_seconds = measure_latency(torch_run, repeats)
         onnx_seconds = measure_latency(lambda: session.run(None, {name: x_numpy}), repeats)
-        rows.append({"batch": batch, "pytorch_ms": 1000 * torch_seconds, "onnxruntime_ms": 1000 * onnx_seconds,
-                     "speedup": torch_seconds / onnx_seconds})
+        rows.append(
+            {
+                "batch": batch,
+                "pytorch_ms": 1000 * torch_seconds,
+                "onnxruntime_ms": 1000 * onnx_seconds,
+                "speedup": torch_seconds / onnx_seconds,
+            }
+        )
     return rows
 
 
 # --- Preprocessing shared with the live demo --------------------------------------------------------
+
 
 def to_grayscale(rgba: np.ndarray) -> np.ndarray:
     """Gray levels in [0, 1] from (H, W, 4) RGBA, (H, W, 3) RGB or (H, W) gray bytes; transparency over white."""
@@ -233,7 +265,7 @@ def pad_to_square(gray: np.ndarray) -> np.ndarray:
     side = max(height, width)
     square = np.zeros((side, side), dtype=np.float64)
     top, left = (side - height) // 2, (side - width) // 2
-    square[top:top + height, left:left + width] = gray
+    square[top : top + height, left : left + width] = gray
     return square
 
 

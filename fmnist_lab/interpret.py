@@ -19,16 +19,18 @@ from fmnist_lab.data import CLASS_NAMES
 from fmnist_lab.evaluate import predict_logits
 
 
-def most_confused_pairs(matrix: np.ndarray | torch.Tensor, k: int = 5,
-                        class_names: Sequence[str] = CLASS_NAMES) -> list[tuple[str, str, int]]:
+def most_confused_pairs(
+    matrix: np.ndarray | torch.Tensor, k: int = 5, class_names: Sequence[str] = CLASS_NAMES
+) -> list[tuple[str, str, int]]:
     """The k largest off-diagonal cells as (true name, predicted name, count), largest first; zeros left out."""
     counts = matrix.detach().cpu().numpy() if isinstance(matrix, torch.Tensor) else np.asarray(matrix)
     if counts.ndim != 2 or counts.shape[0] != counts.shape[1]:
         raise ValueError(f"expected a square confusion matrix, got shape {counts.shape}")
     if len(class_names) != counts.shape[0]:
         raise ValueError(f"{counts.shape[0]} classes in the matrix but {len(class_names)} class names")
-    cells = [(int(counts[i, j]), i, j) for i in range(len(counts)) for j in range(len(counts))
-             if i != j and counts[i, j] > 0]
+    cells = [
+        (int(counts[i, j]), i, j) for i in range(len(counts)) for j in range(len(counts)) if i != j and counts[i, j] > 0
+    ]
     cells.sort(key=lambda cell: (-cell[0], cell[1], cell[2]))  # ties: in row-major order
     return [(class_names[i], class_names[j], count) for count, i, j in cells[:k]]
 
@@ -58,14 +60,16 @@ def _as_numpy(values: torch.Tensor | np.ndarray | Sequence[float], what: str) ->
     return array
 
 
-def calibration_bins(confidences: torch.Tensor | np.ndarray, correct: torch.Tensor | np.ndarray,
-                     n_bins: int = 10) -> CalibrationBins:
+def calibration_bins(
+    confidences: torch.Tensor | np.ndarray, correct: torch.Tensor | np.ndarray, n_bins: int = 10
+) -> CalibrationBins:
     """Sort predictions into `n_bins` equal confidence bins (lo, hi]: count, mean confidence, accuracy of each."""
     confidence = _as_numpy(confidences, "confidences")
     hits = _as_numpy(correct, "correct")
     if len(confidence) != len(hits) or len(confidence) == 0:
-        raise ValueError(f"expected as many confidences as correct flags (at least one), "
-                         f"got {len(confidence)} and {len(hits)}")
+        raise ValueError(
+            f"expected as many confidences as correct flags (at least one), got {len(confidence)} and {len(hits)}"
+        )
     if n_bins < 1:
         raise ValueError(f"n_bins must be at least 1, got {n_bins}")
     if confidence.min() < 0 or confidence.max() > 1:
@@ -79,8 +83,9 @@ def calibration_bins(confidences: torch.Tensor | np.ndarray, correct: torch.Tens
     return CalibrationBins(edges, counts, mean_confidence, accuracy)
 
 
-def expected_calibration_error(confidences: torch.Tensor | np.ndarray, correct: torch.Tensor | np.ndarray,
-                               n_bins: int = 10) -> float:
+def expected_calibration_error(
+    confidences: torch.Tensor | np.ndarray, correct: torch.Tensor | np.ndarray, n_bins: int = 10
+) -> float:
     """ECE: the count-weighted mean over bins of |accuracy − mean confidence| (0 = perfectly calibrated)."""
     bins = calibration_bins(confidences, correct, n_bins)
     filled = bins.counts > 0
@@ -97,8 +102,9 @@ def _one_image(image: torch.Tensor) -> torch.Tensor:
     return image.detach().cpu().float()
 
 
-def occlusion_map(model: nn.Module, image: torch.Tensor, label: int, patch: int = 3,
-                  fill: float = 0.0, batch_size: int = 1000) -> torch.Tensor:
+def occlusion_map(
+    model: nn.Module, image: torch.Tensor, label: int, patch: int = 3, fill: float = 0.0, batch_size: int = 1000
+) -> torch.Tensor:
     """(H, W): drop in p(label) when a patch×patch square of `fill` centred on each pixel (clipped) hides it."""
     if patch < 1 or patch % 2 == 0:
         raise ValueError(f"patch must be an odd size (so it has a centre pixel), got {patch}")
@@ -108,7 +114,7 @@ def occlusion_map(model: nn.Module, image: torch.Tensor, label: int, patch: int 
     occluded = image.repeat(height * width, 1, 1, 1)
     for i in range(height):
         for j in range(width):
-            occluded[i * width + j, :, max(0, i - half):i + half + 1, max(0, j - half):j + half + 1] = fill
+            occluded[i * width + j, :, max(0, i - half) : i + half + 1, max(0, j - half) : j + half + 1] = fill
     probabilities = predict_logits(model, torch.cat([image.unsqueeze(0), occluded]), batch_size).softmax(1)
     return (probabilities[0, label] - probabilities[1:, label]).reshape(height, width)
 

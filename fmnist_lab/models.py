@@ -22,8 +22,7 @@ def _flat_features(channels: int, image_size: int) -> int:
 class CNN(nn.Module):
     """Two 5×5 convolutions with ReLU and max-pooling, then one linear layer: 18,378 parameters."""
 
-    def __init__(self, out_1: int = 16, out_2: int = 32, number_of_classes: int = 10,
-                 image_size: int = 16):
+    def __init__(self, out_1: int = 16, out_2: int = 32, number_of_classes: int = 10, image_size: int = 16):
         super().__init__()
         self.image_size = image_size
         self.cnn1 = nn.Conv2d(1, out_1, kernel_size=5, padding=2)
@@ -41,8 +40,7 @@ class CNN(nn.Module):
 class CNNBatch(nn.Module):
     """The original `CNN_batch`: `CNN` with batch norm after each convolution and on the logits (18,494)."""
 
-    def __init__(self, out_1: int = 16, out_2: int = 32, number_of_classes: int = 10,
-                 image_size: int = 16):
+    def __init__(self, out_1: int = 16, out_2: int = 32, number_of_classes: int = 10, image_size: int = 16):
         super().__init__()
         self.image_size = image_size
         self.cnn1 = nn.Conv2d(1, out_1, kernel_size=5, padding=2)

@@ -10,8 +10,7 @@ from matplotlib.figure import Figure
 
 from fmnist_lab.data import CLASS_NAMES
 
-STYLE = {"figure.dpi": 100, "axes.titlesize": 12, "axes.labelsize": 10, "axes.grid": False,
-         "figure.autolayout": False}
+STYLE = {"figure.dpi": 100, "axes.titlesize": 12, "axes.labelsize": 10, "axes.grid": False, "figure.autolayout": False}
 COST_COLOR, ACCURACY_COLOR = "tab:red", "tab:blue"
 RIGHT_COLOR, WRONG_COLOR = "tab:green", "tab:red"
 
@@ -33,23 +32,32 @@ def training_curves(history: list[dict], title: str = "Training cost and validat
         cost_ax.tick_params(axis="y", colors=COST_COLOR)
         cost_ax.set_xticks(epochs)
         accuracy_ax = cost_ax.twinx()
-        accuracy_ax.plot(epochs, [100 * (record["val_accuracy"] or 0) for record in history], "s-",
-                         color=ACCURACY_COLOR)
+        accuracy_ax.plot(
+            epochs, [100 * (record["val_accuracy"] or 0) for record in history], "s-", color=ACCURACY_COLOR
+        )
         accuracy_ax.set_ylabel("validation accuracy (%)", color=ACCURACY_COLOR)
         accuracy_ax.tick_params(axis="y", colors=ACCURACY_COLOR)
         cost_ax.set_title(title)
     return fig
 
 
-def confusion_matrix(matrix: np.ndarray, title: str = "Confusion matrix (test set)",
-                     normalize: bool = False) -> Figure:
+def confusion_matrix(matrix: np.ndarray, title: str = "Confusion matrix (test set)", normalize: bool = False) -> Figure:
     """A seaborn heatmap of a 10×10 confusion matrix, rows true and columns predicted, class names on both."""
     values = matrix / matrix.sum(axis=1, keepdims=True) if normalize else matrix
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(8, 7), layout="constrained")
-        sns.heatmap(values, annot=True, fmt=".2f" if normalize else "d", cmap="Blues", cbar=True,
-                    xticklabels=CLASS_NAMES, yticklabels=CLASS_NAMES, ax=ax,
-                    annot_kws={"fontsize": 8}, square=True)
+        sns.heatmap(
+            values,
+            annot=True,
+            fmt=".2f" if normalize else "d",
+            cmap="Blues",
+            cbar=True,
+            xticklabels=CLASS_NAMES,
+            yticklabels=CLASS_NAMES,
+            ax=ax,
+            annot_kws={"fontsize": 8},
+            square=True,
+        )
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(title)
@@ -58,36 +66,47 @@ def confusion_matrix(matrix: np.ndarray, title: str = "Confusion matrix (test se
     return fig
 
 
-def sample_predictions(images: torch.Tensor, labels: torch.Tensor, predicted: torch.Tensor,
-                       count: int = 16, columns: int = 8,
-                       title: str = "Sample predictions (true → predicted; red = mistake)") -> Figure:
+def sample_predictions(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    predicted: torch.Tensor,
+    count: int = 16,
+    columns: int = 8,
+    title: str = "Sample predictions (true → predicted; red = mistake)",
+) -> Figure:
     """A grid of test images, each titled with its true and predicted class; mistakes in red."""
     count = min(count, len(images))
     rows = max(1, -(-count // columns))
     pictures = _images_2d(images[:count])
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(rows, columns, figsize=(1.6 * columns, 2.0 * rows), layout="constrained",
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            rows, columns, figsize=(1.6 * columns, 2.0 * rows), layout="constrained", squeeze=False
+        )
         for i, ax in enumerate(axes.flat):
             ax.axis("off")
             if i >= count:
                 continue
             truth, guess = int(labels[i]), int(predicted[i])
             ax.imshow(pictures[i], cmap="gray_r")
-            ax.set_title(f"{CLASS_NAMES[truth]}\n→ {CLASS_NAMES[guess]}", fontsize=8,
-                         color=RIGHT_COLOR if truth == guess else WRONG_COLOR)
+            ax.set_title(
+                f"{CLASS_NAMES[truth]}\n→ {CLASS_NAMES[guess]}",
+                fontsize=8,
+                color=RIGHT_COLOR if truth == guess else WRONG_COLOR,
+            )
         fig.suptitle(title)
     return fig
 
 
-def sample_images(images: torch.Tensor, labels: torch.Tensor, per_class: int = 8,
-                  title: str = "Fashion-MNIST: one row per class") -> Figure:
+def sample_images(
+    images: torch.Tensor, labels: torch.Tensor, per_class: int = 8, title: str = "Fashion-MNIST: one row per class"
+) -> Figure:
     """A grid with one row per class, labelled by class name: the first `per_class` images of each."""
     labels_np = np.asarray(labels)
     pictures = _images_2d(images)
     with plt.rc_context(STYLE):
-        fig, axes = plt.subplots(len(CLASS_NAMES), per_class, figsize=(1.1 * per_class + 1.5, 11),
-                                 layout="constrained", squeeze=False)
+        fig, axes = plt.subplots(
+            len(CLASS_NAMES), per_class, figsize=(1.1 * per_class + 1.5, 11), layout="constrained", squeeze=False
+        )
         for class_id, name in enumerate(CLASS_NAMES):
             chosen = np.flatnonzero(labels_np == class_id)[:per_class]
             for column, ax in enumerate(axes[class_id]):

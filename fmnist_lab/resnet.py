@@ -28,8 +28,8 @@ class BasicBlock(nn.Module):
         self.shortcut = nn.Identity()
         if stride != 1 or in_channels != out_channels:
             self.shortcut = nn.Sequential(
-                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(out_channels))
+                nn.Conv2d(in_channels, out_channels, 1, stride=stride, bias=False), nn.BatchNorm2d(out_channels)
+            )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = F.relu(self.bn1(self.conv1(x)))
@@ -44,20 +44,31 @@ class ResNet(nn.Module):
     stride of 2 halves the image; `strides=(2, 2, 2)` works at 14×14, 7×7 and 4×4 instead.
     """
 
-    def __init__(self, channels: tuple[int, ...] = (16, 32, 64), blocks: tuple[int, ...] = (1, 1, 1),
-                 strides: tuple[int, ...] | None = None, stem_stride: int = 1, number_of_classes: int = 10,
-                 image_size: int = 28, dropout: float = 0.0):
+    def __init__(
+        self,
+        channels: tuple[int, ...] = (16, 32, 64),
+        blocks: tuple[int, ...] = (1, 1, 1),
+        strides: tuple[int, ...] | None = None,
+        stem_stride: int = 1,
+        number_of_classes: int = 10,
+        image_size: int = 28,
+        dropout: float = 0.0,
+    ):
         super().__init__()
         strides = tuple(strides) if strides is not None else (1,) + (2,) * (len(channels) - 1)
         if not channels or not len(channels) == len(blocks) == len(strides):
-            raise FmnistLabError(f"one block count and one stride per stage: channels {channels}, "
-                                 f"blocks {blocks}, strides {strides}")
+            raise FmnistLabError(
+                f"one block count and one stride per stage: channels {channels}, blocks {blocks}, strides {strides}"
+            )
         if any(b < 1 for b in blocks) or any(c < 1 for c in channels) or min(strides + (stem_stride,)) < 1:
             raise FmnistLabError(f"channels, blocks and strides must be positive, got {channels}, {blocks}, {strides}")
         self.image_size = image_size
         self.channels, self.blocks, self.strides = tuple(channels), tuple(blocks), strides
-        self.stem = nn.Sequential(nn.Conv2d(1, channels[0], 3, stride=stem_stride, padding=1, bias=False),
-                                  nn.BatchNorm2d(channels[0]), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(
+            nn.Conv2d(1, channels[0], 3, stride=stem_stride, padding=1, bias=False),
+            nn.BatchNorm2d(channels[0]),
+            nn.ReLU(inplace=True),
+        )
         stages, previous = [], channels[0]
         for width, count, stage_stride in zip(channels, blocks, strides):
             layers = []

@@ -89,15 +89,29 @@ def mirror(tmp_path: Path):
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):
     """Run `python -m fmnist_lab ARGS` in a subprocess; return the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}
-    return subprocess.run([sys.executable, "-m", "fmnist_lab", *args], capture_output=True, text=True,
-                          env=full_env, cwd=cwd or REPO, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "fmnist_lab", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        cwd=cwd or REPO,
+        timeout=timeout,
+    )
 
 
 # The website: built once per test run, served on 127.0.0.1, driven in headless Chromium.
 
 CHROMIUM = os.environ.get("FMNIST_LAB_BROWSER", "/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 def browser_or_fail():
@@ -112,8 +126,13 @@ def browser_or_fail():
 @pytest.fixture(scope="session")
 def site() -> Path:
     """Build the site once for the whole run (tests/test_site.py and tests/test_demo.py), strictly."""
-    result = subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict"], cwd=REPO,
-                            capture_output=True, text=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
+    )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "WARNING -" not in result.stderr and "WARNING  -" not in result.stderr, result.stderr
     return REPO / "site"
@@ -122,8 +141,7 @@ def site() -> Path:
 @pytest.fixture(scope="session")
 def server(site):
     """`site/` served on 127.0.0.1 at a free port."""
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0),
-                                            functools.partial(_QuietHandler, directory=str(site)))
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(_QuietHandler, directory=str(site)))
     threading.Thread(target=httpd.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{httpd.server_address[1]}/"
     httpd.shutdown()

@@ -8,8 +8,17 @@ import re
 
 import pytest
 
-from fmnist_lab.checks import (EXERCISES, Mismatch, check, exercise, expect_close, expect_equal,
-                               expect_number, expect_tensor, run_check)
+from fmnist_lab.checks import (
+    EXERCISES,
+    Mismatch,
+    check,
+    exercise,
+    expect_close,
+    expect_equal,
+    expect_number,
+    expect_tensor,
+    run_check,
+)
 
 
 @exercise("99.1", "double", "multiply by two")
@@ -22,16 +31,19 @@ def _stub(_x):
     raise NotImplementedError("Exercise 99.1: double")
 
 
-@pytest.mark.parametrize("answer,status,fragment", [
-    (lambda x: 2 * x, "passed", "double(3) = 6"),
-    (lambda x: x + x, "passed", "double(3) = 6"),
-    (lambda x: x + 2, "failed", "expected double(3) = 6, got 5 — hint: multiply by two"),
-    (None, "failed", "got None"),
-    (_stub, "not attempted", "not attempted yet"),
-    (lambda x: 1 / 0, "error", "your code raised ZeroDivisionError: division by zero — hint"),
-    (lambda: 1, "error", "TypeError"),
-    ("not a function", "error", "TypeError"),
-])
+@pytest.mark.parametrize(
+    "answer,status,fragment",
+    [
+        (lambda x: 2 * x, "passed", "double(3) = 6"),
+        (lambda x: x + x, "passed", "double(3) = 6"),
+        (lambda x: x + 2, "failed", "expected double(3) = 6, got 5 — hint: multiply by two"),
+        (None, "failed", "got None"),
+        (_stub, "not attempted", "not attempted yet"),
+        (lambda x: 1 / 0, "error", "your code raised ZeroDivisionError: division by zero — hint"),
+        (lambda: 1, "error", "TypeError"),
+        ("not a function", "error", "TypeError"),
+    ],
+)
 def test_every_kind_of_answer_gets_a_verdict(answer, status, fragment):
     result = run_check("99.1", answer)
     assert (result.status, result.exercise, result.title) == (status, "99.1", "double")
@@ -44,8 +56,10 @@ def test_check_prints_one_line_and_logs_json(capsys, tmp_path, monkeypatch):
     assert check("99.1", lambda x: 2 * x) is None
     check("99.1", lambda x: 7)
     out = capsys.readouterr().out.splitlines()
-    assert out == ["✓ 99.1 double: double(3) = 6",
-                   "✗ 99.1 double: expected double(3) = 6, got 7 — hint: multiply by two"]
+    assert out == [
+        "✓ 99.1 double: double(3) = 6",
+        "✗ 99.1 double: expected double(3) = 6, got 7 — hint: multiply by two",
+    ]
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert [r["status"] for r in records] == ["passed", "failed"]
     assert set(records[0]) == {"exercise", "title", "status", "message"}
@@ -78,8 +92,10 @@ def test_expect_helpers_say_what_differs():
 
 # The contract every lesson's check keeps, whatever the exercise -------------------------------------
 
-LESSON_EXERCISES = sorted((k for k, e in EXERCISES.items() if e.run.__module__.startswith("fmnist_lab.checks.lesson")),
-                          key=lambda k: tuple(map(int, k.split("."))))  # not the 9x.y registered by tests
+LESSON_EXERCISES = sorted(
+    (k for k, e in EXERCISES.items() if e.run.__module__.startswith("fmnist_lab.checks.lesson")),
+    key=lambda k: tuple(map(int, k.split("."))),
+)  # not the 9x.y registered by tests
 
 
 def _answers(exercise_id: str, answer) -> tuple:
@@ -89,6 +105,7 @@ def _answers(exercise_id: str, answer) -> tuple:
 
 def _raising(kind: str, exc: Exception):
     """A function, or a class whose constructor, raises `exc` whatever it is given."""
+
     def function(*args, **kwargs):
         raise exc
 
@@ -135,6 +152,7 @@ def test_the_wrong_type_is_a_failed_line(exercise_id, wrong):
 
 # The toolkit the checks are written with ------------------------------------------------------------
 
+
 def test_toolkit_parses_numbers_pairs_and_arrays_one_way():
     import numpy as np
     import torch
@@ -143,8 +161,12 @@ def test_toolkit_parses_numbers_pairs_and_arrays_one_way():
 
     for value in (3, 3.0, np.int64(3), np.float32(3), torch.tensor(3), torch.tensor([3.0]), np.array([[3]])):
         assert as_number(value, "n") == 3.0
-    for wrong, message in ((True, "expected n to be a number, got bool"), ("3", "got str"), ([3], "got list"),
-                           (torch.zeros(2), "expected n to be one number, got a tensor of shape (2,)")):
+    for wrong, message in (
+        (True, "expected n to be a number, got bool"),
+        ("3", "got str"),
+        ([3], "got list"),
+        (torch.zeros(2), "expected n to be one number, got a tensor of shape (2,)"),
+    ):
         with pytest.raises(Mismatch, match=re.escape(message)):
             as_number(wrong, "n")
     assert as_pair(torch.tensor([1.0, 2.0]), "f()") == (1.0, 2.0)
@@ -167,8 +189,11 @@ def test_toolkit_compares_nan_safely_and_names_the_first_matching_mistake():
     assert is_close(torch.tensor([1.0, 2.0]), torch.tensor([1.0, 2.0 + 1e-6])) and is_close(100.0, 100.1, rtol=1e-2)
     assert not is_close(torch.ones(3), torch.ones(2)) and max_difference(torch.ones(2), torch.zeros(2)) == 1.0
     reached = []
-    mistakes = [("zeros", torch.zeros(2)), ("ones", lambda: torch.ones(2)),
-                ("ones again", lambda: reached.append(True) or torch.ones(2))]
+    mistakes = [
+        ("zeros", torch.zeros(2)),
+        ("ones", lambda: torch.ones(2)),
+        ("ones again", lambda: reached.append(True) or torch.ones(2)),
+    ]
     assert diagnose(torch.ones(2), mistakes, 1e-5) == "ones" and not reached  # later variants are not computed
     assert diagnose(torch.full((2,), 5.0), mistakes, 1e-5) is None
 
@@ -204,7 +229,8 @@ def test_toolkit_builds_seeded_models_without_touching_the_global_rng():
     model = random_cnn_batch(6)
     assert torch.equal(torch.rand(3), expected)
     assert torch.equal(first.weight, again.weight)
-    assert not model.training and torch.equal(model.state_dict()["conv1_bn.running_var"],
-                                              random_cnn_batch(6).state_dict()["conv1_bn.running_var"])
+    assert not model.training and torch.equal(
+        model.state_dict()["conv1_bn.running_var"], random_cnn_batch(6).state_dict()["conv1_bn.running_var"]
+    )
     assert (model.conv1_bn.running_var != 1).all() and (model.conv1_bn.running_mean != 0).all()
     assert first_line(ValueError("first\nsecond")) == "ValueError: first" and first_line(KeyError()) == "KeyError"

@@ -10,8 +10,8 @@ from PIL import Image
 
 from fmnist_lab.checks import run_check
 
-
 # 1.1 to_batch ---------------------------------------------------------------------------------------
+
 
 def to_batch(images_uint8):
     return torch.tensor(images_uint8, dtype=torch.float32).div(255).unsqueeze(1)
@@ -29,12 +29,18 @@ def test_1_1_reference_and_alternative_pass():
         assert "(N, 1, 28, 28) float32" in result.message and "within 1e-6" in result.message
 
 
-@pytest.mark.parametrize("wrong,fragment", [
-    (lambda a: torch.tensor(a, dtype=torch.float32).div(255), "of shape (3, 1, 5, 7), got (3, 5, 7)"),
-    (lambda a: torch.tensor(a, dtype=torch.float32).unsqueeze(1), "differs from the reference by up to 254"),
-    (lambda a: torch.tensor(a, dtype=torch.float64).div(255).unsqueeze(1), "dtype torch.float32, got torch.float64"),
-    (lambda a: (a / 255.0)[:, None], "to be a torch.Tensor, got ndarray"),
-])
+@pytest.mark.parametrize(
+    "wrong,fragment",
+    [
+        (lambda a: torch.tensor(a, dtype=torch.float32).div(255), "of shape (3, 1, 5, 7), got (3, 5, 7)"),
+        (lambda a: torch.tensor(a, dtype=torch.float32).unsqueeze(1), "differs from the reference by up to 254"),
+        (
+            lambda a: torch.tensor(a, dtype=torch.float64).div(255).unsqueeze(1),
+            "dtype torch.float32, got torch.float64",
+        ),
+        (lambda a: (a / 255.0)[:, None], "to be a torch.Tensor, got ndarray"),
+    ],
+)
 def test_1_1_mistakes_fail_saying_what_differs(wrong, fragment):
     result = run_check("1.1", wrong)
     assert result.status == "failed"
@@ -42,6 +48,7 @@ def test_1_1_mistakes_fail_saying_what_differs(wrong, fragment):
 
 
 # 1.2 class_counts -----------------------------------------------------------------------------------
+
 
 def class_counts(labels):
     return torch.bincount(labels, minlength=10)
@@ -70,6 +77,7 @@ def test_1_2_mistakes_fail_saying_what_differs():
 
 # 1.3 pixel_mean_std ---------------------------------------------------------------------------------
 
+
 def pixel_mean_std(images):
     return images.mean().item(), images.std().item()
 
@@ -87,13 +95,19 @@ def test_1_3_reference_and_alternative_pass():
         assert "test set mean 0.2868, std 0.3524" in result.message and "within 0.0001" in result.message
 
 
-@pytest.mark.parametrize("wrong,fragment", [
-    (lambda x: (x.mean(dim=(1, 2, 3)).mean(), x.std(dim=(1, 2, 3)).mean()), "expected the pixel std of the test set"),
-    (lambda x: ((x * 255).mean(), (x * 255).std()), "expected the mean of 200 uniform random images = 0.5"),
-    (lambda x: (x.mean(), x.var()), "expected the std of 200 uniform random images"),
-    (lambda x: x.mean(), "to return two numbers (mean, std), got Tensor"),
-    (lambda x: (x.mean(), x.std(), x.max()), "got tuple of length 3"),
-])
+@pytest.mark.parametrize(
+    "wrong,fragment",
+    [
+        (
+            lambda x: (x.mean(dim=(1, 2, 3)).mean(), x.std(dim=(1, 2, 3)).mean()),
+            "expected the pixel std of the test set",
+        ),
+        (lambda x: ((x * 255).mean(), (x * 255).std()), "expected the mean of 200 uniform random images = 0.5"),
+        (lambda x: (x.mean(), x.var()), "expected the std of 200 uniform random images"),
+        (lambda x: x.mean(), "to return two numbers (mean, std), got Tensor"),
+        (lambda x: (x.mean(), x.std(), x.max()), "got tuple of length 3"),
+    ],
+)
 def test_1_3_mistakes_fail_saying_what_differs(wrong, fragment):
     result = run_check("1.3", wrong)
     assert result.status == "failed"
@@ -101,6 +115,7 @@ def test_1_3_mistakes_fail_saying_what_differs(wrong, fragment):
 
 
 # 1.4 mean_image_per_class ---------------------------------------------------------------------------
+
 
 def mean_image_per_class(images, labels):
     return torch.stack([images[labels == c].mean(dim=0)[0] for c in range(10)])
@@ -131,6 +146,7 @@ def test_1_4_mistakes_fail_saying_what_differs():
 
 # 1.5 resize_batch -----------------------------------------------------------------------------------
 
+
 def resize_batch(images, size):
     return F.interpolate(images, size=(size, size), mode="bilinear", antialias=True)
 
@@ -150,14 +166,21 @@ def test_1_5_reference_and_alternative_pass():
         assert "within one grey level (1/255)" in result.message
 
 
-@pytest.mark.parametrize("wrong,fragment", [
-    (lambda x, s: F.interpolate(x, size=(s, s), mode="bilinear"), "grey levels (tolerance: 1 grey level"),
-    (lambda x, s: F.interpolate(x, size=(s, s), mode="nearest"), "differs from PIL's Resize((16, 16))"),
-    (lambda x, s: F.interpolate(x, size=(16, 16), mode="bilinear", antialias=True),
-     "of shape (200, 1, 20, 20), got (200, 1, 16, 16)"),
-    (lambda x, s: (F.interpolate(x, size=(s, s), mode="bilinear", antialias=True) * 255).round().to(torch.uint8),
-     "floats in [0, 1], got dtype torch.uint8"),
-])
+@pytest.mark.parametrize(
+    "wrong,fragment",
+    [
+        (lambda x, s: F.interpolate(x, size=(s, s), mode="bilinear"), "grey levels (tolerance: 1 grey level"),
+        (lambda x, s: F.interpolate(x, size=(s, s), mode="nearest"), "differs from PIL's Resize((16, 16))"),
+        (
+            lambda x, s: F.interpolate(x, size=(16, 16), mode="bilinear", antialias=True),
+            "of shape (200, 1, 20, 20), got (200, 1, 16, 16)",
+        ),
+        (
+            lambda x, s: (F.interpolate(x, size=(s, s), mode="bilinear", antialias=True) * 255).round().to(torch.uint8),
+            "floats in [0, 1], got dtype torch.uint8",
+        ),
+    ],
+)
 def test_1_5_mistakes_fail_saying_what_differs(wrong, fragment):
     result = run_check("1.5", wrong)
     assert result.status == "failed"

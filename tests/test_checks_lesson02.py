@@ -12,8 +12,8 @@ from torch import nn
 from fmnist_lab import models
 from fmnist_lab.checks import run_check
 
-
 # ---------------------------------------------------------------- 2.1 conv_output_size
+
 
 def conv_output_size(n, kernel, padding=0, stride=1):
     return (n + 2 * padding - kernel) // stride + 1
@@ -55,6 +55,7 @@ def test_2_1_missing_plus_one_fails():
 
 # ---------------------------------------------------------------- 2.2 convolve2d
 
+
 def convolve2d(image, kernel, padding=0):
     padded = F.pad(image, (padding, padding, padding, padding))
     k = kernel.shape[0]
@@ -62,7 +63,7 @@ def convolve2d(image, kernel, padding=0):
     out = torch.zeros(height, width)
     for i in range(height):
         for j in range(width):
-            out[i, j] = (padded[i:i + k, j:j + k] * kernel).sum()
+            out[i, j] = (padded[i : i + k, j : j + k] * kernel).sum()
     return out
 
 
@@ -83,8 +84,12 @@ def test_2_2_unfold_and_numpy_pass():
         x = np.pad(image.numpy().astype(np.float64), padding)
         w = kernel.numpy().astype(np.float64)
         k = w.shape[0]
-        return np.array([[np.sum(x[i:i + k, j:j + k] * w) for j in range(x.shape[1] - k + 1)]
-                         for i in range(x.shape[0] - k + 1)])
+        return np.array(
+            [
+                [np.sum(x[i : i + k, j : j + k] * w) for j in range(x.shape[1] - k + 1)]
+                for i in range(x.shape[0] - k + 1)
+            ]
+        )
 
     assert run_check("2.2", with_unfold).status == "passed"
     assert run_check("2.2", with_numpy).status == "passed"
@@ -112,6 +117,7 @@ def test_2_2_wrong_values_and_type_fail():
 
 
 # ---------------------------------------------------------------- 2.3 count_*_parameters
+
 
 def count_conv_parameters(in_channels, out_channels, kernel_size):
     return out_channels * in_channels * kernel_size * kernel_size + out_channels
@@ -160,6 +166,7 @@ def test_2_3_one_function_fails():
 
 # ---------------------------------------------------------------- 2.4 CNN
 
+
 class CNN(nn.Module):
     def __init__(self, out_1=16, out_2=32):
         super().__init__()
@@ -178,8 +185,9 @@ class CNN(nn.Module):
 def test_2_4_reference_passes():
     result = run_check("2.4", CNN)
     assert result.status == "passed", result.message
-    assert result.message == ("18,378 parameters, output (100, 10), matches the reference with its "
-                              "weights loaded (within 1e-5)")
+    assert result.message == (
+        "18,378 parameters, output (100, 10), matches the reference with its weights loaded (within 1e-5)"
+    )
     assert run_check("2.4", models.CNN).status == "passed"
 
 
@@ -236,9 +244,16 @@ def test_2_4_other_names_fail():
     class Sequential(nn.Module):
         def __init__(self):
             super().__init__()
-            self.net = nn.Sequential(nn.Conv2d(1, 16, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                                     nn.Conv2d(16, 32, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                                     nn.Flatten(), nn.Linear(512, 10))
+            self.net = nn.Sequential(
+                nn.Conv2d(1, 16, 5, padding=2),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Conv2d(16, 32, 5, padding=2),
+                nn.ReLU(),
+                nn.MaxPool2d(2),
+                nn.Flatten(),
+                nn.Linear(512, 10),
+            )
 
         def forward(self, x):
             return self.net(x)

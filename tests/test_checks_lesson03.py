@@ -18,6 +18,7 @@ def _c(v: torch.Tensor) -> torch.Tensor:
 
 # ------------------------------------------------------------------ 3.1 batch_norm_forward
 
+
 def bn_forward_reference(x, gamma, beta, eps=1e-5):
     mean = x.mean(dim=DIMS, keepdim=True)
     var = x.var(dim=DIMS, unbiased=False, keepdim=True)
@@ -83,17 +84,23 @@ def test_3_1_other_correct_answers_pass(answer):
     assert run_check("3.1", answer).status == "passed"
 
 
-@pytest.mark.parametrize("answer, fragment", [
-    (bn_forward_unbiased, "unbiased variance"),
-    (bn_forward_global, "one mean and variance for the whole batch"),
-    (bn_forward_eps_outside, "eps belongs inside the square root"),
-    (bn_forward_no_affine, "gamma and beta are missing"),
-    (bn_forward_fixed_eps, "ignores the eps argument"),
-    (bn_forward_in_place, "changed its input x in place"),
-    (lambda x, gamma, beta, eps=1e-5: bn_forward_reference(x, gamma, beta, eps).tolist(), "torch.Tensor"),
-    (lambda x, gamma, beta, eps=1e-5: bn_forward_reference(x, gamma, beta, eps)[:, :2], "of shape (4, 3, 2, 2)"),
-    (lambda x, gamma, beta, eps=1e-5: bn_forward_reference(x, gamma, beta, eps) + 1e-3, "differs from the reference"),
-])
+@pytest.mark.parametrize(
+    "answer, fragment",
+    [
+        (bn_forward_unbiased, "unbiased variance"),
+        (bn_forward_global, "one mean and variance for the whole batch"),
+        (bn_forward_eps_outside, "eps belongs inside the square root"),
+        (bn_forward_no_affine, "gamma and beta are missing"),
+        (bn_forward_fixed_eps, "ignores the eps argument"),
+        (bn_forward_in_place, "changed its input x in place"),
+        (lambda x, gamma, beta, eps=1e-5: bn_forward_reference(x, gamma, beta, eps).tolist(), "torch.Tensor"),
+        (lambda x, gamma, beta, eps=1e-5: bn_forward_reference(x, gamma, beta, eps)[:, :2], "of shape (4, 3, 2, 2)"),
+        (
+            lambda x, gamma, beta, eps=1e-5: bn_forward_reference(x, gamma, beta, eps) + 1e-3,
+            "differs from the reference",
+        ),
+    ],
+)
 def test_3_1_mistakes_fail_with_a_reason(answer, fragment):
     result = run_check("3.1", answer)
     assert result.status == "failed"
@@ -108,6 +115,7 @@ def test_3_1_wrong_broadcast_is_one_line():
 
 
 # ------------------------------------------------------------------ 3.2 CNNBatch
+
 
 class CNNBatchReference(nn.Module):
     def __init__(self, out_1=16, out_2=32, number_of_classes=10):
@@ -167,9 +175,18 @@ class CNNBatchSequential(nn.Module):
     def __init__(self):
         super().__init__()
         self.net = nn.Sequential(
-            nn.Conv2d(1, 16, 5, padding=2), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Conv2d(16, 32, 5, padding=2), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
-            nn.Flatten(), nn.Linear(512, 10), nn.BatchNorm1d(10))
+            nn.Conv2d(1, 16, 5, padding=2),
+            nn.BatchNorm2d(16),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Conv2d(16, 32, 5, padding=2),
+            nn.BatchNorm2d(32),
+            nn.ReLU(),
+            nn.MaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(512, 10),
+            nn.BatchNorm1d(10),
+        )
 
     def forward(self, x):
         return self.net(x)
@@ -186,8 +203,10 @@ class CNNBatchAlwaysEval(CNNBatchReference):
 
     def forward(self, x):
         def bn(layer, z):
-            return F.batch_norm(z, layer.running_mean, layer.running_var, layer.weight, layer.bias,
-                                training=False, eps=layer.eps)
+            return F.batch_norm(
+                z, layer.running_mean, layer.running_var, layer.weight, layer.bias, training=False, eps=layer.eps
+            )
+
         x = self.maxpool1(torch.relu(bn(self.conv1_bn, self.cnn1(x))))
         x = self.maxpool2(torch.relu(bn(self.conv2_bn, self.cnn2(x))))
         return bn(self.bn_fc1, self.fc1(torch.flatten(x, 1)))
@@ -206,14 +225,23 @@ def test_3_2_package_model_and_other_correct_answers_pass():
     assert run_check("3.2", CNNBatchFunctional).status == "passed"
 
 
-@pytest.mark.parametrize("answer, fragment", [
-    (CNNBatchNoBn1d, "expected 18,494 trainable parameters, found 18,474 (20 fewer: BatchNorm1d(10) after fc1 missing)"),
-    (CNNBatchReluFirst, "eval-mode output differs from the original's"),
-    (CNNBatchSequential, "state-dict keys differ from the original's: missing cnn1, conv1_bn, cnn2, conv2_bn, fc1, bn_fc1; "
-                         "unexpected net.0, net.1, net.4, net.5, net.9, net.10"),
-    (CNNBatchMomentum, "conv1_bn.running_mean differs"),
-    (CNNBatchAlwaysEval, "in training mode your output differs"),
-])
+@pytest.mark.parametrize(
+    "answer, fragment",
+    [
+        (
+            CNNBatchNoBn1d,
+            "expected 18,494 trainable parameters, found 18,474 (20 fewer: BatchNorm1d(10) after fc1 missing)",
+        ),
+        (CNNBatchReluFirst, "eval-mode output differs from the original's"),
+        (
+            CNNBatchSequential,
+            "state-dict keys differ from the original's: missing cnn1, conv1_bn, cnn2, conv2_bn, fc1, bn_fc1; "
+            "unexpected net.0, net.1, net.4, net.5, net.9, net.10",
+        ),
+        (CNNBatchMomentum, "conv1_bn.running_mean differs"),
+        (CNNBatchAlwaysEval, "in training mode your output differs"),
+    ],
+)
 def test_3_2_mistakes_fail_with_a_reason(answer, fragment):
     result = run_check("3.2", answer)
     assert result.status == "failed"
@@ -246,6 +274,7 @@ def test_3_2_leaves_the_global_random_state_alone():
 
 # ------------------------------------------------------------------ 3.3 update_running_stats
 
+
 def running_reference(running_mean, running_var, x, momentum=0.1):
     mean = x.mean(dim=DIMS)
     var = x.var(dim=DIMS, unbiased=True)
@@ -264,13 +293,17 @@ def running_in_place(running_mean, running_var, x, momentum=0.1):
 
 
 def running_biased(running_mean, running_var, x, momentum=0.1):
-    return ((1 - momentum) * running_mean + momentum * x.mean(dim=DIMS),
-            (1 - momentum) * running_var + momentum * x.var(dim=DIMS, unbiased=False))
+    return (
+        (1 - momentum) * running_mean + momentum * x.mean(dim=DIMS),
+        (1 - momentum) * running_var + momentum * x.var(dim=DIMS, unbiased=False),
+    )
 
 
 def running_swapped(running_mean, running_var, x, momentum=0.1):
-    return (momentum * running_mean + (1 - momentum) * x.mean(dim=DIMS),
-            momentum * running_var + (1 - momentum) * x.var(dim=DIMS))
+    return (
+        momentum * running_mean + (1 - momentum) * x.mean(dim=DIMS),
+        momentum * running_var + (1 - momentum) * x.var(dim=DIMS),
+    )
 
 
 def running_fixed_momentum(running_mean, running_var, x, momentum=0.1):
@@ -287,14 +320,17 @@ def test_3_3_other_correct_answer_passes():
     assert run_check("3.3", running_in_place).status == "passed"
 
 
-@pytest.mark.parametrize("answer, fragment", [
-    (running_biased, "unbiased batch variance"),
-    (running_swapped, "momentum weighs the new batch"),
-    (running_fixed_momentum, "after batch 4 (momentum 0.3)"),
-    (lambda m, v, x, momentum=0.1: (x.mean(dim=DIMS), x.var(dim=DIMS)), "you returned the batch statistics"),
-    (lambda m, v, x, momentum=0.1: None, "return a pair"),
-    (lambda m, v, x, momentum=0.1: running_reference(m, v, x, momentum)[0], "return a pair"),
-])
+@pytest.mark.parametrize(
+    "answer, fragment",
+    [
+        (running_biased, "unbiased batch variance"),
+        (running_swapped, "momentum weighs the new batch"),
+        (running_fixed_momentum, "after batch 4 (momentum 0.3)"),
+        (lambda m, v, x, momentum=0.1: (x.mean(dim=DIMS), x.var(dim=DIMS)), "you returned the batch statistics"),
+        (lambda m, v, x, momentum=0.1: None, "return a pair"),
+        (lambda m, v, x, momentum=0.1: running_reference(m, v, x, momentum)[0], "return a pair"),
+    ],
+)
 def test_3_3_mistakes_fail_with_a_reason(answer, fragment):
     result = run_check("3.3", answer)
     assert result.status == "failed"
@@ -302,6 +338,7 @@ def test_3_3_mistakes_fail_with_a_reason(answer, fragment):
 
 
 # ------------------------------------------------------------------ 3.4 batch_norm_eval
+
 
 def eval_reference(x, running_mean, running_var, gamma, beta, eps=1e-5):
     shape = (1, -1, 1, 1)
@@ -334,12 +371,17 @@ def test_3_4_other_correct_answer_passes():
     assert run_check("3.4", eval_folded).status == "passed"
 
 
-@pytest.mark.parametrize("answer, fragment", [
-    (eval_batch_stats, "uses the batch's own mean and variance"),
-    (eval_eps_outside, "eps belongs inside the square root"),
-    (lambda x, m, v, g, b, eps=1e-5: eval_reference(x, m, v, torch.ones_like(g), torch.zeros_like(b), eps),
-     "gamma and beta are missing"),
-])
+@pytest.mark.parametrize(
+    "answer, fragment",
+    [
+        (eval_batch_stats, "uses the batch's own mean and variance"),
+        (eval_eps_outside, "eps belongs inside the square root"),
+        (
+            lambda x, m, v, g, b, eps=1e-5: eval_reference(x, m, v, torch.ones_like(g), torch.zeros_like(b), eps),
+            "gamma and beta are missing",
+        ),
+    ],
+)
 def test_3_4_mistakes_fail_with_a_reason(answer, fragment):
     result = run_check("3.4", answer)
     assert result.status == "failed"

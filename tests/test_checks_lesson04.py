@@ -12,8 +12,8 @@ from torch import nn
 from fmnist_lab.checks import run_check
 from fmnist_lab.models import CNNBatch
 
-
 # --- 4.1 train_one_epoch -------------------------------------------------------------------------
+
 
 def train_one_epoch(model, batches, optimizer, criterion):
     """The reference answer."""
@@ -54,8 +54,12 @@ def _loop(model, batches, optimizer, criterion, *, train=True, zero=True, step=T
         if step:
             optimizer.step()
         losses.append(loss.item())
-    return {"sum": sum(losses), "mean": sum(losses) / len(losses), "last": losses[-1],
-            "per_image": sum(losses) * len(batches[0][1])}[total]
+    return {
+        "sum": sum(losses),
+        "mean": sum(losses) / len(losses),
+        "last": losses[-1],
+        "per_image": sum(losses) * len(batches[0][1]),
+    }[total]
 
 
 @pytest.mark.parametrize("answer", [train_one_epoch, train_one_epoch_other])
@@ -65,14 +69,17 @@ def test_4_1_correct_answers_pass(answer):
     assert "sum of 5 batch losses" in result.message and "within 1e-05" in result.message
 
 
-@pytest.mark.parametrize(("options", "fragment"), [
-    ({"zero": False}, "without optimizer.zero_grad()"),
-    ({"train": False}, "call model.train() first"),
-    ({"step": False}, "the weights did not change"),
-    ({"total": "mean"}, "that is the mean batch loss"),
-    ({"total": "per_image"}, "× the batch size 12"),
-    ({"total": "last"}, "the last batch's loss"),
-])
+@pytest.mark.parametrize(
+    ("options", "fragment"),
+    [
+        ({"zero": False}, "without optimizer.zero_grad()"),
+        ({"train": False}, "call model.train() first"),
+        ({"step": False}, "the weights did not change"),
+        ({"total": "mean"}, "that is the mean batch loss"),
+        ({"total": "per_image"}, "× the batch size 12"),
+        ({"total": "last"}, "the last batch's loss"),
+    ],
+)
 def test_4_1_mistakes_fail_and_say_what_differs(options, fragment):
     result = run_check("4.1", lambda *args: _loop(*args, **options))
     assert result.status == "failed"
@@ -86,6 +93,7 @@ def test_4_1_a_list_instead_of_a_number_fails():
 
 
 # --- 4.2 mean_loss_from_cost ---------------------------------------------------------------------
+
 
 def mean_loss_from_cost(cost, n_images, batch_size):
     """The reference answer."""
@@ -101,12 +109,15 @@ def test_4_2_reference_and_other_correct_answer_pass():
     assert other.status == "passed", other.message
 
 
-@pytest.mark.parametrize(("answer", "fragment"), [
-    (lambda cost, n, b: cost / n, "you divided by the number of images"),
-    (lambda cost, n, b: cost / (n // b), "make 11 batches, the last one smaller"),
-    (lambda cost, n, b: cost / (n / b), "make 11 batches, the last one smaller"),
-    (lambda cost, n, b: cost * math.ceil(n / b), "expected mean_loss_from_cost(297.99, 60000, 100) = 0.49665"),
-])
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        (lambda cost, n, b: cost / n, "you divided by the number of images"),
+        (lambda cost, n, b: cost / (n // b), "make 11 batches, the last one smaller"),
+        (lambda cost, n, b: cost / (n / b), "make 11 batches, the last one smaller"),
+        (lambda cost, n, b: cost * math.ceil(n / b), "expected mean_loss_from_cost(297.99, 60000, 100) = 0.49665"),
+    ],
+)
 def test_4_2_mistakes_fail(answer, fragment):
     result = run_check("4.2", answer)
     assert result.status == "failed"
@@ -114,6 +125,7 @@ def test_4_2_mistakes_fail(answer, fragment):
 
 
 # --- 4.3 evaluate_accuracy -----------------------------------------------------------------------
+
 
 def evaluate_accuracy(model, images, labels):
     """The reference answer."""
@@ -130,8 +142,8 @@ def evaluate_accuracy_other(model, images, labels):
     correct = 0
     with torch.inference_mode():
         for start in range(0, len(images), 64):
-            _, predicted = torch.max(model(images[start:start + 64]), 1)
-            correct += int((predicted == labels[start:start + 64]).sum())
+            _, predicted = torch.max(model(images[start : start + 64]), 1)
+            correct += int((predicted == labels[start : start + 64]).sum())
     model.train(was_training)
     return correct / len(labels)
 
@@ -150,17 +162,22 @@ def _without_eval(model, images, labels):
 
 def _without_eval_chunked(model, images, labels):
     with torch.no_grad():
-        return sum((model(images[i:i + 100]).argmax(1) == labels[i:i + 100]).sum().item()
-                   for i in range(0, len(images), 100)) / len(labels)
+        return sum(
+            (model(images[i : i + 100]).argmax(1) == labels[i : i + 100]).sum().item()
+            for i in range(0, len(images), 100)
+        ) / len(labels)
 
 
-@pytest.mark.parametrize(("answer", "fragment"), [
-    (_without_eval, "call model.eval() first"),
-    (_without_eval_chunked, "call model.eval() first"),
-    (lambda m, x, y: 100 * evaluate_accuracy(m, x, y), "return a fraction, not a percentage"),
-    (lambda m, x, y: evaluate_accuracy(m, x, y) * len(y), "that is the number of correct predictions"),
-    (lambda m, x, y: 1 - evaluate_accuracy(m, x, y), "expected accuracy 0.7500 on 300 images, got 0.2500"),
-])
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        (_without_eval, "call model.eval() first"),
+        (_without_eval_chunked, "call model.eval() first"),
+        (lambda m, x, y: 100 * evaluate_accuracy(m, x, y), "return a fraction, not a percentage"),
+        (lambda m, x, y: evaluate_accuracy(m, x, y) * len(y), "that is the number of correct predictions"),
+        (lambda m, x, y: 1 - evaluate_accuracy(m, x, y), "expected accuracy 0.7500 on 300 images, got 0.2500"),
+    ],
+)
 def test_4_3_mistakes_fail(answer, fragment):
     result = run_check("4.3", answer)
     assert result.status == "failed"
@@ -174,6 +191,7 @@ def test_4_3_a_tensor_of_predictions_fails():
 
 
 # --- 4.4 save_and_load ---------------------------------------------------------------------------
+
 
 def save_and_load(model, path):
     """The reference answer."""
@@ -225,13 +243,16 @@ def _nothing_written(model, path):
     return copy.deepcopy(model)
 
 
-@pytest.mark.parametrize(("answer", "fragment"), [
-    (_whole_model, "save model.state_dict(), not the model itself"),
-    (_not_loaded, "entries differ"),
-    (_same_object, "got the very model you saved"),
-    (_parameters_only, "missing ['bn_fc1.num_batches_tracked', 'bn_fc1.running_mean'"),
-    (_nothing_written, "expected a file at the path you were given, found none"),
-])
+@pytest.mark.parametrize(
+    ("answer", "fragment"),
+    [
+        (_whole_model, "save model.state_dict(), not the model itself"),
+        (_not_loaded, "entries differ"),
+        (_same_object, "got the very model you saved"),
+        (_parameters_only, "missing ['bn_fc1.num_batches_tracked', 'bn_fc1.running_mean'"),
+        (_nothing_written, "expected a file at the path you were given, found none"),
+    ],
+)
 def test_4_4_mistakes_fail(answer, fragment):
     result = run_check("4.4", answer)
     assert result.status == "failed"

@@ -22,6 +22,7 @@ def one_thread():
 
 # ------------------------------------------------------------------------------ 6.1 most_confused_pairs
 
+
 def pairs_reference(matrix, k):
     cells = []
     for i in range(len(matrix)):
@@ -72,19 +73,23 @@ def pairs_in_place(matrix, k):
 def test_6_1_correct_answers_pass(answer):
     result = run_check("6.1", answer)
     assert result.status == "passed", result.message
-    assert result.message == ("top 5 of the seed-0 matrix (first Shirt → T-shirt/top, 196) and top 8 of a "
-                              "shuffled matrix match the reference")
+    assert result.message == (
+        "top 5 of the seed-0 matrix (first Shirt → T-shirt/top, 196) and top 8 of a shuffled matrix match the reference"
+    )
 
 
-@pytest.mark.parametrize("answer,fragment", [
-    (pairs_with_diagonal, "('Bag', 'Bag', 977), a correct prediction from the diagonal"),
-    (pairs_transposed, "got ('T-shirt/top', 'Shirt', 196): rows are the true class"),
-    (pairs_ascending, "expected the largest counts first [196, 108, 95, 80, 57], got counts [57, 80"),
-    (pairs_ids, "expected class names (strings from CLASS_NAMES), got (6, 0, 196)"),
-    (pairs_in_place, "your function changed the matrix it was given"),
-    (lambda matrix, k: pairs_reference(matrix, k - 1), "expected 5 pairs for k=5, got 4"),
-    (lambda matrix, k: {"Shirt": "T-shirt/top"}, "expected a list of (true name, predicted name, count)"),
-])
+@pytest.mark.parametrize(
+    "answer,fragment",
+    [
+        (pairs_with_diagonal, "('Bag', 'Bag', 977), a correct prediction from the diagonal"),
+        (pairs_transposed, "got ('T-shirt/top', 'Shirt', 196): rows are the true class"),
+        (pairs_ascending, "expected the largest counts first [196, 108, 95, 80, 57], got counts [57, 80"),
+        (pairs_ids, "expected class names (strings from CLASS_NAMES), got (6, 0, 196)"),
+        (pairs_in_place, "your function changed the matrix it was given"),
+        (lambda matrix, k: pairs_reference(matrix, k - 1), "expected 5 pairs for k=5, got 4"),
+        (lambda matrix, k: {"Shirt": "T-shirt/top"}, "expected a list of (true name, predicted name, count)"),
+    ],
+)
 def test_6_1_mistakes_fail_and_say_why(answer, fragment):
     result = run_check("6.1", answer)
     assert result.status == "failed"
@@ -92,6 +97,7 @@ def test_6_1_mistakes_fail_and_say_why(answer, fragment):
 
 
 # ------------------------------------------------------------------------ 6.2 expected_calibration_error
+
 
 def ece_reference(confidences, correct, n_bins=10):
     edges = torch.linspace(0, 1, n_bins + 1)
@@ -123,8 +129,11 @@ def ece_global(confidences, correct, n_bins=10):
 
 def ece_unweighted(confidences, correct, n_bins=10):
     edges = torch.linspace(0, 1, n_bins + 1)
-    gaps = [(correct[m].float().mean() - confidences[m].mean()).abs()
-            for lo, hi in zip(edges[:-1], edges[1:]) if (m := (confidences > lo) & (confidences <= hi)).any()]
+    gaps = [
+        (correct[m].float().mean() - confidences[m].mean()).abs()
+        for lo, hi in zip(edges[:-1], edges[1:])
+        if (m := (confidences > lo) & (confidences <= hi)).any()
+    ]
     return float(torch.stack(gaps).mean())
 
 
@@ -146,18 +155,22 @@ def ece_fixed_bins(confidences, correct, n_bins=10):
 def test_6_2_correct_answers_pass(answer):
     result = run_check("6.2", answer)
     assert result.status == "passed", result.message
-    assert result.message.startswith("0.1125 on the two-group example, 0 on calibrated data, 0.1 with "
-                                     "confidences of 1.0, and 0.")
+    assert result.message.startswith(
+        "0.1125 on the two-group example, 0 on calibrated data, 0.1 with confidences of 1.0, and 0."
+    )
     assert result.message.endswith("on 2,000 seeded predictions, with 5, 10, 15 bins, within 1e-5")
 
 
-@pytest.mark.parametrize("answer,fragment", [
-    (ece_global, "got 0.0375: that is |mean confidence − accuracy| over all predictions"),
-    (ece_unweighted, "got 0.175: that is the plain mean of the bins' gaps"),
-    (ece_drops_certain, "predictions with confidence exactly 1.0 belong to the last bin"),
-    (ece_fixed_bins, "ECE of 2,000 seeded predictions with 5 bins"),
-    (lambda c, k, n=10: "0.1", "expected the ECE to be a number, got str"),
-])
+@pytest.mark.parametrize(
+    "answer,fragment",
+    [
+        (ece_global, "got 0.0375: that is |mean confidence − accuracy| over all predictions"),
+        (ece_unweighted, "got 0.175: that is the plain mean of the bins' gaps"),
+        (ece_drops_certain, "predictions with confidence exactly 1.0 belong to the last bin"),
+        (ece_fixed_bins, "ECE of 2,000 seeded predictions with 5 bins"),
+        (lambda c, k, n=10: "0.1", "expected the ECE to be a number, got str"),
+    ],
+)
 def test_6_2_mistakes_fail_and_say_why(answer, fragment):
     result = run_check("6.2", answer)
     assert result.status == "failed"
@@ -165,6 +178,7 @@ def test_6_2_mistakes_fail_and_say_why(answer, fragment):
 
 
 # ------------------------------------------------------------------------------------ 6.3 occlusion_map
+
 
 @torch.no_grad()
 def occlusion_reference(model, image, label, patch=3):
@@ -175,7 +189,7 @@ def occlusion_reference(model, image, label, patch=3):
     for i in range(h):
         for j in range(w):
             occluded = image.clone()
-            occluded[:, max(0, i - half):i + half + 1, max(0, j - half):j + half + 1] = 0
+            occluded[:, max(0, i - half) : i + half + 1, max(0, j - half) : j + half + 1] = 0
             drops[i, j] = p_original - model(occluded.unsqueeze(0)).softmax(1)[0, label]
     return drops
 
@@ -188,8 +202,8 @@ def occlusion_padded(model, image, label, patch=3):
     masks = torch.ones(h * w, 1, h + 2 * half, w + 2 * half)
     for k in range(h * w):
         i, j = divmod(k, w)
-        masks[k, :, i:i + patch, j:j + patch] = 0
-    batch = image.unsqueeze(0) * masks[:, :, half:half + h, half:half + w]
+        masks[k, :, i : i + patch, j : j + patch] = 0
+    batch = image.unsqueeze(0) * masks[:, :, half : half + h, half : half + w]
     p = F.softmax(model(torch.cat([image.unsqueeze(0), batch])), dim=1)[:, label].double()
     return (p[0] - p[1:]).view(h, w)
 
@@ -207,7 +221,7 @@ def occlusion_logits(model, image, label, patch=3):
     for i in range(h):
         for j in range(w):
             occluded = image.clone()
-            occluded[:, max(0, i - half):i + half + 1, max(0, j - half):j + half + 1] = 0
+            occluded[:, max(0, i - half) : i + half + 1, max(0, j - half) : j + half + 1] = 0
             out[i, j] = base - model(occluded.unsqueeze(0))[0, label]
     return out
 
@@ -220,7 +234,7 @@ def occlusion_top_left(model, image, label, patch=3):
     for i in range(h):
         for j in range(w):
             occluded = image.clone()
-            occluded[:, i:i + patch, j:j + patch] = 0
+            occluded[:, i : i + patch, j : j + patch] = 0
             out[i, j] = base - model(occluded.unsqueeze(0)).softmax(1)[0, label]
     return out
 
@@ -236,20 +250,28 @@ def occlusion_in_place(model, image, label, patch=3):
 def test_6_3_correct_answers_pass(answer):
     result = run_check("6.3", answer)
     assert result.status == "passed", result.message
-    assert result.message.startswith("(16, 16) maps for patch 3 and 5 match the reference on a seeded "
-                                     "CNNBatch within 1e-5 (largest drop 0.")
+    assert result.message.startswith(
+        "(16, 16) maps for patch 3 and 5 match the reference on a seeded CNNBatch within 1e-5 (largest drop 0."
+    )
 
 
-@pytest.mark.parametrize("answer,fragment", [
-    (occlusion_reversed, "has the opposite sign"),
-    (occlusion_logits, "matches a drop in the logit: apply softmax"),
-    (occlusion_top_left, "matches a patch whose top-left corner is at (i, j): centre it"),
-    (occlusion_in_place, "changed the image it was given"),
-    (lambda m, x, label, patch: occlusion_reference(m, x, label, patch).unsqueeze(0),
-     "expected occlusion_map(model, image, label=5, patch=3) of shape (16, 16), got (1, 16, 16)"),
-    (lambda m, x, label, patch: occlusion_reference(m, x, label, 3),
-     "occlusion_map(model, image, label=0, patch=5) differs from the reference by up to"),
-])
+@pytest.mark.parametrize(
+    "answer,fragment",
+    [
+        (occlusion_reversed, "has the opposite sign"),
+        (occlusion_logits, "matches a drop in the logit: apply softmax"),
+        (occlusion_top_left, "matches a patch whose top-left corner is at (i, j): centre it"),
+        (occlusion_in_place, "changed the image it was given"),
+        (
+            lambda m, x, label, patch: occlusion_reference(m, x, label, patch).unsqueeze(0),
+            "expected occlusion_map(model, image, label=5, patch=3) of shape (16, 16), got (1, 16, 16)",
+        ),
+        (
+            lambda m, x, label, patch: occlusion_reference(m, x, label, 3),
+            "occlusion_map(model, image, label=0, patch=5) differs from the reference by up to",
+        ),
+    ],
+)
 def test_6_3_mistakes_fail_and_say_why(answer, fragment):
     result = run_check("6.3", answer)
     assert result.status == "failed"
@@ -257,6 +279,7 @@ def test_6_3_mistakes_fail_and_say_why(answer, fragment):
 
 
 # ------------------------------------------------------------------------------------- 6.4 saliency_map
+
 
 def saliency_reference(model, image, label):
     x = image.clone().unsqueeze(0).requires_grad_(True)
@@ -294,19 +317,22 @@ def saliency_loss(model, image, label):
 def test_6_4_correct_answers_pass(answer):
     result = run_check("6.4", answer)
     assert result.status == "passed", result.message
-    assert result.message.startswith("(16, 16) maps for two classes match the reference on a seeded "
-                                     "CNNBatch within 1e-5 (all ≥ 0, largest 0.")
+    assert result.message.startswith(
+        "(16, 16) maps for two classes match the reference on a seeded CNNBatch within 1e-5 (all ≥ 0, largest 0."
+    )
 
 
-@pytest.mark.parametrize("answer,fragment", [
-    (saliency_signed, "has negative values: take the absolute value"),
-    (saliency_probability, "matches the gradient of the probability: differentiate the class's score"),
-    (saliency_loss, "matches the gradient of the loss"),
-    (lambda m, x, label: saliency_reference(m, x, label)[None],
-     "of shape (16, 16), got (1, 16, 16)"),
-    (lambda m, x, label: saliency_reference(m, x, 0), "saliency_map(model, image, label=5) differs"),
-    (lambda m, x, label: saliency_reference(m, x, label).tolist(), "to be a torch.Tensor, got list"),
-])
+@pytest.mark.parametrize(
+    "answer,fragment",
+    [
+        (saliency_signed, "has negative values: take the absolute value"),
+        (saliency_probability, "matches the gradient of the probability: differentiate the class's score"),
+        (saliency_loss, "matches the gradient of the loss"),
+        (lambda m, x, label: saliency_reference(m, x, label)[None], "of shape (16, 16), got (1, 16, 16)"),
+        (lambda m, x, label: saliency_reference(m, x, 0), "saliency_map(model, image, label=5) differs"),
+        (lambda m, x, label: saliency_reference(m, x, label).tolist(), "to be a torch.Tensor, got list"),
+    ],
+)
 def test_6_4_mistakes_fail_and_say_why(answer, fragment):
     result = run_check("6.4", answer)
     assert result.status == "failed"

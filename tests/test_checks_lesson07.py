@@ -10,8 +10,8 @@ from torch.nn import functional as F
 
 from fmnist_lab.checks import run_check
 
-
 # --- reference answers (the solution notebook's) ---------------------------------------------------
+
 
 def random_crop_flip(images, padding, generator):
     n, c, h, w = images.shape
@@ -57,6 +57,7 @@ def flip_tta_probs(model, images):
 
 # --- correct answers written differently --------------------------------------------------------
 
+
 def random_crop_flip_loop(images, padding, generator):
     out = torch.zeros_like(images)
     h, w = images.shape[-2:]
@@ -64,7 +65,7 @@ def random_crop_flip_loop(images, padding, generator):
     for i in range(len(images)):
         top = int(torch.randint(0, 2 * padding + 1, (1,), generator=generator))
         left = int(torch.randint(0, 2 * padding + 1, (1,), generator=generator))
-        crop = padded[i, :, top:top + h, left:left + w]
+        crop = padded[i, :, top : top + h, left : left + w]
         if torch.rand(1, generator=generator).item() < 0.5:
             crop = torch.flip(crop, dims=[2])
         out[i] = crop
@@ -77,8 +78,14 @@ def random_crop_flip_flip_first_numpy(images, padding, generator):
     shifts = torch.randint(-padding, padding + 1, (len(images), 2), generator=generator).numpy()
     array = np.pad(images.numpy(), ((0, 0), (0, 0), (padding, padding), (padding, padding)))
     h, w = images.shape[-2:]
-    return torch.from_numpy(np.stack([array[i, :, padding + dy:padding + dy + h, padding + dx:padding + dx + w]
-                                      for i, (dy, dx) in enumerate(shifts)]))
+    return torch.from_numpy(
+        np.stack(
+            [
+                array[i, :, padding + dy : padding + dy + h, padding + dx : padding + dx + w]
+                for i, (dy, dx) in enumerate(shifts)
+            ]
+        )
+    )
 
 
 def label_smoothing_loss_targets(logits, targets, smoothing):
@@ -130,10 +137,11 @@ def flip_tta_probs_functional(model, images):
 
 # --- plausible mistakes ---------------------------------------------------------------------------
 
+
 def crop_same_shift_for_the_batch(images, padding, generator):
     h, w = images.shape[-2:]
     top, left = (int(v) for v in torch.randint(0, 2 * padding + 1, (2,), generator=generator))
-    out = F.pad(images, (padding,) * 4)[:, :, top:top + h, left:left + w]
+    out = F.pad(images, (padding,) * 4)[:, :, top : top + h, left : left + w]
     mirror = torch.rand(len(images), generator=generator) < 0.5
     return torch.where(mirror[:, None, None, None], out.flip(-1), out)
 
@@ -149,9 +157,9 @@ def crop_without_generator(images, padding, generator):
     return random_crop_flip(images, padding, None)
 
 
-
 def random_crop_flip_noflip(images, padding, generator):
     from fmnist_lab.recipes import random_crop_flip as reference
+
     return reference(images, padding, generator, flip=False)
 
 
@@ -228,6 +236,7 @@ def tta_training_mode(model, images):
 
 
 # --- the tests -------------------------------------------------------------------------------------
+
 
 def passes(exercise, answer, fragment=""):
     result = run_check(exercise, answer)

@@ -15,19 +15,34 @@ def legacy_export(model, path, dynamic=True):
     """The TorchScript exporter (dynamo=False): another correct way when the batch axis is dynamic."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        torch.onnx.export(model.eval(), (torch.rand(2, 1, 16, 16),), str(path), dynamo=False,
-                          input_names=["x"], output_names=["y"],
-                          dynamic_axes={"x": {0: "n"}, "y": {0: "n"}} if dynamic else None)
+        torch.onnx.export(
+            model.eval(),
+            (torch.rand(2, 1, 16, 16),),
+            str(path),
+            dynamo=False,
+            input_names=["x"],
+            output_names=["y"],
+            dynamic_axes={"x": {0: "n"}, "y": {0: "n"}} if dynamic else None,
+        )
 
 
 # --- 8.1 export_to_onnx -----------------------------------------------------------------------------
 
+
 def export_reference(model, path):
     model = model.eval()
     example = torch.rand(2, 1, model.image_size, model.image_size)
-    torch.onnx.export(model, (example,), str(path), dynamo=True, verbose=False, external_data=False,
-                      input_names=["image"], output_names=["logits"],
-                      dynamic_shapes=({0: torch.export.Dim("batch")},))
+    torch.onnx.export(
+        model,
+        (example,),
+        str(path),
+        dynamo=True,
+        verbose=False,
+        external_data=False,
+        input_names=["image"],
+        output_names=["logits"],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
 
 
 def test_8_1_reference_passes():
@@ -58,6 +73,7 @@ def test_8_1_a_file_that_is_not_onnx_fails():
 
 
 # --- 8.2 softmax_numpy ------------------------------------------------------------------------------
+
 
 def softmax_reference(logits):
     shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -95,10 +111,11 @@ def test_8_2_a_tensor_is_not_a_numpy_array():
 
 # --- 8.3 onnx_predict -------------------------------------------------------------------------------
 
+
 def predict_reference(session, images, batch_size=1000):
     name = session.get_inputs()[0].name
     array = images.numpy().astype(np.float32)
-    chunks = [session.run(None, {name: array[i:i + batch_size]})[0] for i in range(0, len(array), batch_size)]
+    chunks = [session.run(None, {name: array[i : i + batch_size]})[0] for i in range(0, len(array), batch_size)]
     probabilities = softmax_reference(np.concatenate(chunks))
     return probabilities.argmax(axis=1), probabilities
 
@@ -142,6 +159,7 @@ def test_8_3_a_single_array_fails():
 
 
 # --- 8.4 preprocess_drawing -------------------------------------------------------------------------
+
 
 def preprocess_reference(rgba):
     pixels = rgba.astype(np.float64) / 255

@@ -4,30 +4,43 @@ from __future__ import annotations
 
 import gzip
 import shutil
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from conftest import link_real_files, write_idx
 from PIL import Image
 from torchvision import transforms
 
-from conftest import link_real_files, write_idx
 from fmnist_lab import data
 from fmnist_lab.errors import FmnistLabError
 
 
 def test_classes_are_the_ten_fashion_mnist_classes():
     assert [c.id for c in data.CLASSES] == list(range(10))
-    assert data.CLASS_NAMES == ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal",
-                                "Shirt", "Sneaker", "Bag", "Ankle boot"]
+    assert data.CLASS_NAMES == [
+        "T-shirt/top",
+        "Trouser",
+        "Pullover",
+        "Dress",
+        "Coat",
+        "Sandal",
+        "Shirt",
+        "Sneaker",
+        "Bag",
+        "Ankle boot",
+    ]
     assert data.CLASSES[9].description == "boots and ankle-height shoes"
 
 
 def test_real_files_verify_with_their_shapes(real_location):
     shapes = data.verify(real_location)
-    assert shapes == {"train-images-idx3-ubyte": (60000, 28, 28), "train-labels-idx1-ubyte": (60000,),
-                      "t10k-images-idx3-ubyte": (10000, 28, 28), "t10k-labels-idx1-ubyte": (10000,)}
+    assert shapes == {
+        "train-images-idx3-ubyte": (60000, 28, 28),
+        "train-labels-idx1-ubyte": (60000,),
+        "t10k-images-idx3-ubyte": (10000, 28, 28),
+        "t10k-labels-idx1-ubyte": (10000,),
+    }
 
 
 @pytest.mark.parametrize("split,count", [("train", 60000), ("test", 10000)])
@@ -62,10 +75,8 @@ def test_load_rejects_unknown_split_and_size():
         data.load("train", image_size=20)
 
 
-def test_search_order_root_then_env_then_cwd_then_course_then_system(isolated, real_location,
-                                                                      monkeypatch):
-    places = {name: link_real_files(real_location, isolated / name)
-              for name in ("root", "env")}
+def test_search_order_root_then_env_then_cwd_then_course_then_system(isolated, real_location, monkeypatch):
+    places = {name: link_real_files(real_location, isolated / name) for name in ("root", "env")}
     link_real_files(real_location, isolated / "cwd" / "data" / "FashionMNIST" / "raw")
     for name in ("course", "system"):
         link_real_files(real_location, isolated / name)
@@ -85,6 +96,7 @@ def test_search_order_root_then_env_then_cwd_then_course_then_system(isolated, r
 def test_missing_data_names_every_place_searched_and_both_fixes(isolated):
     (isolated / "env").mkdir()
     import os
+
     os.environ["FMNIST_DATA"] = str(isolated / "env")
     try:
         with pytest.raises(FmnistLabError) as caught:
@@ -93,8 +105,13 @@ def test_missing_data_names_every_place_searched_and_both_fixes(isolated):
         del os.environ["FMNIST_DATA"]
     message = str(caught.value)
     assert "\n" not in message
-    for place in ("$FMNIST_DATA", "./data", f"$FMNIST_LAB_DATA_DIR {isolated / 'course'}", "Debian package dataset-fashion-mnist",
-                  "http://127.0.0.1:9/train-images-idx3-ubyte.gz"):
+    for place in (
+        "$FMNIST_DATA",
+        "./data",
+        f"$FMNIST_LAB_DATA_DIR {isolated / 'course'}",
+        "Debian package dataset-fashion-mnist",
+        "http://127.0.0.1:9/train-images-idx3-ubyte.gz",
+    ):
         assert place in message
     assert f"download into {isolated / 'course'}: download failed" in message
     assert "apt-get install dataset-fashion-mnist" in message and "set FMNIST_DATA" in message
@@ -115,7 +132,8 @@ def test_download_from_a_mirror_is_verified_then_renamed(isolated, real_location
     location = data.find_data()
     assert location.source.startswith("downloaded")
     assert sorted(p.name for p in (isolated / "course").iterdir()) == sorted(
-        f"{spec.name}.gz" for spec in data.IDX_FILES.values())
+        f"{spec.name}.gz" for spec in data.IDX_FILES.values()
+    )
     assert data.verify(location)["t10k-labels-idx1-ubyte"] == (10000,)
 
 

@@ -10,14 +10,12 @@ from __future__ import annotations
 
 import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-
 from conftest import REPO
+from PIL import Image
 from test_site import ARTIFACTS, Visit  # the site, server and browser fixtures are conftest.py's
 
 from fmnist_lab import data
@@ -51,13 +49,19 @@ def open_demo(browser, server) -> Visit:
 
 def wait_for_result(page, source: str, runs_before: int, index: int | None = None) -> dict:
     """Wait for a new prediction from `source`; return the page's class and probabilities."""
-    condition = (f"r.dataset.source === '{source}' && Number(r.dataset.runs) > {runs_before}"
-                 + (f" && r.dataset.index === '{index}'" if index is not None else ""))
-    page.wait_for_function(f"(() => {{ const r = document.getElementById('demo-result'); return {condition}; }})()",
-                           timeout=60_000)
+    condition = f"r.dataset.source === '{source}' && Number(r.dataset.runs) > {runs_before}" + (
+        f" && r.dataset.index === '{index}'" if index is not None else ""
+    )
+    page.wait_for_function(
+        f"(() => {{ const r = document.getElementById('demo-result'); return {condition}; }})()", timeout=60_000
+    )
     state = page.eval_on_selector("#demo-result", "r => ({...r.dataset})")
-    return {"predicted": int(state["predicted"]), "probabilities": np.array(json.loads(state["probabilities"])),
-            "runs": int(state["runs"]), "input": np.array(page.evaluate("window.fmnistDemo.lastInput"))}
+    return {
+        "predicted": int(state["predicted"]),
+        "probabilities": np.array(json.loads(state["probabilities"])),
+        "runs": int(state["runs"]),
+        "input": np.array(page.evaluate("window.fmnistDemo.lastInput")),
+    }
 
 
 def settle(page, source: str, runs_before: int) -> dict:
@@ -82,8 +86,16 @@ def pytorch_probabilities(model, pixels: np.ndarray) -> np.ndarray:
 
 def test_the_build_writes_the_model_samples_and_onnxruntime_web(site):
     demo = site / "demo"
-    for name in ("index.html", "demo.js", "demo.css", "model.onnx", "samples.json", "ort.wasm.min.mjs",
-                 "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"):
+    for name in (
+        "index.html",
+        "demo.js",
+        "demo.css",
+        "model.onnx",
+        "samples.json",
+        "ort.wasm.min.mjs",
+        "ort-wasm-simd-threaded.mjs",
+        "ort-wasm-simd-threaded.wasm",
+    ):
         assert (demo / name).is_file(), f"site/demo/{name} is missing"
     thumbnails = sorted((demo / "samples").glob("*.png"))
     assert len(thumbnails) == 40 and all(p.read_bytes()[:4] == b"\x89PNG" for p in thumbnails)
@@ -127,7 +139,9 @@ def test_page_predictions_equal_pytorch_for_20_test_images(browser, server, samp
         gaps.append(np.abs(shown["probabilities"] - np.array(sample["pytorch_probabilities"])).max())
         name = samples["classes"][shown["predicted"]]
         assert visit.page.inner_text("#demo-prediction").startswith(name)
-        bars = visit.page.eval_on_selector_all(".fmnist-demo__bar", "rows => rows.map(r => Number(r.dataset.probability))")
+        bars = visit.page.eval_on_selector_all(
+            ".fmnist-demo__bar", "rows => rows.map(r => Number(r.dataset.probability))"
+        )
         assert np.allclose(bars, shown["probabilities"])
     print(f"\n20 test images: classes equal PyTorch's, max |Δprob| {max(gaps):.2e}")
     assert max(gaps) <= PAGE_TOLERANCE
@@ -159,9 +173,12 @@ def test_drawing_on_the_canvas_gives_a_prediction_from_pythons_pixels(browser, s
     before = runs(visit.page)
     draw_trousers(visit.page)
     shown = settle(visit.page, "drawing", before)  # the prediction of the finished drawing
-    rgba = np.array(visit.page.evaluate(
-        "Array.from(document.getElementById('demo-canvas').getContext('2d').getImageData(0, 0, 280, 280).data)"),
-        dtype=np.uint8).reshape(280, 280, 4)
+    rgba = np.array(
+        visit.page.evaluate(
+            "Array.from(document.getElementById('demo-canvas').getContext('2d').getImageData(0, 0, 280, 280).data)"
+        ),
+        dtype=np.uint8,
+    ).reshape(280, 280, 4)
     expected = preprocess_drawing(rgba, 16)
     assert np.abs(shown["input"] - expected.flatten()).max() <= PIXEL_TOLERANCE
     assert expected[0, 0].mean() < 0.5  # inverted: a light garment on a dark background

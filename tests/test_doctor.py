@@ -81,8 +81,10 @@ def test_torch_below_its_bound_fails_with_the_fix(tmp_path):
 
 def test_a_requirements_file_with_a_missing_package_fails(tmp_path):
     file = tmp_path / "requirements.txt"
-    file.write_text("# extra packages\ndefinitely-not-a-package-xyz>=1\n"
-                    "numpy>=1.26  # merged with the declared numpy, not repeated\n")
+    file.write_text(
+        "# extra packages\ndefinitely-not-a-package-xyz>=1\n"
+        "numpy>=1.26  # merged with the declared numpy, not repeated\n"
+    )
     done = run_cli("doctor", "--requirements", str(file))
     assert done.returncode == 1, done.stdout + done.stderr
     assert_no_traceback(done)
@@ -121,8 +123,12 @@ def test_no_data_anywhere_fails_without_downloading(tmp_path, real_location, mir
     # A mirror that would serve the real files: had doctor downloaded, the data line would be [OK].
     folder, url = mirror
     serve_real_files(real_location, folder)
-    env = {"FMNIST_DATA": str(tmp_path / "data"), "FMNIST_LAB_DATA_DIR": str(tmp_path / "course"),
-           "FMNIST_LAB_SYSTEM_DATA": str(tmp_path / "system"), "FMNIST_LAB_MIRRORS": url}
+    env = {
+        "FMNIST_DATA": str(tmp_path / "data"),
+        "FMNIST_LAB_DATA_DIR": str(tmp_path / "course"),
+        "FMNIST_LAB_SYSTEM_DATA": str(tmp_path / "system"),
+        "FMNIST_LAB_MIRRORS": url,
+    }
     done = run_cli("doctor", env=env, cwd=tmp_path / "cwd")
     assert done.returncode == 1, done.stdout + done.stderr
     assert_no_traceback(done)
@@ -212,10 +218,20 @@ def test_requirement_from_two_sources_checks_both_bounds():
 
 
 def test_parse_requirements_skips_comments_options_and_markers_that_do_not_apply():
-    text = "\n".join(["# a comment", "", "-r other.txt", "--index-url https://example.org/simple",
-                      "numpy>=1.26,<3  # inline comment", "tqdm>=4.66,\\", "    <5",
-                      'oldthing>=1; python_version < "3"', 'testonly>=1; extra == "test"',
-                      "not a requirement>>1"])
+    text = "\n".join(
+        [
+            "# a comment",
+            "",
+            "-r other.txt",
+            "--index-url https://example.org/simple",
+            "numpy>=1.26,<3  # inline comment",
+            "tqdm>=4.66,\\",
+            "    <5",
+            'oldthing>=1; python_version < "3"',
+            'testonly>=1; extra == "test"',
+            "not a requirement>>1",
+        ]
+    )
     found, problems = doctor.parse_requirements(text, "requirements.txt")
     assert [str(r) for r in found] == ["numpy<3,>=1.26", "tqdm<5,>=4.66"]
     assert len(problems) == 1 and problems[0].status == FAIL
@@ -268,8 +284,11 @@ def write_kernel(jupyter_path: Path, argv0: str) -> None:
     """A `python3` kernel spec under `jupyter_path` whose argv[0] is `argv0`."""
     folder = jupyter_path / "kernels" / "python3"
     folder.mkdir(parents=True)
-    spec = {"argv": [argv0, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
-            "display_name": "Python 3", "language": "python"}
+    spec = {
+        "argv": [argv0, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "Python 3",
+        "language": "python",
+    }
     (folder / "kernel.json").write_text(json.dumps(spec))
 
 

@@ -8,15 +8,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
-from torch import nn
-
 from conftest import run_cli
+from PIL import Image
 from test_cli import assert_one_line_error
+from torch import nn
 
 from fmnist_lab import export
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.evaluate import predict
 from fmnist_lab.models import CNN, CNNBatch
 from fmnist_lab.train import original_run
 
@@ -135,12 +133,15 @@ def test_latency_table_has_a_row_per_batch_size(trained, session, test16):
 
 # --- preprocessing ----------------------------------------------------------------------------------
 
+
 def test_grayscale_uses_luma_weights_and_white_paper_under_transparency():
     rgba = np.array([[[255, 0, 0, 255], [0, 255, 0, 255], [0, 0, 255, 255], [10, 20, 30, 0]]], np.uint8)
     assert np.allclose(export.to_grayscale(rgba), [[0.299, 0.587, 0.114, 1.0]])
     half = np.array([[[0, 0, 0, 128]]], np.uint8)
     assert export.to_grayscale(half)[0, 0] == pytest.approx(1 - 128 / 255)
-    assert np.allclose(export.to_grayscale(rgba[..., :3]), [[0.299, 0.587, 0.114, (10 * .299 + 20 * .587 + 30 * .114) / 255]])
+    assert np.allclose(
+        export.to_grayscale(rgba[..., :3]), [[0.299, 0.587, 0.114, (10 * 0.299 + 20 * 0.587 + 30 * 0.114) / 255]]
+    )
     with pytest.raises(FmnistLabError, match="expected an image shaped"):
         export.to_grayscale(np.zeros((4, 4, 2)))
 
@@ -194,6 +195,7 @@ def test_too_small_an_image_is_refused():
 
 # --- the command ------------------------------------------------------------------------------------
 
+
 def test_cli_export_writes_a_checked_model(tmp_path):
     from fmnist_lab.paths import results_dir
 
@@ -228,10 +230,13 @@ def test_cli_export_weights_of_an_unknown_network(tmp_path):
     assert_one_line_error(result, "weights of another architecture")
 
 
-@pytest.mark.parametrize("make,fragment", [
-    (lambda d: d / "missing.pth", "no such weights file"),
-    (lambda d: (d / "notes.pth").write_text("hello") and d / "notes.pth", "not a PyTorch weights file"),
-])
+@pytest.mark.parametrize(
+    "make,fragment",
+    [
+        (lambda d: d / "missing.pth", "no such weights file"),
+        (lambda d: (d / "notes.pth").write_text("hello") and d / "notes.pth", "not a PyTorch weights file"),
+    ],
+)
 def test_cli_export_bad_weights_files(tmp_path, make, fragment):
     result = run_cli("export", str(make(tmp_path)), "--out", str(tmp_path / "m.onnx"))
     assert_one_line_error(result, fragment)

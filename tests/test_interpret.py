@@ -31,12 +31,16 @@ def image_with_blank_left_half(seed: int = 0) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------------ most_confused_pairs
 
+
 def test_most_confused_pairs_ranks_off_diagonal_cells():
     matrix = np.diag([50] * 10)
     matrix[6, 0], matrix[0, 6], matrix[2, 4], matrix[4, 2], matrix[9, 7] = 30, 12, 20, 12, 1
     assert interpret.most_confused_pairs(matrix, 4) == [
-        ("Shirt", "T-shirt/top", 30), ("Pullover", "Coat", 20),
-        ("T-shirt/top", "Shirt", 12), ("Coat", "Pullover", 12)]  # a tie keeps row-major order
+        ("Shirt", "T-shirt/top", 30),
+        ("Pullover", "Coat", 20),
+        ("T-shirt/top", "Shirt", 12),
+        ("Coat", "Pullover", 12),
+    ]  # a tie keeps row-major order
     assert len(interpret.most_confused_pairs(matrix, 20)) == 5  # cells never confused are left out
     assert interpret.most_confused_pairs(torch.tensor(matrix), 1) == [("Shirt", "T-shirt/top", 30)]
     assert interpret.most_confused_pairs(np.eye(3, dtype=int), 3, ["a", "b", "c"]) == []
@@ -50,6 +54,7 @@ def test_most_confused_pairs_refuses_a_non_square_matrix():
 
 
 # --------------------------------------------------------------------------------------------- calibration
+
 
 def test_calibration_bins_are_left_open_and_hold_zero_and_one():
     confidences = torch.tensor([0.0, 0.1, 0.1001, 0.55, 0.95, 1.0], dtype=torch.float64)
@@ -88,6 +93,7 @@ def test_calibration_refuses_logits_and_mismatched_lengths():
 
 # ------------------------------------------------------------------------------------------- occlusion
 
+
 def test_occluding_blank_background_changes_nothing():
     model, image = small_cnn(), image_with_blank_left_half()
     drops = interpret.occlusion_map(model, image, label=3, patch=3)
@@ -112,6 +118,7 @@ def test_occlusion_needs_an_odd_patch_and_one_image():
 
 
 # -------------------------------------------------------------------------------------------- saliency
+
 
 def test_saliency_of_a_linear_model_is_the_absolute_weight_row():
     model, image = linear_model(), image_with_blank_left_half()

@@ -9,8 +9,8 @@ import shutil
 
 import nbformat
 import pytest
-
 from conftest import REPO, run_cli
+
 from fmnist_lab import __version__
 from fmnist_lab.checks import EXERCISES
 from fmnist_lab.notebooks import check_ids, exercise_cells, is_stamped, repository
@@ -36,8 +36,9 @@ def test_solution_follows_the_lesson_template(path):
     number = LESSON_IDS[path.name]
     assert nb.cells[0].cell_type == "markdown" and intro.startswith(f"# Lesson {number}")
     assert "Learning objectives" in intro and "Time" in intro and "Builds on" in intro
-    objectives = [line for line in intro.split("Learning objectives", 1)[1].splitlines()
-                  if re.match(r"^\s*[-*] ", line)]
+    objectives = [
+        line for line in intro.split("Learning objectives", 1)[1].splitlines() if re.match(r"^\s*[-*] ", line)
+    ]
     assert len(objectives) >= 3
     setup = next(c for c in nb.cells if c.cell_type == "code").source
     assert "seed_everything" in setup and "get_device" in setup and "check" in setup
@@ -61,14 +62,17 @@ def test_every_notebook_opens_in_colab_and_installs_the_course_first(path):
     owner_and_name = url.removeprefix("https://github.com/")
     badge = nb.cells[0]
     assert badge.cell_type == "markdown" and is_stamped(badge)
-    assert (f"(https://colab.research.google.com/github/{owner_and_name}/blob/v{__version__}/"
-            f"{path.parent.name}/{path.name})") in badge.source  # the badge points at this very notebook
+    assert (
+        f"(https://colab.research.google.com/github/{owner_and_name}/blob/v{__version__}/"
+        f"{path.parent.name}/{path.name})"
+    ) in badge.source  # the badge points at this very notebook
     install = next(cell for cell in nb.cells if cell.cell_type == "code")
     assert is_stamped(install) and install.outputs == []
     assert f'COURSE = "git+{url}@v{__version__}"' in install.source
     assert "%pip install --quiet {COURSE}" in install.source
-    assert nb.cells.index(install) < min(i for i, c in enumerate(nb.cells) if "import fmnist_lab" in c.source
-                                         or "from fmnist_lab" in c.source)
+    assert nb.cells.index(install) < min(
+        i for i, c in enumerate(nb.cells) if "import fmnist_lab" in c.source or "from fmnist_lab" in c.source
+    )
 
 
 def test_a_fork_changes_one_line_and_build_lessons_does_the_rest(tmp_path):
@@ -80,8 +84,9 @@ def test_a_fork_changes_one_line_and_build_lessons_does_the_rest(tmp_path):
     config = tmp_path / "mkdocs.yml"
     config.write_text(config.read_text().replace(f"repo_url: {old}", "repo_url: https://github.com/a-teacher/fork"))
     assert config.read_text().count("a-teacher/fork") == 1
-    result = run_cli("build-lessons", "--solutions", str(tmp_path / "solutions"),
-                     "--lessons", str(tmp_path / "lessons"))
+    result = run_cli(
+        "build-lessons", "--solutions", str(tmp_path / "solutions"), "--lessons", str(tmp_path / "lessons")
+    )
     assert result.returncode == 0, result.stderr
     old_name = old.removeprefix("https://github.com/")
     for path in [tmp_path / "README.md", *tmp_path.glob("*/*.ipynb")]:
@@ -101,8 +106,13 @@ def test_notebooks_store_no_run_timestamps(path):
 
 
 def test_every_registered_lesson_exercise_is_in_a_solution():
-    in_notebooks = {i for path in SOLUTIONS for c in nbformat.read(path, as_version=4).cells
-                    if c.cell_type == "code" for i in check_ids(c.source)}
+    in_notebooks = {
+        i
+        for path in SOLUTIONS
+        for c in nbformat.read(path, as_version=4).cells
+        if c.cell_type == "code"
+        for i in check_ids(c.source)
+    }
     registered = {i for i in EXERCISES if int(i.split(".")[0]) in LESSON_IDS.values()}
     assert registered == in_notebooks
 
@@ -125,5 +135,6 @@ def test_every_exercise_of_the_untouched_lessons_is_not_attempted():
     before = {p.name: p.read_bytes() for p in (REPO / "lessons").glob("*.ipynb")}
     rows = _check_all("lessons")
     assert rows and all(r["status"] == "not attempted" for r in rows), [
-        r for r in rows if r["status"] != "not attempted"]
+        r for r in rows if r["status"] != "not attempted"
+    ]
     assert {p.name: p.read_bytes() for p in (REPO / "lessons").glob("*.ipynb")} == before

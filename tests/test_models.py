@@ -56,8 +56,8 @@ def test_output_is_one_logit_per_class(cls):
 def test_state_dict_keys_are_exactly_the_originals():
     assert list(CNNBatch().state_dict()) == list(OriginalCNNBatch().state_dict())
     assert [k.split(".")[0] for k in CNNBatch().state_dict()][::1] and {
-        k.split(".")[0] for k in CNNBatch().state_dict()} == {
-        "cnn1", "conv1_bn", "cnn2", "conv2_bn", "fc1", "bn_fc1"}
+        k.split(".")[0] for k in CNNBatch().state_dict()
+    } == {"cnn1", "conv1_bn", "cnn2", "conv2_bn", "fc1", "bn_fc1"}
 
 
 def test_weights_move_both_ways_between_ours_and_the_original(tmp_path):

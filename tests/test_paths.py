@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from conftest import REPO, link_real_files
+
 from fmnist_lab import data, paths
 
 
@@ -21,8 +21,7 @@ def test_downloads_go_to_the_user_cache_honouring_xdg(monkeypatch, tmp_path):
     assert paths.data_dir() == tmp_path / "mine"
 
 
-def test_a_download_lands_in_the_cache_not_the_working_folder(isolated, real_location, mirror,
-                                                              monkeypatch):
+def test_a_download_lands_in_the_cache_not_the_working_folder(isolated, real_location, mirror, monkeypatch):
     folder, url = mirror
     link_real_files(real_location, folder)
     monkeypatch.delenv("FMNIST_LAB_DATA_DIR")

@@ -47,8 +47,7 @@ def test_confusion_matrix_heatmap_uses_class_names():
 
 def test_sample_predictions_mark_mistakes_in_red():
     images = torch.rand(4, 1, 16, 16)
-    fig = plots.sample_predictions(images, torch.tensor([0, 1, 6, 9]), torch.tensor([0, 1, 0, 9]),
-                                   count=4, columns=4)
+    fig = plots.sample_predictions(images, torch.tensor([0, 1, 6, 9]), torch.tensor([0, 1, 0, 9]), count=4, columns=4)
     titles = [ax.get_title() for ax in fig.axes]
     assert titles[2] == "Shirt\n→ T-shirt/top"
     assert fig.axes[2].title.get_color() == plots.WRONG_COLOR

@@ -9,8 +9,9 @@ from conftest import REPO
 
 
 def test_readme_results_match_the_benchmark_output():
-    result = subprocess.run([sys.executable, "build_tools/report.py", "--check"], cwd=REPO,
-                            capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "build_tools/report.py", "--check"], cwd=REPO, capture_output=True, text=True
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 

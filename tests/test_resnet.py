@@ -114,6 +114,11 @@ def test_the_lesson_resnet_counted_by_hand():
     block2 = 9 * 32 * 64 + 9 * 64 * 64 + 32 * 64 + 3 * 2 * 64
     block3 = 9 * 64 * 128 + 9 * 128 * 128 + 64 * 128 + 3 * 2 * 128
     assert count_parameters(model) == stem + block1 + block2 + block3 + 128 * 10 + 10
-    macs = (14 * 14 * 32 * 9 + 2 * 14 * 14 * 32 * 32 * 9 + 7 * 7 * 64 * (32 * 9 + 64 * 9 + 32)
-            + 4 * 4 * 128 * (64 * 9 + 128 * 9 + 64) + 128 * 10)
+    macs = (
+        14 * 14 * 32 * 9
+        + 2 * 14 * 14 * 32 * 32 * 9
+        + 7 * 7 * 64 * (32 * 9 + 64 * 9 + 32)
+        + 4 * 4 * 128 * (64 * 9 + 128 * 9 + 64)
+        + 128 * 10
+    )
     assert count_multiply_adds(model) == macs

@@ -19,8 +19,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-
 from conftest import link_real_files, run_cli
+
 from fmnist_lab import data
 from fmnist_lab.errors import FmnistLabError
 
@@ -28,10 +28,10 @@ HUGE = 40 * 2**30  # a 40 GB file: reading it whole would raise MemoryError (or 
 TRAIN_IMAGES = data.IDX_FILES[("train", "images")]
 TEST_LABELS = data.IDX_FILES[("test", "labels")]
 FIX_FOLDER = "point FMNIST_LAB_DATA_DIR at a writable folder"
-NO_MIRROR = ("FMNIST_LAB_MIRRORS is set but names no mirror (got {!r}): "
-             "unset it or give comma-separated base URLs")
-not_on_windows = pytest.mark.skipif(sys.platform == "win32",
-                                    reason="needs POSIX signals, sparse files and read-only folders")
+NO_MIRROR = "FMNIST_LAB_MIRRORS is set but names no mirror (got {!r}): unset it or give comma-separated base URLs"
+not_on_windows = pytest.mark.skipif(
+    sys.platform == "win32", reason="needs POSIX signals, sparse files and read-only folders"
+)
 
 
 def cli_data(isolated: Path, **env: str) -> subprocess.CompletedProcess:
@@ -45,7 +45,7 @@ def one_error_line(result: subprocess.CompletedProcess) -> str:
     assert "Traceback" not in result.stderr and len(result.stderr.splitlines()) == 1, result.stderr
     prefix = "fmnist-lab data: error: "
     assert result.stderr.startswith(prefix), result.stderr
-    return result.stderr.strip()[len(prefix):]
+    return result.stderr.strip()[len(prefix) :]
 
 
 @pytest.fixture
@@ -55,8 +55,10 @@ def read_only_folder(isolated: Path) -> Iterator[Path]:
     folder.mkdir()
     as_root = os.geteuid() == 0
     if as_root:
-        if not shutil.which("chattr") or subprocess.run(["chattr", "+i", str(folder)],
-                                                        capture_output=True).returncode != 0:
+        if (
+            not shutil.which("chattr")
+            or subprocess.run(["chattr", "+i", str(folder)], capture_output=True).returncode != 0
+        ):
             pytest.skip("root ignores permission bits and `chattr +i` is not available here")
     else:
         folder.chmod(0o555)
@@ -96,18 +98,22 @@ def folder_with_real_files(real: data.DataLocation, folder: Path, replaced: data
 
 # 1. A download folder that cannot take a download.
 
+
 @pytest.mark.parametrize("case", ["a file", "under a file", pytest.param("read-only", marks=not_on_windows)])
 def test_an_unusable_download_folder_is_one_line_naming_the_variable(isolated, case, request):
     afile = isolated / "afile"
     afile.write_text("not a folder\n", encoding="utf-8")
     folder = {"a file": afile, "under a file": afile / "sub"}.get(case)
     folder = folder or request.getfixturevalue("read_only_folder")
-    problem = {"a file": "is a file, not a folder",
-               "under a file": f"is inside {afile}, which is a file, not a folder",
-               "read-only": "is not writable ("}[case]
+    problem = {
+        "a file": "is a file, not a folder",
+        "under a file": f"is inside {afile}, which is a file, not a folder",
+        "read-only": "is not writable (",
+    }[case]
     message = one_error_line(cli_data(isolated, FMNIST_LAB_DATA_DIR=str(folder)))
-    assert message.startswith(f"Fashion-MNIST needs a download, but the download folder "
-                              f"FMNIST_LAB_DATA_DIR={folder} {problem}"), message
+    assert message.startswith(
+        f"Fashion-MNIST needs a download, but the download folder FMNIST_LAB_DATA_DIR={folder} {problem}"
+    ), message
     assert message.endswith(f": {FIX_FOLDER}"), message
     assert afile.read_text(encoding="utf-8") == "not a folder\n"  # nothing lost
     if case == "read-only":
@@ -121,13 +127,14 @@ def test_an_unusable_user_cache_is_named_as_such(isolated, monkeypatch):
     with pytest.raises(FmnistLabError) as caught:
         data.find_data()
     cache = isolated / "xdg" / "fmnist-lab"
-    assert str(caught.value) == (f"Fashion-MNIST needs a download, but the download folder {cache} (the "
-                                 f"user cache) is inside {isolated / 'xdg'}, which is a file, not a folder: "
-                                 f"{FIX_FOLDER}")
+    assert str(caught.value) == (
+        f"Fashion-MNIST needs a download, but the download folder {cache} (the "
+        f"user cache) is inside {isolated / 'xdg'}, which is a file, not a folder: "
+        f"{FIX_FOLDER}"
+    )
 
 
-def test_an_unusable_download_folder_does_not_matter_when_nothing_is_downloaded(isolated, real_location,
-                                                                                  monkeypatch):
+def test_an_unusable_download_folder_does_not_matter_when_nothing_is_downloaded(isolated, real_location, monkeypatch):
     (isolated / "afile").write_text("", encoding="utf-8")
     monkeypatch.setenv("FMNIST_DATA", str(link_real_files(real_location, isolated / "env")))
     monkeypatch.setenv("FMNIST_LAB_DATA_DIR", str(isolated / "afile" / "sub"))
@@ -136,14 +143,17 @@ def test_an_unusable_download_folder_does_not_matter_when_nothing_is_downloaded(
 
 # 2. A file far too big to be Fashion-MNIST is refused by its size, before it is read.
 
+
 @not_on_windows  # NTFS would allocate the 40 GB
 def test_a_huge_plain_file_is_refused_by_its_size_before_reading(isolated, real_location, sparse):
     folder = folder_with_real_files(real_location, isolated / "env", TRAIN_IMAGES)
     huge = sparse(folder / TRAIN_IMAGES.name)
     message = one_error_line(cli_data(isolated, FMNIST_DATA=str(folder)))
-    assert message == (f"{huge}: decompressed size is 42,949,672,960 bytes, expected 47,040,016 for "
-                       "train-images-idx3-ubyte (too big: not Fashion-MNIST); delete it and run "
-                       "`fmnist-lab data` again")
+    assert message == (
+        f"{huge}: decompressed size is 42,949,672,960 bytes, expected 47,040,016 for "
+        "train-images-idx3-ubyte (too big: not Fashion-MNIST); delete it and run "
+        "`fmnist-lab data` again"
+    )
     assert huge.stat().st_size == HUGE  # the learner's file is reported, never deleted
 
 
@@ -153,8 +163,10 @@ def test_a_huge_gzip_file_is_refused_by_its_size_before_decompressing(isolated, 
     # a valid gzip member, then 40 GB of zero padding (which gzip would skip one byte at a time)
     huge = sparse(folder / f"{TRAIN_IMAGES.name}.gz", gzip.compress(b"\x00" * 1000))
     message = one_error_line(cli_data(isolated, FMNIST_DATA=str(folder)))
-    assert message == (f"{huge}: 42,949,672,960 bytes, more than any gzip of train-images-idx3-ubyte can be "
-                       "(not Fashion-MNIST); delete it and run `fmnist-lab data` again")
+    assert message == (
+        f"{huge}: 42,949,672,960 bytes, more than any gzip of train-images-idx3-ubyte can be "
+        "(not Fashion-MNIST); delete it and run `fmnist-lab data` again"
+    )
 
 
 def test_a_gzip_bomb_stops_decompressing_past_the_expected_size(isolated, real_location):
@@ -163,9 +175,11 @@ def test_a_gzip_bomb_stops_decompressing_past_the_expected_size(isolated, real_l
     bomb.write_bytes(gzip.compress(bytes(32 * 2**20)))  # about 32 KB that inflate to 32 MB
     with pytest.raises(FmnistLabError) as caught:
         data.load("test", root=folder)
-    assert str(caught.value) == (f"{bomb}: decompressed size is more than 10,008 bytes, expected 10,008 for "
-                                 "t10k-labels-idx1-ubyte (too big: not Fashion-MNIST); delete it and run "
-                                 "`fmnist-lab data` again")
+    assert str(caught.value) == (
+        f"{bomb}: decompressed size is more than 10,008 bytes, expected 10,008 for "
+        "t10k-labels-idx1-ubyte (too big: not Fashion-MNIST); delete it and run "
+        "`fmnist-lab data` again"
+    )
 
 
 def test_a_gzip_bomb_from_a_mirror_is_refused_and_never_kept(isolated, mirror, monkeypatch):
@@ -174,8 +188,9 @@ def test_a_gzip_bomb_from_a_mirror_is_refused_and_never_kept(isolated, mirror, m
     monkeypatch.setenv("FMNIST_LAB_MIRRORS", url)
     with pytest.raises(FmnistLabError) as caught:
         data.find_data()
-    assert (f"download failed: {url}{TRAIN_IMAGES.name}.gz: decompressed size is more than 47,040,016 bytes"
-            in str(caught.value))
+    assert f"download failed: {url}{TRAIN_IMAGES.name}.gz: decompressed size is more than 47,040,016 bytes" in str(
+        caught.value
+    )
     assert list((isolated / "course").iterdir()) == []
 
 
@@ -187,12 +202,15 @@ def test_a_download_far_bigger_than_any_gzip_of_the_file_is_cut_off(isolated, mi
     with pytest.raises(FmnistLabError) as caught:
         data.find_data()
     limit = f"{TRAIN_IMAGES.size + TRAIN_IMAGES.size // 100 + 2**16:,}"
-    assert (f"download failed: {url}{TRAIN_IMAGES.name}.gz (more than {limit} bytes, too big for a gzip of "
-            "train-images-idx3-ubyte: not Fashion-MNIST)") in str(caught.value)
+    assert (
+        f"download failed: {url}{TRAIN_IMAGES.name}.gz (more than {limit} bytes, too big for a gzip of "
+        "train-images-idx3-ubyte: not Fashion-MNIST)"
+    ) in str(caught.value)
     assert list((isolated / "course").iterdir()) == []
 
 
 # 3. SIGTERM in the middle of a download removes the `.part` file, as SIGINT does.
+
 
 class _StallingHandler(http.server.BaseHTTPRequestHandler):
     """Sends the first bytes of a file, then stalls until the test releases it."""
@@ -242,8 +260,14 @@ def test_sigterm_during_a_download_leaves_no_part_file_and_no_traceback(isolated
     url, sent = stalling_mirror
     course = isolated / "course"
     env = {**os.environ, "FMNIST_LAB_MIRRORS": url}
-    process = subprocess.Popen([sys.executable, "-m", "fmnist_lab", "data"], cwd=isolated / "cwd", env=env,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fmnist_lab", "data"],
+        cwd=isolated / "cwd",
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     wait_for(lambda: sent.is_set() and any(course.glob(".*.part")), process)
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=300)
@@ -283,6 +307,7 @@ def test_a_download_outside_the_main_thread_skips_the_sigterm_handler(isolated):
 
 
 # 4. A mirror list that names no mirror.
+
 
 def test_a_mirror_list_naming_no_mirror_is_one_line(isolated):
     message = one_error_line(cli_data(isolated, FMNIST_LAB_MIRRORS=","))

@@ -11,7 +11,6 @@ import json
 from urllib.parse import urlparse
 
 import pytest
-
 from conftest import REPO
 
 ARTIFACTS = REPO / "tests" / "artifacts"
@@ -28,8 +27,14 @@ class Visit:
         self.page.on("pageerror", lambda e: self.errors.append(str(e)))
         self.page.on("requestfailed", lambda r: self.failed.append(f"{r.url} {r.failure}"))
         self.page.on("response", lambda r: r.status >= 400 and self.failed.append(f"{r.url} HTTP {r.status}"))
-        self.page.on("request", lambda r: urlparse(r.url).scheme in ("http", "https")
-                     and urlparse(r.url).netloc != host and self.foreign.append(r.url))
+        self.page.on(
+            "request",
+            lambda r: (
+                urlparse(r.url).scheme in ("http", "https")
+                and urlparse(r.url).netloc != host
+                and self.foreign.append(r.url)
+            ),
+        )
         self.response = self.page.goto(url, wait_until="networkidle")
 
     def assert_clean(self) -> None:
@@ -43,7 +48,8 @@ def nav_urls(browser, base: str) -> list[str]:
     """Every page linked from the navigation of the home page."""
     visit = Visit(browser, base)
     hrefs = visit.page.eval_on_selector_all(
-        "nav.md-nav--primary a.md-nav__link[href]", "links => links.map(a => a.href)")
+        "nav.md-nav--primary a.md-nav__link[href]", "links => links.map(a => a.href)"
+    )
     visit.page.close()
     return sorted({href.split("#")[0] for href in hrefs})
 
@@ -57,8 +63,16 @@ def test_site_builds_strictly_and_offline(site):
 def test_every_page_in_the_navigation_loads_cleanly(browser, server):
     urls = nav_urls(browser, server)
     names = {urlparse(u).path for u in urls}
-    for expected in ("/", "/getting-started/", "/cli/", "/api/", "/benchmarks/", "/troubleshooting/",
-                     "/lessons/01_data/", "/solutions/01_data/"):
+    for expected in (
+        "/",
+        "/getting-started/",
+        "/cli/",
+        "/api/",
+        "/benchmarks/",
+        "/troubleshooting/",
+        "/lessons/01_data/",
+        "/solutions/01_data/",
+    ):
         assert expected in names, f"{expected} is not in the navigation"
     for url in urls:
         visit = Visit(browser, url)

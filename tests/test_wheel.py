@@ -20,7 +20,6 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import REPO
 
 NOTEBOOKS = ["01_data.ipynb", "08_deployment.ipynb"]  # the data end to end; training, ONNX and export
@@ -29,11 +28,20 @@ WHERE = "import fmnist_lab, fmnist_lab.paths as p; print(fmnist_lab.__file__); p
 
 def _sources(target: Path) -> Path:
     """Copy the files git would ship (tracked or new, not ignored) into `target`."""
-    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
-                            cwd=REPO, capture_output=True, text=True)
+    listed = subprocess.run(
+        ["git", "ls-files", "--cached", "--others", "--exclude-standard", "-z"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
     if listed.returncode != 0:  # not a git checkout (a tarball): copy all but the heavy folders
-        shutil.copytree(REPO, target, ignore=shutil.ignore_patterns(
-            ".venv", "node_modules", "site", "data", "results", ".git", "__pycache__", "*.egg-info"))
+        shutil.copytree(
+            REPO,
+            target,
+            ignore=shutil.ignore_patterns(
+                ".venv", "node_modules", "site", "data", "results", ".git", "__pycache__", "*.egg-info"
+            ),
+        )
         return target
     for name in filter(None, listed.stdout.split("\0")):
         source = REPO / name
@@ -47,8 +55,12 @@ def _venv_paths(venv: Path) -> tuple[Path, Path, Path]:
     """The new venv's python, its scripts folder and its site-packages."""
     scripts = venv / ("Scripts" if os.name == "nt" else "bin")
     python = scripts / ("python.exe" if os.name == "nt" else "python")
-    purelib = subprocess.run([python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                             capture_output=True, text=True, check=True).stdout.strip()
+    purelib = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.strip()
     return python, scripts, Path(purelib)
 
 
@@ -60,10 +72,17 @@ def _fresh_venv(tmp: Path) -> dict:
     (site / "borrowed_dependencies.pth").write_text("\n".join(sorted(borrowed)) + "\n", encoding="utf-8")
     work = tmp / "work"  # not a checkout: no pyproject.toml, no solutions/, no fmnist_lab/ here
     work.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "FMNIST_LAB_DATA_DIR",
-                                                            "FMNIST_LAB_RESULTS", "VIRTUAL_ENV")}
-    env.update(XDG_CACHE_HOME=str(tmp / "cache"), HOME=str(tmp / "home"),
-               PATH=str(scripts) + os.pathsep + env.get("PATH", ""), PYTHONNOUSERSITE="1")
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("PYTHONPATH", "FMNIST_LAB_DATA_DIR", "FMNIST_LAB_RESULTS", "VIRTUAL_ENV")
+    }
+    env.update(
+        XDG_CACHE_HOME=str(tmp / "cache"),
+        HOME=str(tmp / "home"),
+        PATH=str(scripts) + os.pathsep + env.get("PATH", ""),
+        PYTHONNOUSERSITE="1",
+    )
     before = subprocess.run([python, "-c", "import fmnist_lab"], cwd=work, env=env, capture_output=True)
     assert before.returncode != 0, "fmnist_lab is importable before the wheel is installed"
     return {"tmp": tmp, "python": python, "scripts": scripts, "site": site, "work": work, "env": env}
@@ -74,21 +93,49 @@ def venv(tmp_path_factory) -> dict:
     """Build the wheel from a copy of the sources; install it, not editable, into a fresh venv."""
     tmp = tmp_path_factory.mktemp("wheel")
     src = _sources(tmp / "src")
-    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                            "--quiet", "-w", str(tmp / "dist"), str(src)], capture_output=True, text=True)
+    built = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--quiet",
+            "-w",
+            str(tmp / "dist"),
+            str(src),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert built.returncode == 0, built.stdout + built.stderr
     fresh = {**_fresh_venv(tmp), "wheel": next((tmp / "dist").glob("fmnist_lab-*.whl"))}
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(fresh["python"]), "install",
-                           "--no-deps", "--no-index", "--quiet", str(fresh["wheel"])],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(fresh["python"]),
+            "install",
+            "--no-deps",
+            "--no-index",
+            "--quiet",
+            str(fresh["wheel"]),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     return fresh
 
 
 def run(venv: dict, *args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     """A command from the new venv, in the folder that is not a checkout."""
-    return subprocess.run(list(args), cwd=venv["work"], env=venv["env"], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        list(args), cwd=venv["work"], env=venv["env"], capture_output=True, text=True, timeout=timeout
+    )
 
 
 def assert_from_the_wheel(venv: dict, printed: str) -> None:
@@ -102,8 +149,11 @@ def test_wheel_contents(venv):
     from fmnist_lab import paths
 
     names = set(zipfile.ZipFile(venv["wheel"]).namelist())
-    modules = {f"fmnist_lab/{p.relative_to(paths.PACKAGE_DIR).as_posix()}"
-               for p in paths.PACKAGE_DIR.rglob("*.py") if "__pycache__" not in p.parts}
+    modules = {
+        f"fmnist_lab/{p.relative_to(paths.PACKAGE_DIR).as_posix()}"
+        for p in paths.PACKAGE_DIR.rglob("*.py")
+        if "__pycache__" not in p.parts
+    }
     assert modules <= names, sorted(modules - names)
     assert "fmnist_lab/checks/lesson03.py" in names and "fmnist_lab/reference/solutions.json" in names
     metadata = next(n for n in names if n.endswith(".dist-info/METADATA"))
@@ -112,9 +162,11 @@ def test_wheel_contents(venv):
 
 
 def test_every_module_imports_from_the_installed_copy(venv):
-    modules = sorted(n[:-3].replace("/", ".").removesuffix(".__init__")
-                     for n in zipfile.ZipFile(venv["wheel"]).namelist()
-                     if n.startswith("fmnist_lab/") and n.endswith(".py") and not n.endswith("__main__.py"))
+    modules = sorted(
+        n[:-3].replace("/", ".").removesuffix(".__init__")
+        for n in zipfile.ZipFile(venv["wheel"]).namelist()
+        if n.startswith("fmnist_lab/") and n.endswith(".py") and not n.endswith("__main__.py")
+    )
     code = f"import importlib\nfor m in {modules!r}: importlib.import_module(m)\n{WHERE}"
     result = run(venv, str(venv["python"]), "-c", code)
     assert result.returncode == 0, result.stderr
@@ -141,11 +193,13 @@ def test_the_command_works_with_no_checkout(venv):
 
 def _execute(venv: dict, notebook: Path, timeout: int = 900) -> subprocess.CompletedProcess:
     """Run a notebook top to bottom with nbclient, in a kernel of the new venv, in the notebook's folder."""
-    code = ("import sys, pathlib, nbformat, nbclient\n"
-            "nb = nbformat.read(sys.argv[1], as_version=4)\n"
-            f"nbclient.NotebookClient(nb, timeout={timeout}, kernel_name='python3',\n"
-            "    resources={'metadata': {'path': str(pathlib.Path(sys.argv[1]).parent)}}).execute()\n"
-            "nbformat.write(nb, sys.argv[1])\n")
+    code = (
+        "import sys, pathlib, nbformat, nbclient\n"
+        "nb = nbformat.read(sys.argv[1], as_version=4)\n"
+        f"nbclient.NotebookClient(nb, timeout={timeout}, kernel_name='python3',\n"
+        "    resources={'metadata': {'path': str(pathlib.Path(sys.argv[1]).parent)}}).execute()\n"
+        "nbformat.write(nb, sys.argv[1])\n"
+    )
     return run(venv, str(venv["python"]), "-c", code, str(notebook), timeout=2 * timeout)
 
 
@@ -159,13 +213,21 @@ def test_the_install_cell_fails_in_one_line_and_stops_the_notebook(tmp_path):
     path = installed["tmp"] / "install_only.ipynb"
     nbformat.write(nb, path)
     env = {**installed["env"], "GIT_ALLOW_PROTOCOL": "file"}  # git refuses https: the install fails
-    code = ("import sys, nbformat, nbclient\n"
-            "nb = nbformat.read(sys.argv[1], as_version=4)\n"
-            "try:\n    nbclient.NotebookClient(nb, timeout=300, kernel_name='python3').execute()\n"
-            "except nbclient.exceptions.CellExecutionError:\n    pass\n"
-            "nbformat.write(nb, sys.argv[1])\n")
-    result = subprocess.run([str(installed["python"]), "-c", code, str(path)], cwd=installed["work"],
-                            env=env, capture_output=True, text=True, timeout=600)
+    code = (
+        "import sys, nbformat, nbclient\n"
+        "nb = nbformat.read(sys.argv[1], as_version=4)\n"
+        "try:\n    nbclient.NotebookClient(nb, timeout=300, kernel_name='python3').execute()\n"
+        "except nbclient.exceptions.CellExecutionError:\n    pass\n"
+        "nbformat.write(nb, sys.argv[1])\n"
+    )
+    result = subprocess.run(
+        [str(installed["python"]), "-c", code, str(path)],
+        cwd=installed["work"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr
     ran = nbformat.read(path, as_version=4)
     printed = "".join(o.get("text", "") for o in ran.cells[0].outputs if o.output_type == "stream")
@@ -191,8 +253,7 @@ def test_solution_notebooks_run_top_to_bottom_from_the_installed_copy(venv, name
     assert_from_the_wheel(venv, ran.cells[-1].outputs[0]["text"])
     install = next(cell for cell in ran.cells if cell.cell_type == "code")
     assert install.outputs == []  # installed already: the Colab cell says nothing and does nothing
-    checks = [o.get("text", "") for c in ran.cells if c.cell_type == "code" and "check(" in c.source
-              for o in c.outputs]
+    checks = [o.get("text", "") for c in ran.cells if c.cell_type == "code" and "check(" in c.source for o in c.outputs]
     assert checks and all(line.startswith("✓") for line in checks), checks
     if "original_run()" in "".join(cell.source for cell in ran.cells):
         # trained weights land where the docs say: ./results beside the notebook, for an installed copy

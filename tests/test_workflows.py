@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import REPO
 
 GITHUB = REPO / ".github"
@@ -56,8 +55,9 @@ def lint_copy(tmp_path: Path, edit=None) -> subprocess.CompletedProcess:
         files = []  # actionlint finds .github/workflows in the repository itself
     else:
         files = [str(p.relative_to(tmp_path)) for p in sorted((tmp_path / ".github" / "workflows").glob("*.yml"))]
-    return subprocess.run([*actionlint(), "-no-color", *files], cwd=tmp_path, capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run(
+        [*actionlint(), "-no-color", *files], cwd=tmp_path, capture_output=True, text=True, timeout=120
+    )
 
 
 def load(path: Path) -> dict:
@@ -86,8 +86,12 @@ def may_run_on_windows(job: dict) -> bool:
     """True when the job's runner is, or its matrix can make it, a Windows one."""
     runs_on = str(job.get("runs-on", ""))
     matrix = job.get("strategy", {}).get("matrix", {})
-    values = [runs_on] + [str(v) for key, vs in matrix.items() if f"matrix.{key}" in runs_on
-                          for v in (vs if isinstance(vs, list) else [vs])]
+    values = [runs_on] + [
+        str(v)
+        for key, vs in matrix.items()
+        if f"matrix.{key}" in runs_on
+        for v in (vs if isinstance(vs, list) else [vs])
+    ]
     values += [str(v) for entry in matrix.get("include", []) for v in entry.values()]
     return any("windows" in v.lower() for v in values)
 
@@ -99,11 +103,13 @@ def test_actionlint_finds_nothing(tmp_path):
 
 def test_actionlint_catches_a_broken_workflow(tmp_path):
     """The lint above is not vacuous: the same run fails on a workflow with a mistake in it."""
+
     def break_tests_yml(github: Path) -> None:
         path = github / "workflows" / "tests.yml"
         text = path.read_text(encoding="utf-8")
-        path.write_text(text.replace("runs-on: ${{ matrix.os }}", "runs-on: ${{ matrix.operating-system }}", 1),
-                        encoding="utf-8")
+        path.write_text(
+            text.replace("runs-on: ${{ matrix.os }}", "runs-on: ${{ matrix.operating-system }}", 1), encoding="utf-8"
+        )
 
     result = lint_copy(tmp_path, break_tests_yml)
     assert result.returncode != 0 and "operating-system" in result.stdout, result.stdout + result.stderr
@@ -179,8 +185,12 @@ def test_actions_are_pinned_to_a_major_version():
 
 def test_bug_report_asks_for_fmnist_lab_doctor():
     form = load(TEMPLATES / "bug_report.yml")
-    doctor = [item for item in form["body"] if item["type"] == "textarea"
-              and "fmnist-lab doctor" in item["attributes"]["label"] + item["attributes"].get("description", "")]
+    doctor = [
+        item
+        for item in form["body"]
+        if item["type"] == "textarea"
+        and "fmnist-lab doctor" in item["attributes"]["label"] + item["attributes"].get("description", "")
+    ]
     assert len(doctor) == 1, "bug_report.yml needs one textarea for the output of `fmnist-lab doctor`"
     assert doctor[0]["validations"]["required"] is True and doctor[0]["attributes"]["render"] == "text"
     labels = {item["attributes"]["label"] for item in form["body"] if item["type"] != "markdown"}

@@ -28,7 +28,13 @@ class Mismatch(Exception):
 # The helpers for writing checks live in the toolkit; re-exported here so `from fmnist_lab.checks import
 # expect_close` keeps working.
 from fmnist_lab.checks.toolkit import (  # noqa: E402,F401
-    expect_callable, expect_close, expect_equal, expect_number, expect_tensor, first_line)
+    expect_callable,
+    expect_close,
+    expect_equal,
+    expect_number,
+    expect_tensor,
+    first_line,
+)
 
 
 @dataclass(frozen=True)
@@ -84,8 +90,7 @@ def run_check(exercise_id: str, *answer: Any) -> CheckResult:
     found = EXERCISES.get(exercise_id)
     if found is None:
         known = ", ".join(sorted(EXERCISES, key=lambda k: tuple(map(int, k.split(".")))))
-        return CheckResult(exercise_id, "unknown exercise", "error",
-                           f"no exercise {exercise_id!r}; known: {known}")
+        return CheckResult(exercise_id, "unknown exercise", "error", f"no exercise {exercise_id!r}; known: {known}")
     try:
         if not answer or answer[0] is None:
             raise Mismatch("got None: define your answer in the exercise cell above, then run this cell")
@@ -95,10 +100,13 @@ def run_check(exercise_id: str, *answer: Any) -> CheckResult:
         return CheckResult(found.id, found.title, "failed", f"{exc} — hint: {found.hint}")
     except Exception as exc:  # noqa: BLE001 - any error in the learner's code becomes one line
         if is_stub_error(exc):
-            return CheckResult(found.id, found.title, "not attempted",
-                               "not attempted yet: replace `raise NotImplementedError(...)` with your code")
-        return CheckResult(found.id, found.title, "error",
-                           f"your code raised {first_line(exc)} — hint: {found.hint}")
+            return CheckResult(
+                found.id,
+                found.title,
+                "not attempted",
+                "not attempted yet: replace `raise NotImplementedError(...)` with your code",
+            )
+        return CheckResult(found.id, found.title, "error", f"your code raised {first_line(exc)} — hint: {found.hint}")
 
 
 def check(exercise_id: str, *answer: Any) -> None:

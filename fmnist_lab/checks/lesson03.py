@@ -16,9 +16,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (as_pair, call_unmodified, diagnose, expect_callable, expect_close,
-                                       expect_tensor, first_line, is_close, max_difference, own_rng,
-                                       random_cnn_batch, state_shapes, watch)
+from fmnist_lab.checks.toolkit import (
+    as_pair,
+    call_unmodified,
+    diagnose,
+    expect_callable,
+    expect_close,
+    expect_tensor,
+    first_line,
+    is_close,
+    max_difference,
+    own_rng,
+    random_cnn_batch,
+    state_shapes,
+    watch,
+)
 from fmnist_lab.models import count_parameters
 
 ATOL, ATOL_TEXT = 1e-5, "1e-5"
@@ -36,8 +48,11 @@ def _channel_batch(shape: tuple[int, ...], means: list[float], stds: list[float]
 def _per_channel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Batch mean, biased and unbiased variance of each channel, each shaped (1, C, 1, 1)."""
     dims = (0, 2, 3)
-    return (x.mean(dim=dims, keepdim=True), x.var(dim=dims, unbiased=False, keepdim=True),
-            x.var(dim=dims, unbiased=True, keepdim=True))
+    return (
+        x.mean(dim=dims, keepdim=True),
+        x.var(dim=dims, unbiased=False, keepdim=True),
+        x.var(dim=dims, unbiased=True, keepdim=True),
+    )
 
 
 def _c(v: torch.Tensor) -> torch.Tensor:
@@ -47,48 +62,90 @@ def _c(v: torch.Tensor) -> torch.Tensor:
 
 # --- 3.1 batch_norm_forward (train mode) -----------------------------------------------------
 
-def _bn_train_mistakes(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor,
-                       eps: float) -> list[tuple[str, torch.Tensor]]:
+
+def _bn_train_mistakes(
+    x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float
+) -> list[tuple[str, torch.Tensor]]:
     """What each usual mistake got wrong, with its train-mode output."""
     mean, var, var_unbiased = _per_channel(x)
     g, b = _c(gamma), _c(beta)
     image_mean, image_var = x.mean(dim=(2, 3), keepdim=True), x.var(dim=(2, 3), unbiased=False, keepdim=True)
     batch_mean, batch_var = x.mean(dim=0, keepdim=True), x.var(dim=0, unbiased=False, keepdim=True)
     return [
-        (("you used the unbiased variance (divide by n − 1); batch norm normalises with the biased "
-          "variance (divide by n = N·H·W)"), g * (x - mean) / torch.sqrt(var_unbiased + eps) + b),
-        (("you used one mean and variance for the whole batch; batch norm uses one per channel "
-          "(average over N, H and W, not over C)"), g * (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + eps) + b),
-        (("you averaged over H and W of each image separately; batch norm averages each channel over "
-          "the whole batch (N, H and W)"), g * (x - image_mean) / torch.sqrt(image_var + eps) + b),
-        ("you averaged over the batch dimension only; batch norm averages each channel over N, H and W",
-         g * (x - batch_mean) / torch.sqrt(batch_var + eps) + b),
-        ("the normalisation is right but gamma and beta are missing: return gamma·x̂ + beta",
-         (x - mean) / torch.sqrt(var + eps)),
-        ("eps belongs inside the square root: divide by sqrt(var + eps), not sqrt(var) + eps",
-         g * (x - mean) / (torch.sqrt(var) + eps) + b),
+        (
+            (
+                "you used the unbiased variance (divide by n − 1); batch norm normalises with the biased "
+                "variance (divide by n = N·H·W)"
+            ),
+            g * (x - mean) / torch.sqrt(var_unbiased + eps) + b,
+        ),
+        (
+            (
+                "you used one mean and variance for the whole batch; batch norm uses one per channel "
+                "(average over N, H and W, not over C)"
+            ),
+            g * (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + eps) + b,
+        ),
+        (
+            (
+                "you averaged over H and W of each image separately; batch norm averages each channel over "
+                "the whole batch (N, H and W)"
+            ),
+            g * (x - image_mean) / torch.sqrt(image_var + eps) + b,
+        ),
+        (
+            "you averaged over the batch dimension only; batch norm averages each channel over N, H and W",
+            g * (x - batch_mean) / torch.sqrt(batch_var + eps) + b,
+        ),
+        (
+            "the normalisation is right but gamma and beta are missing: return gamma·x̂ + beta",
+            (x - mean) / torch.sqrt(var + eps),
+        ),
+        (
+            "eps belongs inside the square root: divide by sqrt(var + eps), not sqrt(var) + eps",
+            g * (x - mean) / (torch.sqrt(var) + eps) + b,
+        ),
         ("you left eps out: divide by sqrt(var + eps)", g * (x - mean) / torch.sqrt(var) + b),
-        ("your output ignores the eps argument (it matches eps = 1e-5): use eps",
-         g * (x - mean) / torch.sqrt(var + 1e-5) + b),
-        ("you divided by the variance; divide by the standard deviation sqrt(var + eps)",
-         g * (x - mean) / (var + eps) + b),
-        ("gamma and beta must be applied per channel: reshape them to (1, C, 1, 1)",
-         gamma.mean() * (x - mean) / torch.sqrt(var + eps) + beta.mean()),
+        (
+            "your output ignores the eps argument (it matches eps = 1e-5): use eps",
+            g * (x - mean) / torch.sqrt(var + 1e-5) + b,
+        ),
+        (
+            "you divided by the variance; divide by the standard deviation sqrt(var + eps)",
+            g * (x - mean) / (var + eps) + b,
+        ),
+        (
+            "gamma and beta must be applied per channel: reshape them to (1, C, 1, 1)",
+            gamma.mean() * (x - mean) / torch.sqrt(var + eps) + beta.mean(),
+        ),
     ]
 
 
-@exercise("3.1", "batch_norm_forward",
-          "per channel, the mean and biased variance over N, H and W; eps inside the square root; "
-          "gamma and beta reshaped to (1, C, 1, 1)")
+@exercise(
+    "3.1",
+    "batch_norm_forward",
+    "per channel, the mean and biased variance over N, H and W; eps inside the square root; "
+    "gamma and beta reshaped to (1, C, 1, 1)",
+)
 def check_batch_norm_forward(batch_norm_forward: Any) -> str:
     """Compare with `F.batch_norm(training=True)` on two seeded batches with two values of eps."""
     expect_callable(batch_norm_forward, "a function batch_norm_forward(x, gamma, beta, eps)")
     cases = [
         # a channel with a tiny spread makes eps matter; W != C so a wrong broadcast cannot pass
-        (_channel_batch((4, 3, 2, 2), [1.0, -2.0, 0.0], [2.0, 0.5, 0.01], seed=0),
-         torch.tensor([1.5, -0.7, 2.0]), torch.tensor([0.3, -1.2, 0.5]), 1e-5, "1e-5"),
-        (_channel_batch((6, 2, 3, 3), [0.5, 3.0], [1.0, 0.2], seed=1),
-         torch.tensor([0.8, 1.7]), torch.tensor([-0.4, 0.9]), 0.5, "0.5"),
+        (
+            _channel_batch((4, 3, 2, 2), [1.0, -2.0, 0.0], [2.0, 0.5, 0.01], seed=0),
+            torch.tensor([1.5, -0.7, 2.0]),
+            torch.tensor([0.3, -1.2, 0.5]),
+            1e-5,
+            "1e-5",
+        ),
+        (
+            _channel_batch((6, 2, 3, 3), [0.5, 3.0], [1.0, 0.2], seed=1),
+            torch.tensor([0.8, 1.7]),
+            torch.tensor([-0.4, 0.9]),
+            0.5,
+            "0.5",
+        ),
     ]
     for x, gamma, beta, eps, eps_text in cases:
         what = f"batch_norm_forward(x, gamma, beta, eps={eps_text}) on a {tuple(x.shape)} batch"
@@ -99,17 +156,26 @@ def check_batch_norm_forward(batch_norm_forward: Any) -> str:
         if reason := diagnose(got, _bn_train_mistakes(x, gamma, beta, eps), ATOL):
             raise Mismatch(f"{what} differs from nn.BatchNorm2d in training mode: {reason}")
         expect_close(got, expected, what, atol=ATOL)
-    return ("outputs (4, 3, 2, 2) and (6, 2, 3, 3) match nn.BatchNorm2d in training mode "
-            f"within {ATOL_TEXT} (eps 1e-5 and 0.5)")
+    return (
+        "outputs (4, 3, 2, 2) and (6, 2, 3, 3) match nn.BatchNorm2d in training mode "
+        f"within {ATOL_TEXT} (eps 1e-5 and 0.5)"
+    )
 
 
 # --- 3.2 CNNBatch ----------------------------------------------------------------------------
 
+
 def _missing_layers(difference: int) -> str:
     """What a shortfall of trainable parameters most likely means."""
-    known = {116: "no batch-norm layers at all; they hold 32 + 64 + 20", 96: "no BatchNorm2d layers; they hold 32 + 64",
-             84: "BatchNorm2d(32) and BatchNorm1d(10) missing", 52: "BatchNorm2d(16) and BatchNorm1d(10) missing",
-             64: "BatchNorm2d(32) missing", 32: "BatchNorm2d(16) missing", 20: "BatchNorm1d(10) after fc1 missing"}
+    known = {
+        116: "no batch-norm layers at all; they hold 32 + 64 + 20",
+        96: "no BatchNorm2d layers; they hold 32 + 64",
+        84: "BatchNorm2d(32) and BatchNorm1d(10) missing",
+        52: "BatchNorm2d(16) and BatchNorm1d(10) missing",
+        64: "BatchNorm2d(32) missing",
+        32: "BatchNorm2d(16) missing",
+        20: "BatchNorm1d(10) after fc1 missing",
+    }
     return f" ({difference:,} fewer: {known[difference]})" if difference in known else ""
 
 
@@ -118,8 +184,7 @@ def _layers(keys: list[str]) -> list[str]:
     return list(dict.fromkeys(key.rsplit(".", 1)[0] for key in keys))
 
 
-@exercise("3.2", "CNNBatch",
-          "conv → BatchNorm2d → ReLU → max-pool, twice; then fc1 and BatchNorm1d after fc1")
+@exercise("3.2", "CNNBatch", "conv → BatchNorm2d → ReLU → max-pool, twice; then fc1 and BatchNorm1d after fc1")
 @own_rng
 def check_cnn_batch(CNNBatch: Any) -> str:  # noqa: N803 - the learner's class
     """Parameters, state-dict keys and shapes, then outputs equal to the package's CNNBatch in eval and train mode."""
@@ -139,8 +204,11 @@ def check_cnn_batch(CNNBatch: Any) -> str:  # noqa: N803 - the learner's class
         parts = [f"missing {', '.join(missing)}"] if missing else []
         if unexpected:
             parts.append(f"unexpected {', '.join(unexpected[:6])}{' …' if len(unexpected) > 6 else ''}")
-        raise Mismatch("state-dict keys differ from the original's: " + "; ".join(parts)
-                       + f" (the original's layers: {STATE_KEYS_HINT})")
+        raise Mismatch(
+            "state-dict keys differ from the original's: "
+            + "; ".join(parts)
+            + f" (the original's layers: {STATE_KEYS_HINT})"
+        )
     for key, shape in wanted.items():
         if got[key] != shape:
             raise Mismatch(f"expected {key} of shape {shape} (as in the original), got {got[key]}")
@@ -157,42 +225,66 @@ def check_cnn_batch(CNNBatch: Any) -> str:  # noqa: N803 - the learner's class
             raise Mismatch(
                 f"with the original's weights loaded, your eval-mode output differs from the original's "
                 f"by up to {max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): check the order "
-                "conv → batch norm → ReLU → max-pool, and that forward ends with bn_fc1(fc1(…))")
+                "conv → batch norm → ReLU → max-pool, and that forward ends with bn_fc1(fc1(…))"
+            )
         out = model.train()(x.clone())
         if not is_close(out, expected := reference.train()(x), MODEL_ATOL):
             raise Mismatch(
                 f"eval mode matches, but in training mode your output differs from the original's by up "
                 f"to {max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): use nn.BatchNorm2d/"
-                "nn.BatchNorm1d modules so that training mode uses the batch statistics")
+                "nn.BatchNorm1d modules so that training mode uses the batch statistics"
+            )
     mine, theirs = model.state_dict(), reference.state_dict()
     for key in theirs:
         if key.endswith(("running_mean", "running_var")) and not is_close(mine[key], theirs[key], MODEL_ATOL):
-            raise Mismatch(f"after one training-mode batch, your {key} differs from the original's: "
-                           "keep nn.BatchNorm's default momentum 0.1")
+            raise Mismatch(
+                f"after one training-mode batch, your {key} differs from the original's: "
+                "keep nn.BatchNorm's default momentum 0.1"
+            )
     return f"{EXPECTED_PARAMETERS:,} parameters, output (100, 10), matches the reference"
 
 
 # --- 3.3 update_running_stats ----------------------------------------------------------------
 
-def _running_mistakes(mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor,
-                      m: float) -> list[tuple[str, tuple[torch.Tensor, torch.Tensor]]]:
+
+def _running_mistakes(
+    mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor, m: float
+) -> list[tuple[str, tuple[torch.Tensor, torch.Tensor]]]:
     """What each usual mistake got wrong, with the (running_mean, running_var) it gives (m: the momentum)."""
     batch_mean, batch_var, batch_var_unbiased = (s.flatten() for s in _per_channel(x))
     right_mean = (1 - m) * mean + m * batch_mean
     return [
-        (("running_var must be updated with the unbiased batch variance (divide by n − 1), "
-          "not the biased one used for normalising"), (right_mean, (1 - m) * var + m * batch_var)),
-        ("momentum weighs the new batch, not the old value: new = (1 − momentum)·old + momentum·batch",
-         (m * mean + (1 - m) * batch_mean, m * var + (1 - m) * batch_var_unbiased)),
-        (("momentum weighs the new batch (new = (1 − momentum)·old + momentum·batch), and running_var "
-          "uses the unbiased variance"), (m * mean + (1 - m) * batch_mean, m * var + (1 - m) * batch_var)),
-        (("you returned the batch statistics; blend them with the old values: "
-          "(1 − momentum)·old + momentum·batch"), (batch_mean, batch_var_unbiased)),
-        ("running_var tracks the variance, not the standard deviation",
-         (right_mean, (1 - m) * var + m * batch_var_unbiased.sqrt())),
+        (
+            (
+                "running_var must be updated with the unbiased batch variance (divide by n − 1), "
+                "not the biased one used for normalising"
+            ),
+            (right_mean, (1 - m) * var + m * batch_var),
+        ),
+        (
+            "momentum weighs the new batch, not the old value: new = (1 − momentum)·old + momentum·batch",
+            (m * mean + (1 - m) * batch_mean, m * var + (1 - m) * batch_var_unbiased),
+        ),
+        (
+            (
+                "momentum weighs the new batch (new = (1 − momentum)·old + momentum·batch), and running_var "
+                "uses the unbiased variance"
+            ),
+            (m * mean + (1 - m) * batch_mean, m * var + (1 - m) * batch_var),
+        ),
+        (
+            ("you returned the batch statistics; blend them with the old values: (1 − momentum)·old + momentum·batch"),
+            (batch_mean, batch_var_unbiased),
+        ),
+        (
+            "running_var tracks the variance, not the standard deviation",
+            (right_mean, (1 - m) * var + m * batch_var_unbiased.sqrt()),
+        ),
         ("you returned the old running statistics unchanged", (mean, var)),
-        ("your update ignores the momentum argument (it matches momentum = 0.1): use momentum",
-         ((1 - 0.1) * mean + 0.1 * batch_mean, (1 - 0.1) * var + 0.1 * batch_var_unbiased)),
+        (
+            "your update ignores the momentum argument (it matches momentum = 0.1): use momentum",
+            ((1 - 0.1) * mean + 0.1 * batch_mean, (1 - 0.1) * var + 0.1 * batch_var_unbiased),
+        ),
     ]
 
 
@@ -201,9 +293,12 @@ def _both_close(got: tuple[Any, Any], want: tuple[torch.Tensor, torch.Tensor]) -
     return is_close(got[0], want[0], ATOL) and is_close(got[1], want[1], ATOL)
 
 
-@exercise("3.3", "update_running_stats",
-          "new = (1 − momentum)·old + momentum·batch statistic, per channel; the unbiased "
-          "variance (divide by n − 1) for running_var")
+@exercise(
+    "3.3",
+    "update_running_stats",
+    "new = (1 − momentum)·old + momentum·batch statistic, per channel; the unbiased "
+    "variance (divide by n − 1) for running_var",
+)
 def check_update_running_stats(update_running_stats: Any) -> str:
     """Follow nn.BatchNorm2d's buffers over three training-mode batches (momentum 0.1), then one with 0.3."""
     expect_callable(update_running_stats, "a function update_running_stats(running_mean, running_var, x, momentum)")
@@ -230,45 +325,74 @@ def check_update_running_stats(update_running_stats: Any) -> str:
             expect_close(new[0], bn.running_mean, f"the new running_mean {what}", atol=ATOL)
             expect_close(new[1], bn.running_var, f"the new running_var {what}", atol=ATOL)
         mean, var = new[0].detach().clone(), new[1].detach().clone()
-    return (f"running_mean and running_var follow nn.BatchNorm2d's buffers over {len(steps)} batches "
-            f"(momentum 0.1 and 0.3) within {ATOL_TEXT}")
+    return (
+        f"running_mean and running_var follow nn.BatchNorm2d's buffers over {len(steps)} batches "
+        f"(momentum 0.1 and 0.3) within {ATOL_TEXT}"
+    )
 
 
 # --- 3.4 batch_norm_eval ---------------------------------------------------------------------
 
-def _bn_eval_mistakes(x: torch.Tensor, running_mean: torch.Tensor, running_var: torch.Tensor,
-                      gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> list[tuple[str, torch.Tensor]]:
+
+def _bn_eval_mistakes(
+    x: torch.Tensor,
+    running_mean: torch.Tensor,
+    running_var: torch.Tensor,
+    gamma: torch.Tensor,
+    beta: torch.Tensor,
+    eps: float,
+) -> list[tuple[str, torch.Tensor]]:
     """What each usual mistake got wrong, with its eval-mode output."""
     rm, rv, g, b = _c(running_mean), _c(running_var), _c(gamma), _c(beta)
     mean, var, _ = _per_channel(x)
     return [
-        ("your output uses the batch's own mean and variance; in eval mode use running_mean and running_var",
-         g * (x - mean) / torch.sqrt(var + eps) + b),
-        ("the normalisation is right but gamma and beta are missing: return gamma·x̂ + beta",
-         (x - rm) / torch.sqrt(rv + eps)),
-        ("eps belongs inside the square root: divide by sqrt(running_var + eps)",
-         g * (x - rm) / (torch.sqrt(rv) + eps) + b),
-        ("you divided by the variance; divide by the standard deviation sqrt(running_var + eps)",
-         g * (x - rm) / (rv + eps) + b),
-        ("your output ignores the eps argument (it matches eps = 1e-5): use eps",
-         g * (x - rm) / torch.sqrt(rv + 1e-5) + b),
+        (
+            "your output uses the batch's own mean and variance; in eval mode use running_mean and running_var",
+            g * (x - mean) / torch.sqrt(var + eps) + b,
+        ),
+        (
+            "the normalisation is right but gamma and beta are missing: return gamma·x̂ + beta",
+            (x - rm) / torch.sqrt(rv + eps),
+        ),
+        (
+            "eps belongs inside the square root: divide by sqrt(running_var + eps)",
+            g * (x - rm) / (torch.sqrt(rv) + eps) + b,
+        ),
+        (
+            "you divided by the variance; divide by the standard deviation sqrt(running_var + eps)",
+            g * (x - rm) / (rv + eps) + b,
+        ),
+        (
+            "your output ignores the eps argument (it matches eps = 1e-5): use eps",
+            g * (x - rm) / torch.sqrt(rv + 1e-5) + b,
+        ),
     ]
 
 
-@exercise("3.4", "batch_norm_eval",
-          "gamma·(x − running_mean)/sqrt(running_var + eps) + beta, the (C,) vectors reshaped to "
-          "(1, C, 1, 1)")
+@exercise(
+    "3.4",
+    "batch_norm_eval",
+    "gamma·(x − running_mean)/sqrt(running_var + eps) + beta, the (C,) vectors reshaped to (1, C, 1, 1)",
+)
 def check_batch_norm_eval(batch_norm_eval: Any) -> str:
     """Compare with nn.BatchNorm2d in eval mode, with two values of eps, and on a single image."""
     expect_callable(batch_norm_eval, "a function batch_norm_eval(x, running_mean, running_var, gamma, beta, eps)")
-    statistics = (torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.25, 4.0, 1.0]),  # running mean and var
-                  torch.tensor([1.5, -0.7, 2.0]), torch.tensor([0.3, -1.2, 0.5]))  # gamma and beta
+    statistics = (
+        torch.tensor([0.5, -1.0, 2.0]),
+        torch.tensor([0.25, 4.0, 1.0]),  # running mean and var
+        torch.tensor([1.5, -0.7, 2.0]),
+        torch.tensor([0.3, -1.2, 0.5]),
+    )  # gamma and beta
     x = _channel_batch((5, 3, 4, 2), [1.0, 0.0, 2.5], [2.0, 1.0, 0.3], seed=7)
-    for batch, eps, what in [(x, 1e-5, "a (5, 3, 4, 2) batch"), (x, 0.5, "a (5, 3, 4, 2) batch with eps 0.5"),
-                             (x[:1], 1e-5, "a single image (1, 3, 4, 2)")]:
+    for batch, eps, what in [
+        (x, 1e-5, "a (5, 3, 4, 2) batch"),
+        (x, 0.5, "a (5, 3, 4, 2) batch with eps 0.5"),
+        (x[:1], 1e-5, "a single image (1, 3, 4, 2)"),
+    ]:
         expected, label = F.batch_norm(batch, *statistics, training=False, eps=eps), f"batch_norm_eval on {what}"
-        got = call_unmodified(batch_norm_eval, batch, *statistics, eps,
-                              names=("x", "running_mean", "running_var", "gamma", "beta"))
+        got = call_unmodified(
+            batch_norm_eval, batch, *statistics, eps, names=("x", "running_mean", "running_var", "gamma", "beta")
+        )
         if is_close(expect_tensor(got, label, tuple(expected.shape)), expected, ATOL):
             continue
         if reason := diagnose(got, _bn_eval_mistakes(batch, *statistics, eps), ATOL):

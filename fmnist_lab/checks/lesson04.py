@@ -13,8 +13,17 @@ import torch
 from torch import nn
 
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (as_number, call_unmodified, diagnose, expect_callable, is_close,
-                                       max_difference, one_thread, own_rng, seeded)
+from fmnist_lab.checks.toolkit import (
+    as_number,
+    call_unmodified,
+    diagnose,
+    expect_callable,
+    is_close,
+    max_difference,
+    one_thread,
+    own_rng,
+    seeded,
+)
 from fmnist_lab.models import CNNBatch
 
 ATOL_WEIGHTS, RTOL_COST = 1e-5, 1e-5
@@ -24,9 +33,16 @@ _cost_close = functools.partial(is_close, atol=1e-7, rtol=RTOL_COST)
 def _max_difference(model_a: nn.Module, model_b: nn.Module, parameters_only: bool = False) -> float:
     """The largest absolute difference between two models' parameters (and float buffers); NaN if any is NaN."""
     names = {name for name, _ in model_a.named_parameters()}
-    return float(np.max([max_difference(a, b) for (name, a), b in zip(model_a.state_dict().items(),
-                                                                     model_b.state_dict().values())
-                         if a.is_floating_point() and (name in names or not parameters_only)], initial=0.0))
+    return float(
+        np.max(
+            [
+                max_difference(a, b)
+                for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values())
+                if a.is_floating_point() and (name in names or not parameters_only)
+            ],
+            initial=0.0,
+        )
+    )
 
 
 # --- 4.1 train_one_epoch -------------------------------------------------------------------------
@@ -38,13 +54,15 @@ def _epoch_setup() -> tuple[CNNBatch, list[tuple[torch.Tensor, torch.Tensor]]]:
     """A small CNNBatch (8×8 inputs) and five fixed batches of 12 random images with labels."""
     model = seeded(4, lambda: CNNBatch(image_size=8))
     g = torch.Generator().manual_seed(41)
-    batches = [(torch.rand(BATCH, 1, 8, 8, generator=g), torch.randint(0, 10, (BATCH,), generator=g))
-               for _ in range(N_BATCHES)]
+    batches = [
+        (torch.rand(BATCH, 1, 8, 8, generator=g), torch.randint(0, 10, (BATCH,), generator=g)) for _ in range(N_BATCHES)
+    ]
     return model, batches
 
 
-def _reference_epoch(model: nn.Module, batches, *, train_mode: bool = True,
-                     zero_grad: bool = True) -> tuple[nn.Module, float, list[float]]:
+def _reference_epoch(
+    model: nn.Module, batches, *, train_mode: bool = True, zero_grad: bool = True
+) -> tuple[nn.Module, float, list[float]]:
     """One epoch of SGD (lr 0.1) on a copy of `model`, optionally with a classic mistake."""
     model, criterion, losses = copy.deepcopy(model).train(train_mode), nn.CrossEntropyLoss(), []
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
@@ -58,9 +76,12 @@ def _reference_epoch(model: nn.Module, batches, *, train_mode: bool = True,
     return model, sum(losses), losses
 
 
-@exercise("4.1", "train_one_epoch",
-          "model.train(), then for each batch: optimizer.zero_grad(), logits = model(images), "
-          "loss = criterion(logits, labels), loss.backward(), optimizer.step(); add up loss.item()")
+@exercise(
+    "4.1",
+    "train_one_epoch",
+    "model.train(), then for each batch: optimizer.zero_grad(), logits = model(images), "
+    "loss = criterion(logits, labels), loss.backward(), optimizer.step(); add up loss.item()",
+)
 @one_thread
 def check_train_one_epoch(train_one_epoch) -> str:
     expect_callable(train_one_epoch, "a function train_one_epoch(model, batches, optimizer, criterion)")
@@ -68,32 +89,61 @@ def check_train_one_epoch(train_one_epoch) -> str:
     reference, cost, losses = _reference_epoch(initial, batches)
     learner = copy.deepcopy(initial).eval()  # as after an evaluation: the function must switch to training
     optimizer = torch.optim.SGD(learner.parameters(), lr=0.1)
-    got = as_number(train_one_epoch(learner, [(x.clone(), y.clone()) for x, y in batches], optimizer,
-                                    nn.CrossEntropyLoss()), "the returned cost")
+    got = as_number(
+        train_one_epoch(learner, [(x.clone(), y.clone()) for x, y in batches], optimizer, nn.CrossEntropyLoss()),
+        "the returned cost",
+    )
     where = f"after one epoch of {N_BATCHES} batches (SGD lr 0.1)"
     if not (difference := _max_difference(learner, reference)) <= ATOL_WEIGHTS:
         if _max_difference(learner, initial, parameters_only=True) == 0.0:
-            raise Mismatch(f"{where} the weights did not change: call loss.backward() and then "
-                           "optimizer.step() for every batch")
-        reason = diagnose(learner, [
-            ("the weights match a loop without optimizer.zero_grad(): the gradients of earlier batches piled up",
-             lambda: _reference_epoch(initial, batches, zero_grad=False)[0]),
-            (("the weights match a model left in eval mode (the check hands you a model in eval mode): call "
-              "model.train() first"), lambda: _reference_epoch(initial, batches, train_mode=False)[0]),
-        ], lambda mine, variant: _max_difference(mine, variant) <= ATOL_WEIGHTS)
-        raise Mismatch(f"{where} {reason}" if reason else f"{where} the weights differ from the reference's by up "
-                       f"to {difference:.3g} (tolerance {ATOL_WEIGHTS:g})")
+            raise Mismatch(
+                f"{where} the weights did not change: call loss.backward() and then optimizer.step() for every batch"
+            )
+        reason = diagnose(
+            learner,
+            [
+                (
+                    "the weights match a loop without optimizer.zero_grad(): the gradients of earlier batches piled up",
+                    lambda: _reference_epoch(initial, batches, zero_grad=False)[0],
+                ),
+                (
+                    (
+                        "the weights match a model left in eval mode (the check hands you a model in eval mode): call "
+                        "model.train() first"
+                    ),
+                    lambda: _reference_epoch(initial, batches, train_mode=False)[0],
+                ),
+            ],
+            lambda mine, variant: _max_difference(mine, variant) <= ATOL_WEIGHTS,
+        )
+        raise Mismatch(
+            f"{where} {reason}"
+            if reason
+            else f"{where} the weights differ from the reference's by up "
+            f"to {difference:.3g} (tolerance {ATOL_WEIGHTS:g})"
+        )
     if not _cost_close(got, cost):
-        reason = diagnose(got, [
-            (": that is the mean batch loss; add the batch losses up instead", cost / N_BATCHES),
-            (f" (× the batch size {BATCH}): add loss.item() itself, the loss is already a mean over the batch",
-             cost * BATCH),
-            (": that is the last batch's loss; add up every batch's loss", losses[-1]),
-        ], _cost_close)
-        raise Mismatch(f"expected the summed cost {cost:.4f}, got {got:.4f}{reason}" if reason else
-                       f"expected the summed cost {cost:.4f} (the sum of {N_BATCHES} batch losses), got {got:.4f}")
-    return (f"cost {got:.4f} = sum of {N_BATCHES} batch losses, and the updated weights match the "
-            f"reference within {ATOL_WEIGHTS:g}")
+        reason = diagnose(
+            got,
+            [
+                (": that is the mean batch loss; add the batch losses up instead", cost / N_BATCHES),
+                (
+                    f" (× the batch size {BATCH}): add loss.item() itself, the loss is already a mean over the batch",
+                    cost * BATCH,
+                ),
+                (": that is the last batch's loss; add up every batch's loss", losses[-1]),
+            ],
+            _cost_close,
+        )
+        raise Mismatch(
+            f"expected the summed cost {cost:.4f}, got {got:.4f}{reason}"
+            if reason
+            else f"expected the summed cost {cost:.4f} (the sum of {N_BATCHES} batch losses), got {got:.4f}"
+        )
+    return (
+        f"cost {got:.4f} = sum of {N_BATCHES} batch losses, and the updated weights match the "
+        f"reference within {ATOL_WEIGHTS:g}"
+    )
 
 
 # --- 4.2 mean_loss_from_cost ---------------------------------------------------------------------
@@ -101,9 +151,11 @@ def check_train_one_epoch(train_one_epoch) -> str:
 MEAN_CASES = ((297.99, 60_000, 100), (50.0, 1_050, 100), (12.0, 1_000, 1_000), (7.5, 3, 2))
 
 
-@exercise("4.2", "mean_loss_from_cost",
-          "the number of batches is math.ceil(n_images / batch_size) (the last batch may be smaller); "
-          "divide the cost by it")
+@exercise(
+    "4.2",
+    "mean_loss_from_cost",
+    "the number of batches is math.ceil(n_images / batch_size) (the last batch may be smaller); divide the cost by it",
+)
 def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
     expect_callable(mean_loss_from_cost, "a function mean_loss_from_cost(cost, n_images, batch_size)")
     for cost, n_images, batch_size in MEAN_CASES:
@@ -112,16 +164,25 @@ def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
         got = as_number(mean_loss_from_cost(cost, n_images, batch_size), call)
         if is_close(got, expected, atol=1e-12, rtol=1e-9):
             continue
-        batches = (f": {n_images:,} images in batches of {batch_size:,} make {math.ceil(n_images / batch_size):,} "
-                   "batches, the last one smaller")
-        reason = diagnose(got, [
-            (": you divided by the number of images, but the cost adds one mean loss per batch", cost / n_images),
-            (batches, cost / (n_images / batch_size)), (batches, cost / (n_images // batch_size)),
-        ], functools.partial(is_close, atol=1e-7, rtol=1e-9))
+        batches = (
+            f": {n_images:,} images in batches of {batch_size:,} make {math.ceil(n_images / batch_size):,} "
+            "batches, the last one smaller"
+        )
+        reason = diagnose(
+            got,
+            [
+                (": you divided by the number of images, but the cost adds one mean loss per batch", cost / n_images),
+                (batches, cost / (n_images / batch_size)),
+                (batches, cost / (n_images // batch_size)),
+            ],
+            functools.partial(is_close, atol=1e-7, rtol=1e-9),
+        )
         raise Mismatch(f"expected {call} = {expected:.6g}, got {got:.6g}{reason or ''}")
     first = MEAN_CASES[0]
-    return (f"{first[0]} over {first[1] // first[2]} batches = {first[0] / (first[1] // first[2]):.4f}, "
-            f"and {len(MEAN_CASES) - 1} more cases (incl. a smaller last batch) match")
+    return (
+        f"{first[0]} over {first[1] // first[2]} batches = {first[0] / (first[1] // first[2]):.4f}, "
+        f"and {len(MEAN_CASES) - 1} more cases (incl. a smaller last batch) match"
+    )
 
 
 # --- 4.3 evaluate_accuracy -----------------------------------------------------------------------
@@ -139,36 +200,59 @@ def _accuracy_setup() -> tuple[CNNBatch, torch.Tensor, torch.Tensor, float]:
     return model.train(), images, labels, 0.75
 
 
-@exercise("4.3", "evaluate_accuracy",
-          "model.eval() first (batch norm then uses its running statistics), predictions under "
-          "torch.no_grad() with logits.argmax(dim=1), return (predicted == labels).float().mean().item()")
+@exercise(
+    "4.3",
+    "evaluate_accuracy",
+    "model.eval() first (batch norm then uses its running statistics), predictions under "
+    "torch.no_grad() with logits.argmax(dim=1), return (predicted == labels).float().mean().item()",
+)
 @one_thread
 def check_evaluate_accuracy(evaluate_accuracy) -> str:
     expect_callable(evaluate_accuracy, "a function evaluate_accuracy(model, images, labels)")
     model, images, labels, expected = _accuracy_setup()
     before = copy.deepcopy(model.state_dict())
-    got = as_number(call_unmodified(evaluate_accuracy, model, images, labels, names=("model", "images", "labels")),
-                    "the returned accuracy")
+    got = as_number(
+        call_unmodified(evaluate_accuracy, model, images, labels, names=("model", "images", "labels")),
+        "the returned accuracy",
+    )
     stats_changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     close = functools.partial(is_close, atol=1e-7, rtol=1e-6)
     if not close(got, expected):
         if stats_changed:
-            raise Mismatch(f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}: the model "
-                           "ran in training mode (its batch-norm running statistics changed; the check hands "
-                           "you a model in training mode): call model.eval() first")
-        reason = diagnose(got, [("return a fraction, not a percentage", expected * 100),
-                                ((f"that is the number of correct predictions; divide by the number of images "
-                                  f"({N_EVAL})"), expected * N_EVAL)], close)
-        raise Mismatch(f"expected a fraction {expected:.4f}, got {got:g}: {reason}" if reason else
-                       f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}")
+            raise Mismatch(
+                f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}: the model "
+                "ran in training mode (its batch-norm running statistics changed; the check hands "
+                "you a model in training mode): call model.eval() first"
+            )
+        reason = diagnose(
+            got,
+            [
+                ("return a fraction, not a percentage", expected * 100),
+                (
+                    (f"that is the number of correct predictions; divide by the number of images ({N_EVAL})"),
+                    expected * N_EVAL,
+                ),
+            ],
+            close,
+        )
+        raise Mismatch(
+            f"expected a fraction {expected:.4f}, got {got:g}: {reason}"
+            if reason
+            else f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}"
+        )
     if stats_changed:
-        raise Mismatch("the accuracy is right but your function changed the batch-norm running statistics: "
-                       "run the model in eval mode only")
-    return (f"{expected:.2%} on {N_EVAL} images with a batch-norm model handed over in training mode, "
-            "running statistics untouched")
+        raise Mismatch(
+            "the accuracy is right but your function changed the batch-norm running statistics: "
+            "run the model in eval mode only"
+        )
+    return (
+        f"{expected:.2%} on {N_EVAL} images with a batch-norm model handed over in training mode, "
+        "running statistics untouched"
+    )
 
 
 # --- 4.4 save_and_load ---------------------------------------------------------------------------
+
 
 def _saved_model() -> CNNBatch:
     """A CNNBatch whose running statistics are not the defaults (a few training-mode forwards)."""
@@ -180,9 +264,12 @@ def _saved_model() -> CNNBatch:
     return model.eval()
 
 
-@exercise("4.4", "save_and_load",
-          "torch.save(model.state_dict(), path); fresh = CNNBatch(); "
-          "fresh.load_state_dict(torch.load(path, map_location=\"cpu\")); return fresh")
+@exercise(
+    "4.4",
+    "save_and_load",
+    "torch.save(model.state_dict(), path); fresh = CNNBatch(); "
+    'fresh.load_state_dict(torch.load(path, map_location="cpu")); return fresh',
+)
 @one_thread
 @own_rng
 def check_save_and_load(save_and_load) -> str:
@@ -199,31 +286,43 @@ def check_save_and_load(save_and_load) -> str:
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as exc:  # noqa: BLE001 - any unreadable file is the same mistake
-            raise Mismatch("expected the file to hold a state dict (loadable with weights_only=True), "
-                           f"got something else ({type(exc).__name__}): save model.state_dict(), not the "
-                           "model itself") from None
+            raise Mismatch(
+                "expected the file to hold a state dict (loadable with weights_only=True), "
+                f"got something else ({type(exc).__name__}): save model.state_dict(), not the "
+                "model itself"
+            ) from None
     if not isinstance(stored, dict):
         raise Mismatch(f"expected the file to hold a state dict (a dict of tensors), got {type(stored).__name__}")
     missing, extra = sorted(set(expected_state) - set(stored)), sorted(set(stored) - set(expected_state))
     if missing or extra:
-        raise Mismatch(f"expected the file to hold the {len(expected_state)} entries of model.state_dict(), "
-                       f"missing {missing[:3]}, unexpected {extra[:3]}")
+        raise Mismatch(
+            f"expected the file to hold the {len(expected_state)} entries of model.state_dict(), "
+            f"missing {missing[:3]}, unexpected {extra[:3]}"
+        )
     if not isinstance(returned, nn.Module):
         raise Mismatch(f"expected the function to return the reloaded model, got {type(returned).__name__}")
     if returned is given:
-        raise Mismatch("expected a fresh model loaded from the file, got the very model you saved: "
-                       "build a new CNNBatch and load the state dict into it")
+        raise Mismatch(
+            "expected a fresh model loaded from the file, got the very model you saved: "
+            "build a new CNNBatch and load the state dict into it"
+        )
     state = returned.state_dict()
     if set(state) != set(expected_state):
-        raise Mismatch(f"expected the returned model to be a CNNBatch ({len(expected_state)} state entries), "
-                       f"got a {type(returned).__name__} with {len(state)}")
+        raise Mismatch(
+            f"expected the returned model to be a CNNBatch ({len(expected_state)} state entries), "
+            f"got a {type(returned).__name__} with {len(state)}"
+        )
     differing = [k for k, v in expected_state.items() if not torch.equal(state[k].cpu(), v)]
     if differing:
-        raise Mismatch(f"expected the returned model to hold the saved weights, but {len(differing)} of "
-                       f"{len(expected_state)} entries differ (first: {differing[0]}): call "
-                       "load_state_dict with what torch.load returned")
+        raise Mismatch(
+            f"expected the returned model to hold the saved weights, but {len(differing)} of "
+            f"{len(expected_state)} entries differ (first: {differing[0]}): call "
+            "load_state_dict with what torch.load returned"
+        )
     with torch.no_grad():
         if not torch.equal(returned.eval().cpu()(images), original(images)):
             raise Mismatch("expected identical logits from the reloaded model in eval mode, got different ones")
-    return (f"a state dict of {len(expected_state)} entries (incl. running statistics) on disk; the fresh "
-            f"CNNBatch reloaded from it gives identical logits on {len(images)} images")
+    return (
+        f"a state dict of {len(expected_state)} entries (incl. running statistics) on disk; the fresh "
+        f"CNNBatch reloaded from it gives identical logits on {len(images)} images"
+    )

@@ -23,8 +23,9 @@ NEVER_CORRECT = 9  # Ankle boot: never predicted in 5.2's inputs (a bincount of 
 NEVER_TRUE = 9  # Ankle boot: no label is ever this class (confusion matrix, precision/recall/F1)
 
 
-def fixed_inputs(seed: int, n: int = 600, never_true: tuple[int, ...] = (),
-                 never_predicted: tuple[int, ...] = ()) -> tuple[torch.Tensor, torch.Tensor]:
+def fixed_inputs(
+    seed: int, n: int = 600, never_true: tuple[int, ...] = (), never_predicted: tuple[int, ...] = ()
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded (labels, predicted) int64 tensors; class c is wrong with probability 0.05 + 0.05·c.
 
     Every class not in `never_true` occurs among the labels; no prediction is in `never_predicted`.
@@ -42,12 +43,16 @@ def fixed_inputs(seed: int, n: int = 600, never_true: tuple[int, ...] = (),
 
 def _scores(labels: torch.Tensor, predicted: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class precision, recall and F1 (0 where undefined), as scikit-learn computes them."""
-    return precision_recall_fscore_support(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES),
-                                           zero_division=0)[:3]
+    return precision_recall_fscore_support(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES), zero_division=0)[
+        :3
+    ]
 
 
-@exercise("5.1", "accuracy",
-          "the mean of (predicted == labels): the number of correct predictions divided by the number of images")
+@exercise(
+    "5.1",
+    "accuracy",
+    "the mean of (predicted == labels): the number of correct predictions divided by the number of images",
+)
 def check_accuracy(accuracy) -> str:
     expect_callable(accuracy, "a function accuracy(labels, predicted)")
     labels, predicted = fixed_inputs(51, n=500)
@@ -55,54 +60,89 @@ def check_accuracy(accuracy) -> str:
     correct = int((labels == predicted).sum())
     got = as_number(accuracy(labels.clone(), predicted.clone()), "accuracy(labels, predicted)")
     if not abs(got - expected) <= 1e-6:
-        raise Mismatch(diagnose(got, [
-            (f"expected a fraction, {expected:.4f}, got {got:g}: that is the number of correct predictions; "
-             f"divide it by the number of images ({len(labels)})", correct),
-            (f"expected a fraction in [0, 1], {expected:.4f}, got {got:g}, a percentage", 100 * expected),
-            (f"expected {expected:.4f}, got {got:.4f}, the error rate (the fraction of mistakes)", 1 - expected),
-        ], close=1e-4) or f"expected accuracy = {expected:.4f} ({correct} correct of {len(labels)}), got {got:.6g}")
+        raise Mismatch(
+            diagnose(
+                got,
+                [
+                    (
+                        f"expected a fraction, {expected:.4f}, got {got:g}: that is the number of correct predictions; "
+                        f"divide it by the number of images ({len(labels)})",
+                        correct,
+                    ),
+                    (f"expected a fraction in [0, 1], {expected:.4f}, got {got:g}, a percentage", 100 * expected),
+                    (
+                        f"expected {expected:.4f}, got {got:.4f}, the error rate (the fraction of mistakes)",
+                        1 - expected,
+                    ),
+                ],
+                close=1e-4,
+            )
+            or f"expected accuracy = {expected:.4f} ({correct} correct of {len(labels)}), got {got:.6g}"
+        )
     all_right = as_number(accuracy(labels.clone(), labels.clone()), "accuracy(labels, labels)")
     if not abs(all_right - 1.0) <= 1e-6:
         raise Mismatch(f"expected accuracy(labels, labels) = 1.0 (every prediction right), got {all_right:.6g}")
-    return (f"{expected:.4f} on 500 fixed labels/predictions ({correct} correct) and 1.0 when all are right, "
-            f"as scikit-learn's accuracy_score (within 1e-6)")
+    return (
+        f"{expected:.4f} on 500 fixed labels/predictions ({correct} correct) and 1.0 when all are right, "
+        f"as scikit-learn's accuracy_score (within 1e-6)"
+    )
 
 
-@exercise("5.2", "per_class_accuracy",
-          "for each class k: among the images whose TRUE label is k, the fraction predicted k "
-          "(count with torch.bincount(..., minlength=10))")
+@exercise(
+    "5.2",
+    "per_class_accuracy",
+    "for each class k: among the images whose TRUE label is k, the fraction predicted k "
+    "(count with torch.bincount(..., minlength=10))",
+)
 def check_per_class_accuracy(per_class_accuracy) -> str:
     expect_callable(per_class_accuracy, "a function per_class_accuracy(labels, predicted)")
     labels, predicted = fixed_inputs(52, never_predicted=(NEVER_CORRECT,))
     precision, recall, _ = _scores(labels, predicted)
     answer = per_class_accuracy(labels.clone(), predicted.clone())
-    got = as_array(list(answer.values()) if isinstance(answer, dict) else answer,  # a dict in class order
-                   "per_class_accuracy(labels, predicted)", N_CLASSES,
-                   why=" (one per class, even for a class that is never predicted: bincount needs minlength=10)")
+    got = as_array(
+        list(answer.values()) if isinstance(answer, dict) else answer,  # a dict in class order
+        "per_class_accuracy(labels, predicted)",
+        N_CLASSES,
+        why=" (one per class, even for a class that is never predicted: bincount needs minlength=10)",
+    )
     if is_close(got, recall, atol=1e-6):
-        return (f"10 values match scikit-learn's per-class recall within 1e-6 on 600 fixed labels/predictions "
-                f"(from {recall.max():.3f} for {CLASS_NAMES[int(recall.argmax())]} down to 0 for "
-                f"{CLASS_NAMES[NEVER_CORRECT]}, which is never predicted)")
+        return (
+            f"10 values match scikit-learn's per-class recall within 1e-6 on 600 fixed labels/predictions "
+            f"(from {recall.max():.3f} for {CLASS_NAMES[int(recall.argmax())]} down to 0 for "
+            f"{CLASS_NAMES[NEVER_CORRECT]}, which is never predicted)"
+        )
     overall = float((labels == predicted).double().mean())
-    reason = diagnose(np.nan_to_num(got), [
-        ("expected fractions in [0, 1], got percentages (each value is 100 times too large)", 100 * recall),
-        ("these are the precisions: you divided by how often each class was PREDICTED; divide by how many "
-         "images truly belong to each class (the counts of `labels`)", precision),
-        (f"all ten values equal the overall accuracy {overall:.4f}; compute one accuracy per true class", overall),
-    ], close=1e-4)
+    reason = diagnose(
+        np.nan_to_num(got),
+        [
+            ("expected fractions in [0, 1], got percentages (each value is 100 times too large)", 100 * recall),
+            (
+                "these are the precisions: you divided by how often each class was PREDICTED; divide by how many "
+                "images truly belong to each class (the counts of `labels`)",
+                precision,
+            ),
+            (f"all ten values equal the overall accuracy {overall:.4f}; compute one accuracy per true class", overall),
+        ],
+        close=1e-4,
+    )
     if reason:
         raise Mismatch(reason)
     if np.isnan(got).any():
         name = CLASS_NAMES[int(np.flatnonzero(np.isnan(got))[0])]
         raise Mismatch(f"got nan for {name}; every class occurs among these labels, so no value should be nan")
     k = int(np.flatnonzero(np.abs(got - recall) > 1e-6)[0])
-    raise Mismatch(f"expected {CLASS_NAMES[k]} (class {k}) = {recall[k]:.4f}, got {got[k]:.4g}"
-                   + (" (this class is never predicted, so its accuracy is 0)" if k == NEVER_CORRECT else ""))
+    raise Mismatch(
+        f"expected {CLASS_NAMES[k]} (class {k}) = {recall[k]:.4f}, got {got[k]:.4g}"
+        + (" (this class is never predicted, so its accuracy is 0)" if k == NEVER_CORRECT else "")
+    )
 
 
-@exercise("5.3", "confusion_matrix",
-          "a (10, 10) integer count: matrix[true, predicted] += 1 for each image, e.g. "
-          "torch.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)")
+@exercise(
+    "5.3",
+    "confusion_matrix",
+    "a (10, 10) integer count: matrix[true, predicted] += 1 for each image, e.g. "
+    "torch.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)",
+)
 def check_confusion_matrix(confusion_matrix) -> str:
     expect_callable(confusion_matrix, "a function confusion_matrix(labels, predicted)")
     labels, predicted = fixed_inputs(53, never_true=(NEVER_TRUE,), never_predicted=(NEVER_PREDICTED,))
@@ -111,53 +151,81 @@ def check_confusion_matrix(confusion_matrix) -> str:
     what = "confusion_matrix(labels, predicted)"
     array = as_array(got, what, lists=False)
     if array.shape != (N_CLASSES, N_CLASSES):
-        raise Mismatch(f"expected {what} of shape (10, 10), got {array.shape}; keep a row for "
-                       f"every class, even one that never occurs")
+        raise Mismatch(
+            f"expected {what} of shape (10, 10), got {array.shape}; keep a row for "
+            f"every class, even one that never occurs"
+        )
     if not np.array_equal(array, expected):
         if np.array_equal(array, expected.T):
-            raise Mismatch("the matrix is transposed: rows must be the TRUE classes and columns the PREDICTED "
-                           "ones (matrix[true, predicted])")
+            raise Mismatch(
+                "the matrix is transposed: rows must be the TRUE classes and columns the PREDICTED "
+                "ones (matrix[true, predicted])"
+            )
         if array.sum() != expected.sum():
             raise Mismatch(f"expected the counts to sum to {expected.sum()} (one per image), got {array.sum():g}")
         i, j = (int(v) for v in np.argwhere(array != expected)[0])
-        raise Mismatch(f"expected matrix[{i}, {j}] (true {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}) = "
-                       f"{expected[i, j]}, got {array[i, j]:g}")
+        raise Mismatch(
+            f"expected matrix[{i}, {j}] (true {CLASS_NAMES[i]}, predicted {CLASS_NAMES[j]}) = "
+            f"{expected[i, j]}, got {array[i, j]:g}"
+        )
     if not str(got.dtype).removeprefix("torch.").startswith(("int", "uint")):
-        raise Mismatch(f"the counts are right but stored as {got.dtype}; counts are integers "
-                       f"(torch.zeros(10, 10, dtype=torch.long), or bincount's result)")
-    return (f"(10, 10) counts of 600 fixed labels/predictions equal scikit-learn's confusion_matrix exactly "
-            f"(rows true; {CLASS_NAMES[NEVER_TRUE]} never true, {CLASS_NAMES[NEVER_PREDICTED]} never predicted)")
+        raise Mismatch(
+            f"the counts are right but stored as {got.dtype}; counts are integers "
+            f"(torch.zeros(10, 10, dtype=torch.long), or bincount's result)"
+        )
+    return (
+        f"(10, 10) counts of 600 fixed labels/predictions equal scikit-learn's confusion_matrix exactly "
+        f"(rows true; {CLASS_NAMES[NEVER_TRUE]} never true, {CLASS_NAMES[NEVER_PREDICTED]} never predicted)"
+    )
 
 
-@exercise("5.4", "precision_recall_f1",
-          "precision = TP / column sum, recall = TP / row sum, F1 = 2·P·R / (P + R); "
-          "return 0 for 0/0 (scikit-learn's zero_division=0)")
+@exercise(
+    "5.4",
+    "precision_recall_f1",
+    "precision = TP / column sum, recall = TP / row sum, F1 = 2·P·R / (P + R); "
+    "return 0 for 0/0 (scikit-learn's zero_division=0)",
+)
 def check_precision_recall_f1(precision_recall_f1) -> str:
     expect_callable(precision_recall_f1, "a function precision_recall_f1(matrix, class_id)")
     labels, predicted = fixed_inputs(54, never_true=(NEVER_TRUE,), never_predicted=(NEVER_PREDICTED,))
     matrix = torch.as_tensor(sk_confusion_matrix(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES)))
     scores = np.stack(_scores(labels, predicted), axis=1)  # (class, [precision, recall, f1])
-    zero_division = {NEVER_PREDICTED: "is never predicted, so its precision is 0/0",
-                     NEVER_TRUE: "never occurs, so its recall is 0/0"}
+    zero_division = {
+        NEVER_PREDICTED: "is never predicted, so its precision is 0/0",
+        NEVER_TRUE: "never occurs, so its recall is 0/0",
+    }
     names = ("precision", "recall", "F1")
     for k, want in enumerate(scores):
         call, where = f"precision_recall_f1(matrix, {k})", f"{CLASS_NAMES[k]} (class {k})"
         answer = as_tuple(precision_recall_f1(matrix.clone(), k), call, 3, "three numbers (precision, recall, f1)")
         got = np.array([as_number(v, f"{name} of {call}") for v, name in zip(answer, ("precision", "recall", "f1"))])
         if not np.isfinite(got).all():
-            raise Mismatch(f"{where} {zero_division.get(k, 'has a 0/0 somewhere')}: expected (precision, recall, "
-                           f"f1) = ({want[0]:.4f}, {want[1]:.4f}, {want[2]:.4f}) with 0 for 0/0 as scikit-learn's "
-                           f"zero_division=0, got ({got[0]:.4g}, {got[1]:.4g}, {got[2]:.4g})")
+            raise Mismatch(
+                f"{where} {zero_division.get(k, 'has a 0/0 somewhere')}: expected (precision, recall, "
+                f"f1) = ({want[0]:.4f}, {want[1]:.4f}, {want[2]:.4f}) with 0 for 0/0 as scikit-learn's "
+                f"zero_division=0, got ({got[0]:.4g}, {got[1]:.4g}, {got[2]:.4g})"
+            )
         if is_close(got, want, atol=1e-6):
             continue
-        reason = diagnose(got, [
-            (f"for {where} precision and recall are swapped (got {got[0]:.4f}, {got[1]:.4f}): precision divides "
-             f"TP by the COLUMN sum (all predicted {k}), recall by the ROW sum (all truly {k})",
-             np.array([want[1], want[0], got[2]]) if want[0] != want[1] else None),  # whatever its F1
-            (f"the F1 of {where} is the arithmetic mean of precision and recall ({got[2]:.4f}); F1 is their "
-             f"harmonic mean, 2·P·R / (P + R) = {want[2]:.4f}", np.array([want[0], want[1], want[:2].mean()])),
-        ], close=1e-6)
+        reason = diagnose(
+            got,
+            [
+                (
+                    f"for {where} precision and recall are swapped (got {got[0]:.4f}, {got[1]:.4f}): precision divides "
+                    f"TP by the COLUMN sum (all predicted {k}), recall by the ROW sum (all truly {k})",
+                    np.array([want[1], want[0], got[2]]) if want[0] != want[1] else None,
+                ),  # whatever its F1
+                (
+                    f"the F1 of {where} is the arithmetic mean of precision and recall ({got[2]:.4f}); F1 is their "
+                    f"harmonic mean, 2·P·R / (P + R) = {want[2]:.4f}",
+                    np.array([want[0], want[1], want[:2].mean()]),
+                ),
+            ],
+            close=1e-6,
+        )
         i = int(np.flatnonzero(np.abs(got - want) > 1e-6)[0])
         raise Mismatch(reason or f"expected the {names[i]} of {where} = {want[i]:.4f}, got {got[i]:.4g}")
-    return (f"(precision, recall, F1) of all 10 classes match scikit-learn's within 1e-6, including 0 for 0/0 "
-            f"({CLASS_NAMES[NEVER_PREDICTED]} never predicted, {CLASS_NAMES[NEVER_TRUE]} never true)")
+    return (
+        f"(precision, recall, F1) of all 10 classes match scikit-learn's within 1e-6, including 0 for 0/0 "
+        f"({CLASS_NAMES[NEVER_PREDICTED]} never predicted, {CLASS_NAMES[NEVER_TRUE]} never true)"
+    )

@@ -17,22 +17,34 @@ from torch import nn
 
 from fmnist_lab import interpret
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (as_number, diagnose, expect_callable, expect_close, expect_number,
-                                       expect_tensor, is_close, one_thread, random_cnn_batch)
+from fmnist_lab.checks.toolkit import (
+    as_number,
+    diagnose,
+    expect_callable,
+    expect_close,
+    expect_number,
+    expect_tensor,
+    is_close,
+    one_thread,
+    random_cnn_batch,
+)
 
 # The test-set confusion matrix of the seed-0 original run (rows true, columns predicted).
-SEED0_MATRIX = np.array([
-    [914, 2, 11, 18, 2, 1, 48, 0, 4, 0],
-    [5, 972, 0, 18, 3, 0, 1, 0, 1, 0],
-    [32, 1, 770, 8, 108, 0, 80, 0, 1, 0],
-    [33, 1, 10, 899, 31, 0, 23, 0, 2, 1],
-    [4, 1, 56, 30, 812, 1, 95, 0, 1, 0],
-    [1, 0, 0, 0, 0, 971, 0, 8, 1, 19],
-    [196, 3, 48, 27, 57, 0, 663, 0, 6, 0],
-    [0, 0, 0, 0, 0, 30, 0, 930, 2, 38],
-    [4, 0, 3, 3, 2, 2, 6, 3, 977, 0],
-    [1, 0, 0, 0, 0, 3, 0, 28, 0, 968],
-], dtype=np.int64)
+SEED0_MATRIX = np.array(
+    [
+        [914, 2, 11, 18, 2, 1, 48, 0, 4, 0],
+        [5, 972, 0, 18, 3, 0, 1, 0, 1, 0],
+        [32, 1, 770, 8, 108, 0, 80, 0, 1, 0],
+        [33, 1, 10, 899, 31, 0, 23, 0, 2, 1],
+        [4, 1, 56, 30, 812, 1, 95, 0, 1, 0],
+        [1, 0, 0, 0, 0, 971, 0, 8, 1, 19],
+        [196, 3, 48, 27, 57, 0, 663, 0, 6, 0],
+        [0, 0, 0, 0, 0, 30, 0, 930, 2, 38],
+        [4, 0, 3, 3, 2, 2, 6, 3, 977, 0],
+        [1, 0, 0, 0, 0, 3, 0, 28, 0, 968],
+    ],
+    dtype=np.int64,
+)
 
 
 def shuffled_matrix() -> np.ndarray:
@@ -43,6 +55,7 @@ def shuffled_matrix() -> np.ndarray:
 
 
 # --------------------------------------------------------------------------------------------- 6.1
+
 
 def _pairs(value: Any, k: int) -> list[tuple[str, str, int]]:
     """A learner's list of (true name, predicted name, count) as plain tuples, or a Mismatch."""
@@ -72,13 +85,18 @@ def _same_pairs(got: list[tuple[str, str, int]], expected: list[tuple[str, str, 
     return [c for *_, c in got] == [c for *_, c in expected] and sorted(got) == sorted(expected)
 
 
-@exercise("6.1", "most_confused_pairs",
-          "skip the diagonal (i == j), rank the cells matrix[true, predicted] by count, largest first, "
-          "and return (CLASS_NAMES[true], CLASS_NAMES[predicted], count)")
+@exercise(
+    "6.1",
+    "most_confused_pairs",
+    "skip the diagonal (i == j), rank the cells matrix[true, predicted] by count, largest first, "
+    "and return (CLASS_NAMES[true], CLASS_NAMES[predicted], count)",
+)
 def check_most_confused_pairs(most_confused_pairs) -> str:
     expect_callable(most_confused_pairs, "a function most_confused_pairs(matrix, k)")
-    for matrix, k, what in ((SEED0_MATRIX, 5, "the seed-0 model's confusion matrix, k=5"),
-                            (shuffled_matrix(), 8, "a shuffled matrix with small diagonals, k=8")):
+    for matrix, k, what in (
+        (SEED0_MATRIX, 5, "the seed-0 model's confusion matrix, k=5"),
+        (shuffled_matrix(), 8, "a shuffled matrix with small diagonals, k=8"),
+    ):
         given = matrix.copy()
         got = _pairs(most_confused_pairs(given, k), k)
         if not np.array_equal(given, matrix):
@@ -88,22 +106,29 @@ def check_most_confused_pairs(most_confused_pairs) -> str:
             continue
         diagonal, counts = [p for p in got if p[0] == p[1]], [c for *_, c in got]
         if diagonal:
-            reason = (f"your list holds {diagonal[0]}, a correct prediction from the diagonal; a confusion is an "
-                      "off-diagonal cell")
+            reason = (
+                f"your list holds {diagonal[0]}, a correct prediction from the diagonal; a confusion is an "
+                "off-diagonal cell"
+            )
         elif _same_pairs(got, [(b, a, c) for a, b, c in expected]):
-            reason = (f"expected first {expected[0]}, got {got[0]}: rows are the true class, columns the predicted "
-                      "class (matrix[true, predicted])")
+            reason = (
+                f"expected first {expected[0]}, got {got[0]}: rows are the true class, columns the predicted "
+                "class (matrix[true, predicted])"
+            )
         elif counts != sorted(counts, reverse=True):
             reason = f"expected the largest counts first {[c for *_, c in expected]}, got counts {counts}"
         else:
             reason = f"expected {expected}, got {got}"
         raise Mismatch(f"{what}: {reason}")
     top = interpret.most_confused_pairs(SEED0_MATRIX, 1)[0]
-    return (f"top 5 of the seed-0 matrix (first {top[0]} → {top[1]}, {top[2]}) and top 8 of a shuffled "
-            "matrix match the reference")
+    return (
+        f"top 5 of the seed-0 matrix (first {top[0]} → {top[1]}, {top[2]}) and top 8 of a shuffled "
+        "matrix match the reference"
+    )
 
 
 # --------------------------------------------------------------------------------------------- 6.2
+
 
 def random_predictions(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
     """Seeded predictions, confidence in (0.1, 1), right with probability confidence + 0.15·sin(9·confidence)
@@ -114,23 +139,46 @@ def random_predictions(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
     return confidence, correct
 
 
-@exercise("6.2", "expected_calibration_error",
-          "split [0, 1] into n_bins equal bins; in each non-empty bin take |accuracy − mean confidence|, "
-          "weighted by the bin's share of all predictions (n_b / N), and add them up")
+@exercise(
+    "6.2",
+    "expected_calibration_error",
+    "split [0, 1] into n_bins equal bins; in each non-empty bin take |accuracy − mean confidence|, "
+    "weighted by the bin's share of all predictions (n_b / N), and add them up",
+)
 def check_expected_calibration_error(expected_calibration_error) -> str:
     expect_callable(expected_calibration_error, "a function expected_calibration_error(confidences, correct, n_bins)")
     cases = [  # (groups of (confidence, n, right): n predictions at one confidence, the first `right` correct;
         #         what they are, their ECE, the mistakes that give a known value)
-        (((0.95, 300, 270), (0.45, 100, 75)), "300 predictions at 0.95 (90% right) and 100 at 0.45 (75% right)",
-         0.1125, [("that is |mean confidence − accuracy| over all predictions; take the gap within each bin, then "
-                   "average", 0.0375),
-                  ("that is the plain mean of the bins' gaps; weight each bin by its share of the predictions "
-                   "(n_b / N)", 0.175),
-                  ("that is the largest gap (the maximum calibration error); ECE averages them", 0.3)]),
-        (((0.65, 20, 13), (0.85, 40, 34), (0.25, 4, 1)),
-         "calibrated predictions (65% right at 0.65, 85% at 0.85, 25% at 0.25)", 0.0, []),
-        (((1.0, 50, 40), (0.62, 50, 31)), "50 predictions at confidence 1.0 (80% right) and 50 at 0.62 (62% right)",
-         0.1, [("predictions with confidence exactly 1.0 belong to the last bin", 0.0)]),
+        (
+            ((0.95, 300, 270), (0.45, 100, 75)),
+            "300 predictions at 0.95 (90% right) and 100 at 0.45 (75% right)",
+            0.1125,
+            [
+                (
+                    "that is |mean confidence − accuracy| over all predictions; take the gap within each bin, then "
+                    "average",
+                    0.0375,
+                ),
+                (
+                    "that is the plain mean of the bins' gaps; weight each bin by its share of the predictions "
+                    "(n_b / N)",
+                    0.175,
+                ),
+                ("that is the largest gap (the maximum calibration error); ECE averages them", 0.3),
+            ],
+        ),
+        (
+            ((0.65, 20, 13), (0.85, 40, 34), (0.25, 4, 1)),
+            "calibrated predictions (65% right at 0.65, 85% at 0.85, 25% at 0.25)",
+            0.0,
+            [],
+        ),
+        (
+            ((1.0, 50, 40), (0.62, 50, 31)),
+            "50 predictions at confidence 1.0 (80% right) and 50 at 0.62 (62% right)",
+            0.1,
+            [("predictions with confidence exactly 1.0 belong to the last bin", 0.0)],
+        ),
     ]
     for groups, what, ece, mistakes in cases:
         confidences = torch.cat([torch.full((n,), confidence) for confidence, n, _ in groups])
@@ -142,14 +190,21 @@ def check_expected_calibration_error(expected_calibration_error) -> str:
     confidence, correct = random_predictions()
     for n_bins in (5, 10, 15):
         expected = interpret.expected_calibration_error(confidence, correct, n_bins)
-        expect_number(expected_calibration_error(confidence.clone(), correct.clone(), n_bins), expected,
-                      f"ECE of 2,000 seeded predictions with {n_bins} bins", 1e-5)
+        expect_number(
+            expected_calibration_error(confidence.clone(), correct.clone(), n_bins),
+            expected,
+            f"ECE of 2,000 seeded predictions with {n_bins} bins",
+            1e-5,
+        )
     ece10 = interpret.expected_calibration_error(confidence, correct, 10)
-    return (f"0.1125 on the two-group example, 0 on calibrated data, 0.1 with confidences of 1.0, and "
-            f"{ece10:.4f} (10 bins) on 2,000 seeded predictions, with 5, 10, 15 bins, within 1e-5")
+    return (
+        f"0.1125 on the two-group example, 0 on calibrated data, 0.1 with confidences of 1.0, and "
+        f"{ece10:.4f} (10 bins) on 2,000 seeded predictions, with 5, 10, 15 bins, within 1e-5"
+    )
 
 
 # --------------------------------------------------------------------------------------- 6.3 and 6.4
+
 
 def seeded_image() -> torch.Tensor:
     """A synthetic (1, 16, 16) image in [0, 1] whose five left columns are 0 (background)."""
@@ -168,24 +223,28 @@ def _expect_map(got: torch.Tensor, expected: torch.Tensor, what: str, mistakes: 
 
 
 @torch.no_grad()
-def _occlusion_variant(model: nn.Module, image: torch.Tensor, label: int, patch: int,
-                       centred: bool = True, logits: bool = False) -> torch.Tensor:
+def _occlusion_variant(
+    model: nn.Module, image: torch.Tensor, label: int, patch: int, centred: bool = True, logits: bool = False
+) -> torch.Tensor:
     """The reference occlusion map, or a plausible mistake (patch anchored at its top-left, logits)."""
     _, height, width = image.shape
     half = patch // 2 if centred else 0
     occluded = image.repeat(height * width, 1, 1, 1)
     for i in range(height):
         for j in range(width):
-            occluded[i * width + j, :, max(0, i - half):i - half + patch, max(0, j - half):j - half + patch] = 0
+            occluded[i * width + j, :, max(0, i - half) : i - half + patch, max(0, j - half) : j - half + patch] = 0
     scores = model(torch.cat([image.unsqueeze(0), occluded]))
     values = scores if logits else scores.softmax(1)
     return (values[0, label] - values[1:, label]).reshape(height, width)
 
 
-@exercise("6.3", "occlusion_map",
-          "for each pixel (i, j), copy the image, set the patch×patch square centred on it "
-          "(rows i − patch//2 … i + patch//2, clipped at the borders) to 0, and store "
-          "p(label | image) − p(label | occluded) from the softmax of the model's output")
+@exercise(
+    "6.3",
+    "occlusion_map",
+    "for each pixel (i, j), copy the image, set the patch×patch square centred on it "
+    "(rows i − patch//2 … i + patch//2, clipped at the borders) to 0, and store "
+    "p(label | image) − p(label | occluded) from the softmax of the model's output",
+)
 @one_thread
 def check_occlusion_map(occlusion_map) -> str:
     expect_callable(occlusion_map, "a function occlusion_map(model, image, label, patch)")
@@ -196,16 +255,32 @@ def check_occlusion_map(occlusion_map) -> str:
         if not torch.equal(given, image):
             raise Mismatch(f"{what} changed the image it was given; occlude a copy (image.clone())")
         maps.append(expected := interpret.occlusion_map(model, image, label, patch))
-        _expect_map(got, expected, what, [
-            ("has the opposite sign: store p(original) − p(occluded), the drop, so that important regions are "
-             "positive", -expected),
-            ("matches a drop in the logit: apply softmax and use the probability",
-             lambda: _occlusion_variant(model, image, label, patch, logits=True)),
-            (f"matches a patch whose top-left corner is at (i, j): centre it on the pixel (rows i − {patch // 2} … "
-             f"i + {patch // 2})", lambda: _occlusion_variant(model, image, label, patch, centred=False)),
-        ], close=1e-4)
-    return (f"(16, 16) maps for patch 3 and 5 match the reference on a seeded CNNBatch within 1e-5 "
-            f"(largest drop {maps[0].max().item():.3f}; 0 where the image is background)")
+        _expect_map(
+            got,
+            expected,
+            what,
+            [
+                (
+                    "has the opposite sign: store p(original) − p(occluded), the drop, so that important regions are "
+                    "positive",
+                    -expected,
+                ),
+                (
+                    "matches a drop in the logit: apply softmax and use the probability",
+                    lambda: _occlusion_variant(model, image, label, patch, logits=True),
+                ),
+                (
+                    f"matches a patch whose top-left corner is at (i, j): centre it on the pixel (rows i − {patch // 2} … "
+                    f"i + {patch // 2})",
+                    lambda: _occlusion_variant(model, image, label, patch, centred=False),
+                ),
+            ],
+            close=1e-4,
+        )
+    return (
+        f"(16, 16) maps for patch 3 and 5 match the reference on a seeded CNNBatch within 1e-5 "
+        f"(largest drop {maps[0].max().item():.3f}; 0 where the image is background)"
+    )
 
 
 def _gradient(model: nn.Module, image: torch.Tensor, score: Any) -> torch.Tensor:
@@ -216,9 +291,12 @@ def _gradient(model: nn.Module, image: torch.Tensor, score: Any) -> torch.Tensor
     return gradient[0, 0]
 
 
-@exercise("6.4", "saliency_map",
-          "make a copy of the image with requires_grad, take the logit model(x)[0, label] (before the "
-          "softmax), backpropagate it to the pixels and return the absolute gradient as (H, W)")
+@exercise(
+    "6.4",
+    "saliency_map",
+    "make a copy of the image with requires_grad, take the logit model(x)[0, label] (before the "
+    "softmax), backpropagate it to the pixels and return the absolute gradient as (H, W)",
+)
 @one_thread
 def check_saliency_map(saliency_map) -> str:
     expect_callable(saliency_map, "a function saliency_map(model, image, label)")
@@ -230,13 +308,29 @@ def check_saliency_map(saliency_map) -> str:
         if not torch.equal(given.detach(), image):
             raise Mismatch(f"{what} changed the image it was given; work on a copy (image.clone())")
         maps.append(expected := interpret.saliency_map(model, image, label))
-        _expect_map(got, expected, what, [
-            ("has negative values: take the absolute value of the gradient",
-             lambda: _gradient(model, image, lambda logits: logits[0, label])),
-            (f"matches the gradient of the probability: {score}",
-             lambda: _gradient(model, image, lambda logits: logits.softmax(1)[0, label]).abs()),
-            (f"matches the gradient of the loss: {score}", lambda: _gradient(
-                model, image, lambda logits: nn.functional.cross_entropy(logits, torch.tensor([label]))).abs()),
-        ], close=1e-5)
-    return (f"(16, 16) maps for two classes match the reference on a seeded CNNBatch within 1e-5 "
-            f"(all ≥ 0, largest {maps[0].max().item():.3f})")
+        _expect_map(
+            got,
+            expected,
+            what,
+            [
+                (
+                    "has negative values: take the absolute value of the gradient",
+                    lambda: _gradient(model, image, lambda logits: logits[0, label]),
+                ),
+                (
+                    f"matches the gradient of the probability: {score}",
+                    lambda: _gradient(model, image, lambda logits: logits.softmax(1)[0, label]).abs(),
+                ),
+                (
+                    f"matches the gradient of the loss: {score}",
+                    lambda: _gradient(
+                        model, image, lambda logits: nn.functional.cross_entropy(logits, torch.tensor([label]))
+                    ).abs(),
+                ),
+            ],
+            close=1e-5,
+        )
+    return (
+        f"(16, 16) maps for two classes match the reference on a seeded CNNBatch within 1e-5 "
+        f"(all ≥ 0, largest {maps[0].max().item():.3f})"
+    )

@@ -16,17 +16,30 @@ from torch.nn import functional as F
 
 from fmnist_lab import recipes
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (as_number, call_unmodified, diagnose, expect_callable, expect_tensor,
-                                       is_close, max_difference, own_rng, seeded, watch)
+from fmnist_lab.checks.toolkit import (
+    as_number,
+    call_unmodified,
+    diagnose,
+    expect_callable,
+    expect_tensor,
+    is_close,
+    max_difference,
+    own_rng,
+    seeded,
+    watch,
+)
 
 # --- 7.1 one_cycle_lr ------------------------------------------------------------------------------
 
 CYCLES = ((100, 0.1), (1000, 0.4), (50, 1.0))
 
 
-@exercise("7.1", "one_cycle_lr",
-          "with W = 0.3·T: before W, lr = lo + (max − lo)·(1 − cos(π·t/W))/2 with lo = max/25; from W on, "
-          "lr = end + (max − end)·(1 + cos(π·(t − W)/(T − W)))/2 with end = lo/10⁴")
+@exercise(
+    "7.1",
+    "one_cycle_lr",
+    "with W = 0.3·T: before W, lr = lo + (max − lo)·(1 − cos(π·t/W))/2 with lo = max/25; from W on, "
+    "lr = end + (max − end)·(1 + cos(π·(t − W)/(T − W)))/2 with end = lo/10⁴",
+)
 def check_one_cycle_lr(one_cycle_lr) -> str:
     expect_callable(one_cycle_lr, "a function one_cycle_lr(step, total_steps, max_lr)")
     for total, max_lr in CYCLES:
@@ -38,21 +51,33 @@ def check_one_cycle_lr(one_cycle_lr) -> str:
             if abs(got - expected) <= 1e-9 + 1e-6 * max_lr:
                 continue
             phase = "warm-up (before 30% of the steps)" if step < peak else "annealing (after 30% of the steps)"
-            reason = diagnose(got, [
-                (f"expected {expected:.6g} (max_lr / 25), got 0: the warm-up starts at max_lr/25", 0.0),
-                (f"expected {expected:.6g}, got max_lr: warm up from max_lr/25 first", max_lr),
-            ] if step == 0 else [], close=1e-9)
-            raise Mismatch(f"{where}: {reason}" if reason else
-                           f"{where}, in the {phase}: expected {expected:.6g}, got {got:.6g}")
-    return (f"matches the reference within 1e-6·max_lr at the start, middle, peak and end of 3 cycles "
-            f"(T = {', '.join(str(t) for t, _ in CYCLES)})")
+            reason = diagnose(
+                got,
+                [
+                    (f"expected {expected:.6g} (max_lr / 25), got 0: the warm-up starts at max_lr/25", 0.0),
+                    (f"expected {expected:.6g}, got max_lr: warm up from max_lr/25 first", max_lr),
+                ]
+                if step == 0
+                else [],
+                close=1e-9,
+            )
+            raise Mismatch(
+                f"{where}: {reason}" if reason else f"{where}, in the {phase}: expected {expected:.6g}, got {got:.6g}"
+            )
+    return (
+        f"matches the reference within 1e-6·max_lr at the start, middle, peak and end of 3 cycles "
+        f"(T = {', '.join(str(t) for t, _ in CYCLES)})"
+    )
 
 
 # --- 7.2 label_smoothing_loss --------------------------------------------------------------------
 
-@exercise("7.2", "label_smoothing_loss",
-          "target q = (1 − ε)·one-hot + ε/K over ALL K classes; loss = mean over the batch of "
-          "−Σ_k q_k·log_softmax(z)_k")
+
+@exercise(
+    "7.2",
+    "label_smoothing_loss",
+    "target q = (1 − ε)·one-hot + ε/K over ALL K classes; loss = mean over the batch of −Σ_k q_k·log_softmax(z)_k",
+)
 def check_label_smoothing_loss(label_smoothing_loss) -> str:
     expect_callable(label_smoothing_loss, "a function label_smoothing_loss(logits, targets, smoothing)")
     generator = torch.Generator().manual_seed(72)
@@ -63,55 +88,83 @@ def check_label_smoothing_loss(label_smoothing_loss) -> str:
     wrong_classes = log_probs.scatter(1, targets[:, None], 0.0).sum(1)  # Σ over the 9 wrong classes
     for smoothing in (0.1, 0.0, 0.3):
         expected = F.cross_entropy(logits.double(), targets, label_smoothing=smoothing).item()
-        got = as_number(label_smoothing_loss(logits.clone(), targets.clone(), smoothing),
-                        f"label_smoothing_loss(logits, targets, {smoothing})")
+        got = as_number(
+            label_smoothing_loss(logits.clone(), targets.clone(), smoothing),
+            f"label_smoothing_loss(logits, targets, {smoothing})",
+        )
         if abs(got - expected) <= 1e-5:
             continue
-        reason = diagnose(got, [
-            (f"expected {expected:.5f}, got {got:.5f}: you spread ε over the 9 wrong classes; PyTorch's "
-             f"convention spreads it over all 10 (ε/K each, the true class gets 1 − ε + ε/K)",
-             ((1 - smoothing) * nll - smoothing * wrong_classes / 9).mean().item()),
-            (f"expected the MEAN over the batch, {expected:.5f}, got the sum {got:.4f}", expected * len(targets)),
-            (f"expected {expected:.5f}, got {got:.5f}, the plain cross-entropy: the smoothing is not applied",
-             nll.mean().item() if smoothing else None),
-        ], close=lambda g, v: is_close(g, v, atol=1e-5, rtol=3e-6))  # about 1e-3 on the sum of 64 losses
-        raise Mismatch(f"ε = {smoothing}: " + (reason or f"expected {expected:.5f} (F.cross_entropy with "
-                                                         f"label_smoothing={smoothing}), got {got:.6g}"))
-    return ("equals F.cross_entropy(logits, targets, label_smoothing=ε) within 1e-5 for ε = 0.1, 0 and 0.3 "
-            "on 64 fixed logits")
+        reason = diagnose(
+            got,
+            [
+                (
+                    f"expected {expected:.5f}, got {got:.5f}: you spread ε over the 9 wrong classes; PyTorch's "
+                    f"convention spreads it over all 10 (ε/K each, the true class gets 1 − ε + ε/K)",
+                    ((1 - smoothing) * nll - smoothing * wrong_classes / 9).mean().item(),
+                ),
+                (f"expected the MEAN over the batch, {expected:.5f}, got the sum {got:.4f}", expected * len(targets)),
+                (
+                    f"expected {expected:.5f}, got {got:.5f}, the plain cross-entropy: the smoothing is not applied",
+                    nll.mean().item() if smoothing else None,
+                ),
+            ],
+            close=lambda g, v: is_close(g, v, atol=1e-5, rtol=3e-6),
+        )  # about 1e-3 on the sum of 64 losses
+        raise Mismatch(
+            f"ε = {smoothing}: "
+            + (reason or f"expected {expected:.5f} (F.cross_entropy with label_smoothing={smoothing}), got {got:.6g}")
+        )
+    return (
+        "equals F.cross_entropy(logits, targets, label_smoothing=ε) within 1e-5 for ε = 0.1, 0 and 0.3 "
+        "on 64 fixed logits"
+    )
 
 
 # --- 7.3 random_crop_flip -----------------------------------------------------------------------
+
 
 def _match(out: torch.Tensor, images: torch.Tensor, padding: int) -> tuple[list[int], list[tuple[int, int]]]:
     """For each output image: whether it is mirrored (1/0) and its shift (dy, dx); Mismatch if it is no view."""
     side, (h, w), out = 2 * padding + 1, images.shape[-2:], out.detach().cpu().double()
     flips, shifts = [], []
     for i, padded in enumerate(F.pad(images, (padding,) * 4)):
-        views = torch.stack([padded[:, dy:dy + h, dx:dx + w] for dy in range(side) for dx in range(side)])
+        views = torch.stack([padded[:, dy : dy + h, dx : dx + w] for dy in range(side) for dx in range(side)])
         distance = (torch.cat([views, views.flip(-1)]) - out[i]).abs().flatten(1).amax(1)  # every shift, mirrored
         best = int(distance.argmin())
         if distance[best] > 1e-6:
             raise Mismatch(
                 f"output image {i} is not its input shifted by at most {padding} pixels (zeros filling in) "
-                f"and possibly mirrored left-right: the closest such view differs by {float(distance[best]):.3g}")
+                f"and possibly mirrored left-right: the closest such view differs by {float(distance[best]):.3g}"
+            )
         flips.append(int(best >= side * side))
         shifts.append(((best % (side * side)) // side - padding, best % side - padding))
     return flips, shifts
 
 
-@exercise("7.3", "random_crop_flip",
-          "pad each image with `padding` zeros (F.pad), draw a per-image offset in [0, 2·padding] for rows "
-          "and columns with torch.randint(..., generator=generator), cut an H×W window, then flip a random "
-          "half with .flip(-1); every random number must come from `generator`")
+@exercise(
+    "7.3",
+    "random_crop_flip",
+    "pad each image with `padding` zeros (F.pad), draw a per-image offset in [0, 2·padding] for rows "
+    "and columns with torch.randint(..., generator=generator), cut an H×W window, then flip a random "
+    "half with .flip(-1); every random number must come from `generator`",
+)
 @own_rng
 def check_random_crop_flip(random_crop_flip) -> str:
     expect_callable(random_crop_flip, "a function random_crop_flip(images, padding, generator)")
     images, padding = torch.rand(200, 1, 10, 12, generator=torch.Generator().manual_seed(71)), 2
-    out = call_unmodified(random_crop_flip, images, padding, torch.Generator().manual_seed(0), names=("batch",),
-                          advice="return a new tensor")
-    out = expect_tensor(out, "random_crop_flip(images, 2, generator) on a (200, 1, 10, 12) batch",
-                        tuple(images.shape)).detach().clone()  # a snapshot, whatever the next calls do
+    out = call_unmodified(
+        random_crop_flip,
+        images,
+        padding,
+        torch.Generator().manual_seed(0),
+        names=("batch",),
+        advice="return a new tensor",
+    )
+    out = (
+        expect_tensor(out, "random_crop_flip(images, 2, generator) on a (200, 1, 10, 12) batch", tuple(images.shape))
+        .detach()
+        .clone()
+    )  # a snapshot, whatever the next calls do
     flips, shifts = _match(out, images, padding)
     flipped, distinct = sum(flips), set(shifts)
     if flipped == 0:
@@ -124,35 +177,47 @@ def check_random_crop_flip(random_crop_flip) -> str:
         raise Mismatch(f"every image got the same shift {shifts[0]}: draw one offset per image, not one per batch")
     rows, cols = {s[0] for s in shifts}, {s[1] for s in shifts}
     if rows != set(range(-padding, padding + 1)) or cols != set(range(-padding, padding + 1)):
-        raise Mismatch(f"the shifts should cover every offset from -{padding} to {padding} in both directions; "
-                       f"rows got {sorted(rows)}, columns got {sorted(cols)} over 200 images")
+        raise Mismatch(
+            f"the shifts should cover every offset from -{padding} to {padding} in both directions; "
+            f"rows got {sorted(rows)}, columns got {sorted(cols)} over 200 images"
+        )
     if not is_close(random_crop_flip(images.clone(), padding, torch.Generator().manual_seed(0)), out, atol=0):
-        raise Mismatch("two calls with generators seeded alike gave different batches: draw every random "
-                       "number from `generator` (pass generator=generator to torch.randint / torch.rand)")
+        raise Mismatch(
+            "two calls with generators seeded alike gave different batches: draw every random "
+            "number from `generator` (pass generator=generator to torch.randint / torch.rand)"
+        )
     if is_close(random_crop_flip(images.clone(), padding, torch.Generator().manual_seed(1)), out, atol=0):
         raise Mismatch("generators with different seeds gave the same batch: use `generator` for the random numbers")
     still = random_crop_flip(images.clone(), 0, torch.Generator().manual_seed(2))
     expect_tensor(still, "random_crop_flip(images, 0, generator)", tuple(images.shape))
     _match(still, images, 0)  # with padding 0, the only views are the image and its mirror
-    return (f"200 images (1×10×12): each output is its input shifted within ±{padding} px (zero fill) "
-            f"and mirrored or not; {flipped} mirrored, {len(distinct)} of 25 shifts seen, same seed → "
-            f"same batch, padding 0 → only flips")
+    return (
+        f"200 images (1×10×12): each output is its input shifted within ±{padding} px (zero fill) "
+        f"and mirrored or not; {flipped} mirrored, {len(distinct)} of 25 shifts seen, same seed → "
+        f"same batch, padding 0 → only flips"
+    )
 
 
 # --- 7.4 ema_update ------------------------------------------------------------------------------------
 
+
 def _small_model(seed: int) -> nn.Module:
     """A tiny conv net with batch norm and seeded weights, after one training-mode batch (running statistics set)."""
-    model = seeded(seed, lambda: nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(),
-                                               nn.Linear(3 * 4 * 4, 4)))
+    model = seeded(
+        seed,
+        lambda: nn.Sequential(nn.Conv2d(1, 3, 3), nn.BatchNorm2d(3), nn.ReLU(), nn.Flatten(), nn.Linear(3 * 4 * 4, 4)),
+    )
     with torch.no_grad():
         model.train()(torch.randn(8, 1, 6, 6, generator=torch.Generator().manual_seed(seed)))
     return model
 
 
-@exercise("7.4", "ema_update",
-          "for each float entry of state_dict(): ema = decay·ema + (1 − decay)·current, in place under "
-          "torch.no_grad(); this includes BatchNorm's running_mean and running_var")
+@exercise(
+    "7.4",
+    "ema_update",
+    "for each float entry of state_dict(): ema = decay·ema + (1 − decay)·current, in place under "
+    "torch.no_grad(); this includes BatchNorm's running_mean and running_var",
+)
 def check_ema_update(ema_update) -> str:
     expect_callable(ema_update, "a function ema_update(ema_model, model, decay)")
     current, ema = _small_model(1), _small_model(2)
@@ -165,31 +230,56 @@ def check_ema_update(ema_update) -> str:
     for name, want in expected.state_dict().items():
         if not want.dtype.is_floating_point or is_close(got_state[name], want, atol=1e-6):
             continue
-        reason = diagnose(got_state[name], [
-            (": the weights are swapped: keep decay = 0.9 of the EMA and add 1 − decay = 0.1 of the current model",
-             0.1 * old[name].double() + 0.9 * new[name].double()),
-            (" was not averaged: average every float entry of state_dict(), batch norm's running statistics "
-             "included" if "running" in name else " did not change: update the EMA model's tensors in place",
-             old[name]),
-            (" was copied from the current model; blend it: decay·ema + (1 − decay)·current", new[name]),
-        ], close=1e-6)
-        raise Mismatch(name + (reason or f" differs from 0.9·ema + 0.1·current by up to "
-                                         f"{max_difference(got_state[name], want):.3g} (tolerance 1e-6)"))
+        reason = diagnose(
+            got_state[name],
+            [
+                (
+                    ": the weights are swapped: keep decay = 0.9 of the EMA and add 1 − decay = 0.1 of the current model",
+                    0.1 * old[name].double() + 0.9 * new[name].double(),
+                ),
+                (
+                    " was not averaged: average every float entry of state_dict(), batch norm's running statistics "
+                    "included"
+                    if "running" in name
+                    else " did not change: update the EMA model's tensors in place",
+                    old[name],
+                ),
+                (" was copied from the current model; blend it: decay·ema + (1 − decay)·current", new[name]),
+            ],
+            close=1e-6,
+        )
+        raise Mismatch(
+            name
+            + (
+                reason
+                or f" differs from 0.9·ema + 0.1·current by up to "
+                f"{max_difference(got_state[name], want):.3g} (tolerance 1e-6)"
+            )
+        )
     target, copy_of = _small_model(3), _small_model(4)
     ema_update(copy_of, target, 0.0)
     for name, value in target.state_dict().items():
         if value.dtype.is_floating_point and not is_close(copy_of.state_dict()[name], value, atol=1e-6):
             raise Mismatch(f"with decay 0 the EMA must become a copy of the model, but {name} differs")
-    return ("weights, biases and BatchNorm running statistics of a small conv net equal 0.9·ema + 0.1·current "
-            "within 1e-6, the current model unchanged; decay 0 copies")
+    return (
+        "weights, biases and BatchNorm running statistics of a small conv net equal 0.9·ema + 0.1·current "
+        "within 1e-6, the current model unchanged; decay 0 copies"
+    )
 
 
 # --- 7.5 flip_tta_probs ----------------------------------------------------------------------------
 
+
 def _lopsided() -> nn.Module:
     """A small model that is not mirror-symmetric, with batch norm and dropout (so eval mode matters)."""
-    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Dropout(0.5),
-                          nn.Flatten(), nn.Linear(4 * 8 * 8, 10))
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3, padding=1),
+        nn.BatchNorm2d(4),
+        nn.ReLU(),
+        nn.Dropout(0.5),
+        nn.Flatten(),
+        nn.Linear(4 * 8 * 8, 10),
+    )
     with torch.no_grad():
         model[1].running_mean.uniform_(-0.5, 0.5)
         model[1].running_var.uniform_(0.5, 2.0)
@@ -197,9 +287,12 @@ def _lopsided() -> nn.Module:
     return model
 
 
-@exercise("7.5", "flip_tta_probs",
-          "in model.eval() and torch.no_grad(): (softmax(model(x)) + softmax(model(x.flip(-1)))) / 2, "
-          "softmax over the classes (dim=1)")
+@exercise(
+    "7.5",
+    "flip_tta_probs",
+    "in model.eval() and torch.no_grad(): (softmax(model(x)) + softmax(model(x.flip(-1)))) / 2, "
+    "softmax over the classes (dim=1)",
+)
 def check_flip_tta_probs(flip_tta_probs) -> str:
     expect_callable(flip_tta_probs, "a function flip_tta_probs(model, images)")
     images = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(75))
@@ -212,19 +305,38 @@ def check_flip_tta_probs(flip_tta_probs) -> str:
     got = seeded(75, lambda: flip_tta_probs(_lopsided().train(), images.clone()))
     expect_tensor(got, "flip_tta_probs(model, images) on (32, 1, 8, 8)", (32, 10))
     if is_close(got, expected, atol=1e-5):
-        return ("(32, 10) probabilities equal the mean of softmax(model(x)) and softmax(model(x mirrored)) in "
-                "eval mode within 1e-5 (a model given in training mode)")
-    reason = diagnose(got, [
-        ("these are the probabilities of the images alone: average them with those of the mirrored images "
-         "(images.flip(-1))", plain),
-        ("you averaged the logits and then took the softmax; average the two softmax probabilities instead",
-         logits_mean),
-        ("you flipped the images upside down (dim -2); mirror them left-right: images.flip(-1)", (plain + upside) / 2),
-    ], close=1e-5)
+        return (
+            "(32, 10) probabilities equal the mean of softmax(model(x)) and softmax(model(x mirrored)) in "
+            "eval mode within 1e-5 (a model given in training mode)"
+        )
+    reason = diagnose(
+        got,
+        [
+            (
+                "these are the probabilities of the images alone: average them with those of the mirrored images "
+                "(images.flip(-1))",
+                plain,
+            ),
+            (
+                "you averaged the logits and then took the softmax; average the two softmax probabilities instead",
+                logits_mean,
+            ),
+            (
+                "you flipped the images upside down (dim -2); mirror them left-right: images.flip(-1)",
+                (plain + upside) / 2,
+            ),
+        ],
+        close=1e-5,
+    )
     sums = got.detach().sum(1)
     if not reason and not is_close(sums, 1.0, atol=1e-4):
-        reason = (f"each row should be probabilities summing to 1; got sums from {sums.min():.3g} to "
-                  f"{sums.max():.3g} (softmax over dim=1)")
-    raise Mismatch(reason or f"the probabilities differ from the reference by up to "
-                             f"{max_difference(got, expected):.3g} (tolerance 1e-5); did you call model.eval() "
-                             f"first? (dropout and batch norm act differently in training mode)")
+        reason = (
+            f"each row should be probabilities summing to 1; got sums from {sums.min():.3g} to "
+            f"{sums.max():.3g} (softmax over dim=1)"
+        )
+    raise Mismatch(
+        reason
+        or f"the probabilities differ from the reference by up to "
+        f"{max_difference(got, expected):.3g} (tolerance 1e-5); did you call model.eval() "
+        f"first? (dropout and batch norm act differently in training mode)"
+    )

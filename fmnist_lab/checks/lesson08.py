@@ -10,8 +10,7 @@ import numpy as np
 import torch
 
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (as_array, as_pair, expect_callable, first_line, max_difference,
-                                       random_cnn_batch)
+from fmnist_lab.checks.toolkit import as_array, as_pair, expect_callable, first_line, max_difference, random_cnn_batch
 
 EXPORT_TOLERANCE = 1e-4  # ONNX Runtime's logits against PyTorch's (float32, different kernels)
 PROBABILITY_TOLERANCE = 1e-5
@@ -19,9 +18,12 @@ PIXEL_TOLERANCE = 1e-4
 SEED = 8  # the reference model of every check: random_cnn_batch(SEED), a CNNBatch in eval mode
 
 
-@exercise("8.1", "export_to_onnx",
-          "torch.onnx.export(model, (example,), path, dynamo=True, "
-          "dynamic_shapes=({0: torch.export.Dim('batch')},)) with an example batch of 2 images")
+@exercise(
+    "8.1",
+    "export_to_onnx",
+    "torch.onnx.export(model, (example,), path, dynamo=True, "
+    "dynamic_shapes=({0: torch.export.Dim('batch')},)) with an example batch of 2 images",
+)
 def check_export_to_onnx(export_to_onnx) -> str:
     import onnx
     import onnxruntime
@@ -32,8 +34,10 @@ def check_export_to_onnx(export_to_onnx) -> str:
         path = Path(folder) / "model.onnx"
         export_to_onnx(random_cnn_batch(SEED), path)
         if not path.is_file():
-            raise Mismatch(f"expected export_to_onnx(model, path) to write a file at path, found none "
-                           f"(in the folder: {sorted(p.name for p in Path(folder).iterdir()) or 'nothing'})")
+            raise Mismatch(
+                f"expected export_to_onnx(model, path) to write a file at path, found none "
+                f"(in the folder: {sorted(p.name for p in Path(folder).iterdir()) or 'nothing'})"
+            )
         try:
             onnx.checker.check_model(str(path), full_check=True)
         except Exception as exc:  # noqa: BLE001 - any checker failure is a wrong answer
@@ -51,21 +55,27 @@ def check_export_to_onnx(export_to_onnx) -> str:
             try:
                 got = session.run(None, {name: images.numpy()})[0]
             except Exception as exc:  # noqa: BLE001
-                raise Mismatch(f"expected the file to accept a batch of {batch} images, but its input is "
-                               f"declared {declared} and ONNX Runtime refused ({first_line(exc, 160)}): "
-                               "make the batch dimension dynamic") from None
+                raise Mismatch(
+                    f"expected the file to accept a batch of {batch} images, but its input is "
+                    f"declared {declared} and ONNX Runtime refused ({first_line(exc, 160)}): "
+                    "make the batch dimension dynamic"
+                ) from None
             expected = reference(images).detach().numpy()
             if got.shape != expected.shape:
-                raise Mismatch(f"expected logits of shape {expected.shape} for a batch of {batch}, "
-                               f"got {got.shape}")
+                raise Mismatch(f"expected logits of shape {expected.shape} for a batch of {batch}, got {got.shape}")
             if not (gap := max_difference(got, expected)) <= EXPORT_TOLERANCE:
-                raise Mismatch(f"on a batch of {batch} images the file's logits differ from PyTorch's in eval "
-                               f"mode by up to {gap:.3g} (tolerance {EXPORT_TOLERANCE:g})")
+                raise Mismatch(
+                    f"on a batch of {batch} images the file's logits differ from PyTorch's in eval "
+                    f"mode by up to {gap:.3g} (tolerance {EXPORT_TOLERANCE:g})"
+                )
     return "the file passes onnx.checker; batches of 1, 3 and 64 give PyTorch's logits within 1e-4"
 
 
-@exercise("8.2", "softmax_numpy",
-          "subtract each row's maximum, np.exp, then divide by the sum over the last axis (keepdims=True)")
+@exercise(
+    "8.2",
+    "softmax_numpy",
+    "subtract each row's maximum, np.exp, then divide by the sum over the last axis (keepdims=True)",
+)
 @np.errstate(all="ignore")  # the learner's overflow (on logits of ±1000) is reported, not warned about
 def check_softmax_numpy(softmax_numpy) -> str:
     expect_callable(softmax_numpy, "a function softmax_numpy(logits)")
@@ -73,27 +83,35 @@ def check_softmax_numpy(softmax_numpy) -> str:
     expected = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
     got = softmax_numpy(logits.copy())
     if not isinstance(got, np.ndarray):  # the point: no PyTorch where the model is deployed
-        raise Mismatch(f"expected softmax_numpy(logits) to return a NumPy array, got {type(got).__name__}: "
-                       "use np.exp and np.sum, not torch")
+        raise Mismatch(
+            f"expected softmax_numpy(logits) to return a NumPy array, got {type(got).__name__}: "
+            "use np.exp and np.sum, not torch"
+        )
     got = as_array(got, "softmax_numpy(logits)")
     if got.shape != expected.shape:
         raise Mismatch(f"expected probabilities of shape {expected.shape}, got {got.shape}")
     sums = got.sum(axis=1)
     if not np.allclose(sums, 1, atol=1e-6):
-        raise Mismatch(f"expected every row to sum to 1, got row sums {np.round(sums, 3).tolist()}: "
-                       "normalise over the last axis, one image at a time")
+        raise Mismatch(
+            f"expected every row to sum to 1, got row sums {np.round(sums, 3).tolist()}: "
+            "normalise over the last axis, one image at a time"
+        )
     if not (gap := max_difference(got, expected)) <= 1e-6:
         raise Mismatch(f"your probabilities differ from torch.softmax by up to {gap:.3g} (tolerance 1e-6)")
     large = np.array([[1000.0, 999.0] + [0.0] * 8, [-1000.0] * 9 + [-998.0]], dtype=np.float32)
     expected_large = torch.softmax(torch.from_numpy(large).double(), dim=1).numpy()
     got_large = as_array(softmax_numpy(large.copy()), "softmax_numpy(large logits)", lists=False)
     if got_large.shape != large.shape or not np.isfinite(got_large).all():
-        raise Mismatch("on logits of ±1000 your probabilities hold nan or inf (np.exp overflows): "
-                       "subtract each row's maximum first")
+        raise Mismatch(
+            "on logits of ±1000 your probabilities hold nan or inf (np.exp overflows): "
+            "subtract each row's maximum first"
+        )
     if not max_difference(got_large, expected_large) <= 1e-6:
-        raise Mismatch("on logits of ±1000 your probabilities differ from torch.softmax "
-                       f"(got {np.round(got_large[0, :2], 4).tolist()} for [1000, 999, 0, …], "
-                       f"expected {np.round(expected_large[0, :2], 4).tolist()})")
+        raise Mismatch(
+            "on logits of ±1000 your probabilities differ from torch.softmax "
+            f"(got {np.round(got_large[0, :2], 4).tolist()} for [1000, 999, 0, …], "
+            f"expected {np.round(expected_large[0, :2], 4).tolist()})"
+        )
     return "(5, 10) probabilities equal torch.softmax within 1e-6; logits of ±1000 stay finite"
 
 
@@ -106,31 +124,44 @@ def _reference_session():
     return onnx_session(export_to_onnx(random_cnn_batch(SEED), folder / "reference.onnx"))
 
 
-@exercise("8.3", "onnx_predict",
-          "loop over chunks images[i:i + batch_size], session.run on each as float32 NumPy, "
-          "np.concatenate the logits, softmax them, then argmax over axis 1")
+@exercise(
+    "8.3",
+    "onnx_predict",
+    "loop over chunks images[i:i + batch_size], session.run on each as float32 NumPy, "
+    "np.concatenate the logits, softmax them, then argmax over axis 1",
+)
 def check_onnx_predict(onnx_predict) -> str:
     from fmnist_lab import data
 
     expect_callable(onnx_predict, "a function onnx_predict(session, images, batch_size)")
     images = data.load("test", 16)[0][:300]
     expected = torch.softmax(random_cnn_batch(SEED)(images).detach().double(), dim=1).numpy()
-    answer = as_pair(onnx_predict(_reference_session(), images.clone(), batch_size=128),
-                     "onnx_predict(session, images, batch_size=128)", "a pair (predicted, probabilities)")
-    predicted, probabilities = (as_array(a, what, lists=False) for a, what in zip(answer, ("predicted",
-                                                                                           "probabilities")))
+    answer = as_pair(
+        onnx_predict(_reference_session(), images.clone(), batch_size=128),
+        "onnx_predict(session, images, batch_size=128)",
+        "a pair (predicted, probabilities)",
+    )
+    predicted, probabilities = (
+        as_array(a, what, lists=False) for a, what in zip(answer, ("predicted", "probabilities"))
+    )
     if probabilities.shape != expected.shape:
-        raise Mismatch(f"expected probabilities of shape {expected.shape} for 300 images in batches of 128 "
-                       f"(128 + 128 + 44), got {probabilities.shape}")
+        raise Mismatch(
+            f"expected probabilities of shape {expected.shape} for 300 images in batches of 128 "
+            f"(128 + 128 + 44), got {probabilities.shape}"
+        )
     if predicted.shape != (len(images),):
         raise Mismatch(f"expected {len(images)} predicted classes, shape ({len(images)},), got {predicted.shape}")
     if not np.allclose(probabilities.sum(axis=1), 1, atol=1e-5):
-        raise Mismatch("expected each row of probabilities to sum to 1, got sums from "
-                       f"{probabilities.sum(axis=1).min():.3g} to {probabilities.sum(axis=1).max():.3g}: "
-                       "apply a softmax to the logits")
+        raise Mismatch(
+            "expected each row of probabilities to sum to 1, got sums from "
+            f"{probabilities.sum(axis=1).min():.3g} to {probabilities.sum(axis=1).max():.3g}: "
+            "apply a softmax to the logits"
+        )
     if not (gap := max_difference(probabilities, expected)) <= PROBABILITY_TOLERANCE:
-        raise Mismatch(f"your probabilities differ from PyTorch's by up to {gap:.3g} "
-                       f"(tolerance {PROBABILITY_TOLERANCE:g}): are the chunks kept in order?")
+        raise Mismatch(
+            f"your probabilities differ from PyTorch's by up to {gap:.3g} "
+            f"(tolerance {PROBABILITY_TOLERANCE:g}): are the chunks kept in order?"
+        )
     wrong = int((predicted != expected.argmax(axis=1)).sum())
     if wrong:
         raise Mismatch(f"expected the predicted class to be each row's most probable one, {wrong} of 300 differ")
@@ -142,8 +173,14 @@ def _pictures() -> list[tuple[str, np.ndarray, str]]:
     from fmnist_lab import data
 
     paper = np.full((280, 280, 4), 255, dtype=np.uint8)  # a dark T-shirt-like outline on white paper
-    for top, bottom, left, right in ((40, 60, 40, 240), (40, 120, 40, 70), (40, 120, 210, 240),
-                                     (60, 250, 80, 100), (60, 250, 180, 200), (230, 250, 80, 200)):
+    for top, bottom, left, right in (
+        (40, 60, 40, 240),
+        (40, 120, 40, 70),
+        (40, 120, 210, 240),
+        (60, 250, 80, 100),
+        (60, 250, 180, 200),
+        (230, 250, 80, 200),
+    ):
         paper[top:bottom, left:right, :3] = 20
     garment = (data.load("test", 28)[0][7, 0].numpy() * 255).round().astype(np.uint8)
     dark = np.dstack([garment, garment, garment, np.full_like(garment, 255)])  # Fashion-MNIST as RGBA
@@ -154,18 +191,32 @@ def _pictures() -> list[tuple[str, np.ndarray, str]]:
     colour = np.zeros((60, 40, 4), dtype=np.uint8)  # a red garment on light blue, taller than wide
     colour[..., :] = (200, 225, 255, 255)
     colour[10:50, 8:32] = (180, 30, 40, 255)
-    return [("a dark drawing on white paper (280×280)", paper,
-             "the border is light, so the image must be inverted (1 − gray)"),
-            ("a Fashion-MNIST image, light on black (28×28)", dark, "the border is dark: do not invert it"),
-            ("black strokes on a transparent canvas (120×120)", transparent,
-             "a transparent pixel is white paper: gray = alpha·gray + (1 − alpha), alpha = A / 255"),
-            ("a red garment on light blue (60×40)", colour,
-             "gray = 0.299 R + 0.587 G + 0.114 B on [0, 1] values; pad to a square before resizing")]
+    return [
+        (
+            "a dark drawing on white paper (280×280)",
+            paper,
+            "the border is light, so the image must be inverted (1 − gray)",
+        ),
+        ("a Fashion-MNIST image, light on black (28×28)", dark, "the border is dark: do not invert it"),
+        (
+            "black strokes on a transparent canvas (120×120)",
+            transparent,
+            "a transparent pixel is white paper: gray = alpha·gray + (1 − alpha), alpha = A / 255",
+        ),
+        (
+            "a red garment on light blue (60×40)",
+            colour,
+            "gray = 0.299 R + 0.587 G + 0.114 B on [0, 1] values; pad to a square before resizing",
+        ),
+    ]
 
 
-@exercise("8.4", "preprocess_drawing",
-          "gray = alpha·(0.299R + 0.587G + 0.114B)/255 + (1 − alpha); invert if the border's mean > 0.5; "
-          "pad_to_square, resize_image to 28 then 16; shape (1, 1, 16, 16)")
+@exercise(
+    "8.4",
+    "preprocess_drawing",
+    "gray = alpha·(0.299R + 0.587G + 0.114B)/255 + (1 − alpha); invert if the border's mean > 0.5; "
+    "pad_to_square, resize_image to 28 then 16; shape (1, 1, 16, 16)",
+)
 def check_preprocess_drawing(preprocess_drawing) -> str:
     from fmnist_lab.export import preprocess_drawing as reference
 
@@ -176,7 +227,11 @@ def check_preprocess_drawing(preprocess_drawing) -> str:
         if got.shape != expected.shape:
             raise Mismatch(f"on {description} expected an input of shape {expected.shape}, got {got.shape}")
         if not (gap := max_difference(got, expected)) <= PIXEL_TOLERANCE:
-            raise Mismatch(f"on {description} your pixels differ from the reference by up to {gap:.3g} "
-                           f"(tolerance {PIXEL_TOLERANCE:g}): {hint}")
-    return ("4 pictures (dark on white, light on black, transparent, coloured 60×40) give the reference "
-            "(1, 1, 16, 16) input within 1e-4")
+            raise Mismatch(
+                f"on {description} your pixels differ from the reference by up to {gap:.3g} "
+                f"(tolerance {PIXEL_TOLERANCE:g}): {hint}"
+            )
+    return (
+        "4 pictures (dark on white, light on black, transparent, coloured 60×40) give the reference "
+        "(1, 1, 16, 16) input within 1e-4"
+    )

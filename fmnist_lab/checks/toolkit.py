@@ -31,6 +31,7 @@ T = TypeVar("T")
 
 # --- the learner's answer as a number, a tuple, an array -------------------------------------------
 
+
 def as_scalar(value: Any, what: str) -> Any:
     """A one-element tensor/array or NumPy scalar as a Python scalar (else unchanged): `{got!r}` then prints `5120`."""
     if isinstance(value, (torch.Tensor, np.ndarray)):
@@ -66,8 +67,7 @@ def as_pair(value: Any, what: str, returns: str = "a pair") -> tuple[Any, Any]:
     return as_tuple(value, what, 2, returns)  # type: ignore[return-value]
 
 
-def as_array(value: Any, what: str, length: int | None = None, *, lists: bool = True,
-             why: str = "") -> np.ndarray:
+def as_array(value: Any, what: str, length: int | None = None, *, lists: bool = True, why: str = "") -> np.ndarray:
     """A tensor, array (or, with `lists`, a list or tuple) of numbers as float64; with `length`, one value each."""
     if isinstance(value, torch.Tensor):
         array = value.detach().cpu().double().numpy()
@@ -91,6 +91,7 @@ def as_array(value: Any, what: str, length: int | None = None, *, lists: bool = 
 
 
 # --- comparing -----------------------------------------------------------------------------------
+
 
 def _float64(value: Any) -> torch.Tensor | None:
     """A tensor, array or real number as a float64 tensor; None for anything else."""
@@ -124,8 +125,9 @@ def max_difference(value: Any, expected: Any) -> float:
     return (got - want).abs().max().item() if got.numel() else 0.0
 
 
-def diagnose(got: Any, mistakes: Iterable[tuple[str, Any]],
-             close: float | Callable[[Any, Any], bool] = 1e-5) -> str | None:
+def diagnose(
+    got: Any, mistakes: Iterable[tuple[str, Any]], close: float | Callable[[Any, Any], bool] = 1e-5
+) -> str | None:
     """The explanation of the first known mistake whose result equals `got` (mistakes tried in order), else None.
 
     Each mistake is `(explanation, wrong variant)`; a variant may be a function of no arguments (not a
@@ -142,6 +144,7 @@ def diagnose(got: Any, mistakes: Iterable[tuple[str, Any]],
 
 # --- the learner's inputs stay as they were --------------------------------------------------------
 
+
 def _copy(value: Any) -> Any:
     return value.detach().clone() if isinstance(value, torch.Tensor) else value.copy()
 
@@ -150,27 +153,34 @@ def _unchanged(before: Any, after: Any) -> bool:
     """Equal shape, dtype and values (NaN equal to NaN)."""
     if isinstance(after, torch.Tensor):
         after = after.detach()
-        return (before.shape == after.shape and before.dtype == after.dtype
-                and (torch.equal(before, after)
-                     or (after.is_floating_point() and torch.allclose(before, after, rtol=0, atol=0, equal_nan=True))))
+        return (
+            before.shape == after.shape
+            and before.dtype == after.dtype
+            and (
+                torch.equal(before, after)
+                or (after.is_floating_point() and torch.allclose(before, after, rtol=0, atol=0, equal_nan=True))
+            )
+        )
     return before.shape == after.shape and np.array_equal(before, after, equal_nan=after.dtype.kind in "fc")
 
 
 @contextlib.contextmanager
 def watch(*, advice: str | None = None, **tensors: Any) -> Iterator[None]:
     """Raise Mismatch when the block changed any of `tensors` (name=tensor or array) in place."""
-    before = {name: _copy(value) for name, value in tensors.items()
-              if isinstance(value, (torch.Tensor, np.ndarray))}
+    before = {name: _copy(value) for name, value in tensors.items() if isinstance(value, (torch.Tensor, np.ndarray))}
     yield
     for name, copy in before.items():
         if not _unchanged(copy, tensors[name]):
-            how = advice or (f"compute new tensors instead (or work on a copy, "
-                             f"{name}.{'clone' if isinstance(copy, torch.Tensor) else 'copy'}())")
+            how = advice or (
+                f"compute new tensors instead (or work on a copy, "
+                f"{name}.{'clone' if isinstance(copy, torch.Tensor) else 'copy'}())"
+            )
             raise Mismatch(f"your function changed its input {name} in place; {how}")
 
 
-def call_unmodified(fn: Callable[..., T], *args: Any, names: Sequence[str] = (), advice: str | None = None,
-                    **kwargs: Any) -> T:
+def call_unmodified(
+    fn: Callable[..., T], *args: Any, names: Sequence[str] = (), advice: str | None = None, **kwargs: Any
+) -> T:
     """`fn(*args, **kwargs)` on copies of every tensor/array argument; Mismatch if it changed any in place."""
     args = tuple(_copy(a) if isinstance(a, (torch.Tensor, np.ndarray)) else a for a in args)
     kwargs = {k: _copy(v) if isinstance(v, (torch.Tensor, np.ndarray)) else v for k, v in kwargs.items()}
@@ -180,6 +190,7 @@ def call_unmodified(fn: Callable[..., T], *args: Any, names: Sequence[str] = (),
 
 
 # --- reference models without touching the learner's random state --------------------------------
+
 
 def seeded(seed: int, build: Callable[[], T]) -> T:
     """`build()` after `torch.manual_seed(seed)` inside `fork_rng`: reproducible, the learner's RNG untouched."""
@@ -252,14 +263,16 @@ def first_line(exc: BaseException, limit: int | None = None) -> str:
 
 # --- expectations: each raises Mismatch with "expected …, got …" -----------------------------------
 
+
 def expect_callable(answer: Any, what: str) -> None:
     """The answer must be a function or class."""
     if not callable(answer):
         raise Mismatch(f"expected {what} (something callable), got {type(answer).__name__}")
 
 
-def expect_tensor(value: Any, what: str, shape: tuple[int, ...] | None = None,
-                  dtype: torch.dtype | None = None) -> torch.Tensor:
+def expect_tensor(
+    value: Any, what: str, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None
+) -> torch.Tensor:
     """The value must be a tensor (of `shape` and `dtype`, when given)."""
     if not isinstance(value, torch.Tensor):
         raise Mismatch(f"expected {what} to be a torch.Tensor, got {type(value).__name__}")
@@ -303,6 +316,7 @@ def expect_int(value: Any, expected: int, what: str) -> int:
     if item != expected:
         raise Mismatch(f"expected {what} = {expected:,}, got {item!r}")
     if not isinstance(item, numbers.Integral):
-        raise Mismatch(f"{what} returned {item!r}, a {type(item).__name__}; a size or a count is a "
-                       f"whole number: return an int")
+        raise Mismatch(
+            f"{what} returned {item!r}, a {type(item).__name__}; a size or a count is a whole number: return an int"
+        )
     return int(item)
