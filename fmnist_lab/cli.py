@@ -24,8 +24,7 @@ def cmd_data(args: argparse.Namespace) -> int:
     shapes = data.verify(location)
     for (split, kind), spec in data.IDX_FILES.items():
         shape = "×".join(f"{n:,}" for n in shapes[spec.name])
-        print(f"  [OK] {location.path(split, kind)}  {split} {kind} {shape}, "
-              f"{spec.size:,} bytes, SHA-256 verified")
+        print(f"  [OK] {location.path(split, kind)}  {split} {kind} {shape}, {spec.size:,} bytes, SHA-256 verified")
     return EXIT_OK
 
 
@@ -49,14 +48,19 @@ def _results_table(metrics: dict) -> str:
     """This run's key numbers beside the original notebook's."""
     from fmnist_lab.original import ORIGINAL_TEST_ACCURACY, ORIGINAL_TRAIN_SECONDS
 
-    rows = [("test accuracy", f"{metrics['test_accuracy']:.2%}", f"{ORIGINAL_TEST_ACCURACY:.2%}"),
-            ("training time (s)", f"{metrics['train_seconds']:.1f}", f"{ORIGINAL_TRAIN_SECONDS:.2f}"),
-            ("parameters", f"{metrics['params']:,}", f"{ORIGINAL.params:,}"),
-            ("epochs", str(metrics["epochs"]), str(ORIGINAL.epochs)),
-            ("batch size", str(metrics["batch_size"]), str(ORIGINAL.batch_size)),
-            ("learning rate", f"{metrics['lr']:g}", f"{ORIGINAL.lr:g}"),
-            ("image size", f"{metrics['image_size']}×{metrics['image_size']}",
-             f"{ORIGINAL.image_size}×{ORIGINAL.image_size}")]
+    rows = [
+        ("test accuracy", f"{metrics['test_accuracy']:.2%}", f"{ORIGINAL_TEST_ACCURACY:.2%}"),
+        ("training time (s)", f"{metrics['train_seconds']:.1f}", f"{ORIGINAL_TRAIN_SECONDS:.2f}"),
+        ("parameters", f"{metrics['params']:,}", f"{ORIGINAL.params:,}"),
+        ("epochs", str(metrics["epochs"]), str(ORIGINAL.epochs)),
+        ("batch size", str(metrics["batch_size"]), str(ORIGINAL.batch_size)),
+        ("learning rate", f"{metrics['lr']:g}", f"{ORIGINAL.lr:g}"),
+        (
+            "image size",
+            f"{metrics['image_size']}×{metrics['image_size']}",
+            f"{ORIGINAL.image_size}×{ORIGINAL.image_size}",
+        ),
+    ]
     lines = [f"{'key result':<20}{'this run':>12}{'original':>12}"]
     lines += [f"{name:<20}{ours:>12}{theirs:>12}" for name, ours, theirs in rows]
     return "\n".join(lines)
@@ -65,8 +69,10 @@ def _results_table(metrics: dict) -> str:
 def _epoch_table(history: list[dict]) -> str:
     """The original notebook's per-epoch table: summed cost and validation accuracy."""
     lines = [f"{'epoch':>5}{'cost':>10}{'mean loss':>11}{'accuracy':>10}{'seconds':>9}"]
-    lines += [f"{r['epoch']:>5}{r['cost']:>10.2f}{r['mean_loss']:>11.4f}{r['val_accuracy']:>10.2%}"
-              f"{r['seconds']:>9.1f}" for r in history]
+    lines += [
+        f"{r['epoch']:>5}{r['cost']:>10.2f}{r['mean_loss']:>11.4f}{r['val_accuracy']:>10.2%}{r['seconds']:>9.1f}"
+        for r in history
+    ]
     return "\n".join(lines)
 
 
@@ -90,30 +96,48 @@ def cmd_train(args: argparse.Namespace) -> int:
     model = build_model(args.model, args.image_size)
     device = get_device()
     params = count_parameters(model)
-    print(f"Training {type(model).__name__} ({params:,} parameters) on {len(train_data[1]):,} images "
-          f"at {args.image_size}×{args.image_size}: SGD lr {args.lr:g}, batch {args.batch_size}, "
-          f"{args.epochs} epochs, seed {args.seed}, {device.type}")
-    history = train(model, train_data, test_data, epochs=args.epochs, lr=args.lr,
-                    batch_size=args.batch_size, seed=args.seed, device=device,
-                    progress=not args.no_progress)
+    print(
+        f"Training {type(model).__name__} ({params:,} parameters) on {len(train_data[1]):,} images "
+        f"at {args.image_size}×{args.image_size}: SGD lr {args.lr:g}, batch {args.batch_size}, "
+        f"{args.epochs} epochs, seed {args.seed}, {device.type}"
+    )
+    history = train(
+        model,
+        train_data,
+        test_data,
+        epochs=args.epochs,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        device=device,
+        progress=not args.no_progress,
+    )
     print(_epoch_table(history))
     predicted, _ = evaluate.predict(model, test_data[0])
-    metrics = {"model": args.model, "params": params, "epochs": args.epochs,
-               "batch_size": args.batch_size, "lr": args.lr, "seed": args.seed,
-               "image_size": args.image_size, "device": device.type,
-               "train_seconds": sum(r["seconds"] for r in history),
-               "test_accuracy": history[-1]["val_accuracy"],
-               "per_class_accuracy": evaluate.per_class_accuracy(test_data[1], predicted),
-               "history": history}
+    metrics = {
+        "model": args.model,
+        "params": params,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "seed": args.seed,
+        "image_size": args.image_size,
+        "device": device.type,
+        "train_seconds": sum(r["seconds"] for r in history),
+        "test_accuracy": history[-1]["val_accuracy"],
+        "per_class_accuracy": evaluate.per_class_accuracy(test_data[1], predicted),
+        "history": history,
+    }
     config = {k: metrics[k] for k in ("epochs", "batch_size", "lr", "seed", "test_accuracy")}
     weights = save_checkpoint(model, out / "model_weights.pth", config, history)
     images = out / "images"
     images.mkdir(parents=True, exist_ok=True)
-    figures = {"training_curves": plots.training_curves(history),
-               "confusion_matrix": plots.confusion_matrix(
-                   evaluate.confusion_matrix(test_data[1], predicted)),
-               "sample_predictions": plots.sample_predictions(test_data[0], test_data[1], predicted),
-               "sample_images": plots.sample_images(*data.load("train", 28))}
+    figures = {
+        "training_curves": plots.training_curves(history),
+        "confusion_matrix": plots.confusion_matrix(evaluate.confusion_matrix(test_data[1], predicted)),
+        "sample_predictions": plots.sample_predictions(test_data[0], test_data[1], predicted),
+        "sample_images": plots.sample_images(*data.load("train", 28)),
+    }
     for name, figure in figures.items():
         figure.savefig(images / f"{name}.png", dpi=100)
         plt.close(figure)
@@ -147,8 +171,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     """Export saved weights to one ONNX file (dynamic batch), check it, and compare it with PyTorch."""
     import torch
 
-    from fmnist_lab.export import (INPUT_NAME, check_onnx, describe_onnx, export_to_onnx, onnx_logits,
-                                   onnx_session)
+    from fmnist_lab.export import INPUT_NAME, check_onnx, describe_onnx, export_to_onnx, onnx_logits, onnx_session
     from fmnist_lab.train import load_checkpoint
 
     out = Path(args.out)
@@ -166,12 +189,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     gap = float(abs(got - expected).max())
     print(f"{args.weights}: {type(model).__name__}, {size}×{size} inputs")
     shape = " × ".join(map(str, described["inputs"][INPUT_NAME]))
-    print(f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB, ONNX opset {described['opset']}, "
-          f"input {INPUT_NAME} {shape}), passes onnx.checker")
+    print(
+        f"wrote {out} ({out.stat().st_size / 1024:.1f} KiB, ONNX opset {described['opset']}, "
+        f"input {INPUT_NAME} {shape}), passes onnx.checker"
+    )
     print(f"ONNX Runtime vs PyTorch on 37 random images in batches of 16: max |Δlogit| {gap:.2g}")
     if not gap <= 1e-3:
-        print(f"fmnist-lab export: ONNX Runtime differs from PyTorch by {gap:.3g} (more than 1e-3)",
-              file=sys.stderr)
+        print(f"fmnist-lab export: ONNX Runtime differs from PyTorch by {gap:.3g} (more than 1e-3)", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
 
@@ -187,8 +211,10 @@ def cmd_build_lessons(args: argparse.Namespace) -> int:
     differing = build.differing + build.extra if args.check else build.differing
     if args.check:
         if differing:
-            print(f"{len(differing)} file(s) differ from what {args.solutions} generates "
-                  f"(run `fmnist-lab build-lessons`): {', '.join(str(p) for p in differing)}")
+            print(
+                f"{len(differing)} file(s) differ from what {args.solutions} generates "
+                f"(run `fmnist-lab build-lessons`): {', '.join(str(p) for p in differing)}"
+            )
             return EXIT_FAILED
         print(f"{args.lessons} matches what {args.solutions} generates")
         return EXIT_OK
@@ -209,8 +235,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     for path in paths:
         rows += [(path, result) for result in check_notebook(path, timeout=args.timeout)]
     if args.json:
-        print(json.dumps([{"notebook": str(p), **r.to_dict()} for p, r in rows], indent=2,
-                         ensure_ascii=False))
+        print(json.dumps([{"notebook": str(p), **r.to_dict()} for p, r in rows], indent=2, ensure_ascii=False))
     else:
         for path in paths:
             print(f"{path}")
@@ -261,8 +286,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("evaluate", help="evaluate saved weights on the test set")
     p.add_argument("weights", help="a model_weights.pth (ours or the original notebook's)")
-    p.add_argument("--image-size", type=int, choices=[16, 28],
-                   help="input size (default: from the JSON beside the weights)")
+    p.add_argument(
+        "--image-size", type=int, choices=[16, 28], help="input size (default: from the JSON beside the weights)"
+    )
     p.set_defaults(func=cmd_evaluate)
 
     p = commands.add_parser("export", help="export saved weights to ONNX (dynamic batch) and check it")
@@ -273,17 +299,23 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("build-lessons", help="generate lessons/ from solutions/")
     p.add_argument("--solutions", help="default: solutions/ of the course checkout")
     p.add_argument("--lessons", help="default: lessons/ of the course checkout")
-    p.add_argument("--check", action="store_true",
-                   help="write nothing; exit 1 and name the lessons that differ")
-    p.add_argument("--force", action="store_true",
-                   help="replace lessons edited by hand too, keeping a copy of each as NAME.bak-YYYYmmdd-HHMMSS")
+    p.add_argument("--check", action="store_true", help="write nothing; exit 1 and name the lessons that differ")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace lessons edited by hand too, keeping a copy of each as NAME.bak-YYYYmmdd-HHMMSS",
+    )
     p.set_defaults(func=cmd_build_lessons)
 
     p = commands.add_parser("check", help="run notebooks on a copy and report every exercise")
     p.add_argument("notebooks", nargs="+", metavar="NOTEBOOK")
     p.add_argument("--json", action="store_true", help="print a JSON list instead of a table")
-    p.add_argument("--timeout", type=_positive_int, default=600,
-                   help="seconds one cell may run before it is interrupted (default 600)")
+    p.add_argument(
+        "--timeout",
+        type=_positive_int,
+        default=600,
+        help="seconds one cell may run before it is interrupted (default 600)",
+    )
     p.set_defaults(func=cmd_check)
 
     p = commands.add_parser("solution", help="print the reference solution of one exercise")

@@ -70,8 +70,10 @@ if importlib.util.find_spec("fmnist_lab") is None:
     %pip install --quiet {{COURSE}}
     importlib.invalidate_caches()
     if importlib.util.find_spec("fmnist_lab") is None:
-        raise InstallFailed(f"could not install {{COURSE}} (pip says why above). Try "
-                            f"`%pip install git+{url}@main`, or install from a clone as the README shows.")"""
+        raise InstallFailed(
+            f"could not install {{COURSE}} (pip says why above). Try "
+            f"`%pip install git+{url}@main`, or install from a clone as the README shows."
+        )"""
 
 
 @dataclass(frozen=True)
@@ -86,8 +88,9 @@ class Repository:
         """The "Open in Colab" address of a notebook of this checkout."""
         notebook = Path(notebook).resolve()
         inside = notebook.is_relative_to(self.root.resolve())
-        relative = (notebook.relative_to(self.root.resolve()) if inside else
-                    Path(notebook.parent.name, notebook.name)).as_posix()
+        relative = (
+            notebook.relative_to(self.root.resolve()) if inside else Path(notebook.parent.name, notebook.name)
+        ).as_posix()
         owner_and_name = self.url.removeprefix("https://github.com/")
         return f"https://colab.research.google.com/github/{owner_and_name}/blob/{self.ref}/{relative}"
 
@@ -109,11 +112,14 @@ def stamp(nb: nbformat.NotebookNode, repo: Repository, path: Path) -> nbformat.N
     cells = [cell for cell in nb.cells if STAMP_TAG not in cell.get("metadata", {}).get("tags", [])]
     badge = nbformat.v4.new_markdown_cell(
         f"[![Open In Colab]({COLAB_BADGE_IMAGE})]({repo.colab_url(path)})",
-        id="colab-badge", metadata={"tags": [STAMP_TAG]})
-    install = nbformat.v4.new_code_cell(INSTALL_CELL.format(url=repo.url, ref=repo.ref),
-                                        id="colab-install", metadata={"tags": [STAMP_TAG]})
+        id="colab-badge",
+        metadata={"tags": [STAMP_TAG]},
+    )
+    install = nbformat.v4.new_code_cell(
+        INSTALL_CELL.format(url=repo.url, ref=repo.ref), id="colab-install", metadata={"tags": [STAMP_TAG]}
+    )
     intro = next((i for i, cell in enumerate(cells) if cell.cell_type == "markdown"), -1)
-    nb.cells = [badge, *cells[: intro + 1], install, *cells[intro + 1:]]
+    nb.cells = [badge, *cells[: intro + 1], install, *cells[intro + 1 :]]
     return nb
 
 
@@ -151,8 +157,10 @@ def read_notebook(path: Path) -> nbformat.NotebookNode:
     try:
         nb = nbformat.read(path, as_version=NB_VERSION)
     except Exception as exc:  # noqa: BLE001 - JSON, schema and encoding errors alike
-        raise FmnistLabError(f"{path}: not a readable Jupyter notebook ({type(exc).__name__}: "
-                             f"{str(exc).splitlines()[0] if str(exc) else ''})") from None
+        raise FmnistLabError(
+            f"{path}: not a readable Jupyter notebook ({type(exc).__name__}: "
+            f"{str(exc).splitlines()[0] if str(exc) else ''})"
+        ) from None
     return _require_cells(nb, path)
 
 
@@ -173,8 +181,7 @@ def _require_cells(nb: nbformat.NotebookNode, path: Path) -> nbformat.NotebookNo
         if "source" not in cell:
             raise FmnistLabError(f"{where} has no `source` (the cell's text): {fix}")
         if not isinstance(cell.source, str):
-            raise FmnistLabError(f"{where} has a `source` that is {type(cell.source).__name__}, "
-                                 f"not text: {fix}")
+            raise FmnistLabError(f"{where} has a `source` that is {type(cell.source).__name__}, not text: {fix}")
         if not isinstance(cell.setdefault("metadata", nbformat.NotebookNode()), dict):
             raise FmnistLabError(f"{where} has `metadata` that is not an object: {fix}")
     return nb
@@ -206,21 +213,29 @@ def solution_markers(source: str, where: str) -> list[int]:
         marker = line.strip()
         if marker not in (BEGIN, END):
             if MARKER_LIKE.search(line):
-                raise FmnistLabError(f"{where}, line {number}: {_quoted(line)} is not a solution marker, so the "
-                                     f"solution would stay in the lesson: write `{BEGIN}` or `{END}` alone on "
-                                     f"the line")
+                raise FmnistLabError(
+                    f"{where}, line {number}: {_quoted(line)} is not a solution marker, so the "
+                    f"solution would stay in the lesson: write `{BEGIN}` or `{END}` alone on "
+                    f"the line"
+                )
             continue
         if marker == BEGIN and opened is not None:
-            raise FmnistLabError(f"{where}, line {number}: `{BEGIN}` inside the block opened on line {opened}: "
-                                 f"close that one with `{END}` first (blocks don't nest)")
+            raise FmnistLabError(
+                f"{where}, line {number}: `{BEGIN}` inside the block opened on line {opened}: "
+                f"close that one with `{END}` first (blocks don't nest)"
+            )
         if marker == END and opened is None:
-            raise FmnistLabError(f"{where}, line {number}: `{END}` without a `{BEGIN}` before it: put `{BEGIN}` "
-                                 f"above the solution code, or delete this line")
+            raise FmnistLabError(
+                f"{where}, line {number}: `{END}` without a `{BEGIN}` before it: put `{BEGIN}` "
+                f"above the solution code, or delete this line"
+            )
         opened = number if marker == BEGIN else None
         lines.append(number)
     if opened is not None:
-        raise FmnistLabError(f"{where} has `{BEGIN}` without `{END}` (the block opened on line {opened} never "
-                             f"closes): add `{END}` after the solution code")
+        raise FmnistLabError(
+            f"{where} has `{BEGIN}` without `{END}` (the block opened on line {opened} never "
+            f"closes): add `{END}` after the solution code"
+        )
     return lines
 
 
@@ -228,8 +243,10 @@ def _refuse_markers_outside_code(cell: nbformat.NotebookNode, where: str) -> Non
     """A marker in a markdown or raw cell hides nothing: refuse it rather than publish what follows it."""
     for number, line in enumerate(cell.source.splitlines(), start=1):
         if line.strip() in (BEGIN, END):
-            raise FmnistLabError(f"{where}, line {number}: {_quoted(line)} in a {cell.cell_type} cell: solution "
-                                 f"markers only work in code cells, so this text would stay in the lesson")
+            raise FmnistLabError(
+                f"{where}, line {number}: {_quoted(line)} in a {cell.cell_type} cell: solution "
+                f"markers only work in code cells, so this text would stay in the lesson"
+            )
 
 
 def exercise_cells(nb: nbformat.NotebookNode, path: Path | str = "notebook") -> dict[int, str]:
@@ -294,8 +311,10 @@ def make_lesson(solution: nbformat.NotebookNode, path: Path | str = "notebook") 
 
 
 MANIFEST_NAME = ".build-lessons.json"  # in lessons/: what build-lessons last wrote, to tell hand edits apart
-MANIFEST_ABOUT = ("The sha256 of each lesson as `fmnist-lab build-lessons` last wrote it. A lesson that no longer "
-                  "matches was edited by hand: build-lessons keeps it unless --force (then it keeps a copy).")
+MANIFEST_ABOUT = (
+    "The sha256 of each lesson as `fmnist-lab build-lessons` last wrote it. A lesson that no longer "
+    "matches was edited by hand: build-lessons keeps it unless --force (then it keeps a copy)."
+)
 
 
 @dataclass
@@ -326,7 +345,9 @@ def _on_disk(path: Path) -> str | None:
     try:
         return path.read_text(encoding="utf-8", errors="replace") if path.exists() else None
     except OSError as exc:
-        raise FmnistLabError(f"{path}: can't read it ({exc.strerror or exc}): fix its permissions, then rerun") from None
+        raise FmnistLabError(
+            f"{path}: can't read it ({exc.strerror or exc}): fix its permissions, then rerun"
+        ) from None
 
 
 def _recorded(lessons: Path) -> dict[str, str]:
@@ -379,8 +400,13 @@ def plan_lessons(solutions: Path, lessons: Path) -> LessonBuild:
     current = {target: _on_disk(target) for target in wanted}
     differing = [target for target, text in wanted.items() if current[target] != text]
     recorded = _recorded(lessons)
-    edited = [target for target in differing if target.parent == lessons and current[target] is not None
-              and recorded.get(target.name) != _digest(current[target])]
+    edited = [
+        target
+        for target in differing
+        if target.parent == lessons
+        and current[target] is not None
+        and recorded.get(target.name) != _digest(current[target])
+    ]
     expected = {s.name for s in sources}
     extra = [path for path in sorted(lessons.glob("*.ipynb")) if path.name not in expected]
     return LessonBuild(lessons, wanted, differing, edited, extra)
@@ -390,11 +416,15 @@ def edited_message(edited: list[Path]) -> str:
     """The one line that refuses to overwrite hand-edited lessons and says how to replace them anyway."""
     names = [_shown(path) for path in edited]
     if len(names) == 1:
-        return (f"{names[0]} was edited since build-lessons wrote it: your version is kept and nothing was "
-                f"written; rerun with --force to replace it (a copy is kept as {names[0]}.bak-YYYYmmdd-HHMMSS)")
+        return (
+            f"{names[0]} was edited since build-lessons wrote it: your version is kept and nothing was "
+            f"written; rerun with --force to replace it (a copy is kept as {names[0]}.bak-YYYYmmdd-HHMMSS)"
+        )
     listed = ", ".join(names[:-1]) + f" and {names[-1]}"
-    return (f"{listed} were edited since build-lessons wrote them: your versions are kept and nothing was "
-            f"written; rerun with --force to replace them (a copy of each is kept as NAME.bak-YYYYmmdd-HHMMSS)")
+    return (
+        f"{listed} were edited since build-lessons wrote them: your versions are kept and nothing was "
+        f"written; rerun with --force to replace them (a copy of each is kept as NAME.bak-YYYYmmdd-HHMMSS)"
+    )
 
 
 def _write(target: Path, text: str) -> None:
@@ -403,8 +433,10 @@ def _write(target: Path, text: str) -> None:
         target.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(target, text)
     except OSError as exc:
-        raise FmnistLabError(f"could not write {target} ({exc.strerror or exc}); it is unchanged: fix that, "
-                             f"then rerun `fmnist-lab build-lessons`") from None
+        raise FmnistLabError(
+            f"could not write {target} ({exc.strerror or exc}); it is unchanged: fix that, "
+            f"then rerun `fmnist-lab build-lessons`"
+        ) from None
 
 
 def write_lessons(build: LessonBuild, force: bool = False) -> list[Path]:
@@ -414,8 +446,10 @@ def write_lessons(build: LessonBuild, force: bool = False) -> list[Path]:
     try:
         copies = [backup(path) for path in build.edited]  # all copies first: nothing is replaced before them
     except OSError as exc:
-        raise FmnistLabError(f"could not keep a copy of an edited lesson ({exc.strerror or exc}), so nothing "
-                             f"was written: fix that, then rerun with --force") from None
+        raise FmnistLabError(
+            f"could not keep a copy of an edited lesson ({exc.strerror or exc}), so nothing "
+            f"was written: fix that, then rerun with --force"
+        ) from None
     for target in build.differing:
         _write(target, build.wanted[target])
     manifest = build.lessons / MANIFEST_NAME
@@ -466,8 +500,9 @@ def solution_code(exercise_id: str, solutions: Path | None = None) -> tuple[str,
     """The reference code of one exercise and where it comes from (the packaged copy, or `solutions`)."""
     if solutions is None:
         if not REFERENCE_FILE.is_file():
-            raise FmnistLabError(f"{REFERENCE_FILE} is missing from this install: reinstall fmnist-lab, "
-                                 f"or pass --solutions DIR")
+            raise FmnistLabError(
+                f"{REFERENCE_FILE} is missing from this install: reinstall fmnist-lab, or pass --solutions DIR"
+            )
         reference, where = json.loads(REFERENCE_FILE.read_text(encoding="utf-8")), "the installed course"
     else:
         _require_folder(solutions, "--solutions", "that holds the solution notebooks")
@@ -598,9 +633,15 @@ def execute(path: Path, timeout: int) -> NotebookRun:
         shutil.copyfile(path, copy)
         log = Path(tmp) / "checks.jsonl"
         log.touch()
-        client = client_class(nb, timeout=timeout, kernel_name="python3", allow_errors=True,
-                              interrupt_on_timeout=True, kernel_manager_class=manager_class,
-                              resources={"metadata": {"path": tmp}})
+        client = client_class(
+            nb,
+            timeout=timeout,
+            kernel_name="python3",
+            allow_errors=True,
+            interrupt_on_timeout=True,
+            kernel_manager_class=manager_class,
+            resources={"metadata": {"path": tmp}},
+        )
         previous = os.environ.get("FMNIST_LAB_CHECK_LOG")
         os.environ["FMNIST_LAB_CHECK_LOG"] = str(log)
         stopped = None
@@ -620,11 +661,15 @@ def execute(path: Path, timeout: int) -> NotebookRun:
                 os.environ["FMNIST_LAB_CHECK_LOG"] = previous
             _kill_group(client.kernel_group)
         results = _read_log(log)
-    errors = {i: error for i, cell in enumerate(nb.cells)
-              if cell.cell_type == "code" and (error := _cell_error(cell, timeout))}
+    errors = {
+        i: error
+        for i, cell in enumerate(nb.cells)
+        if cell.cell_type == "code" and (error := _cell_error(cell, timeout))
+    }
     if client.timed_out is not None:
-        errors[client.timed_out] = (f"ran past the {timeout} s timeout and did not stop when interrupted, "
-                                    f"so its kernel was stopped")
+        errors[client.timed_out] = (
+            f"ran past the {timeout} s timeout and did not stop when interrupted, so its kernel was stopped"
+        )
     ran = {i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and cell.execution_count is not None}
     return NotebookRun(results, dict(sorted(errors.items())), stopped, ran)
 
@@ -635,10 +680,13 @@ def check_notebook(path: Path, timeout: int = 600) -> list[CheckResult]:
     wanted: list[tuple[str, int]] = []  # (exercise id, index of its check cell)
     for index, cell in enumerate(nb.cells):
         if cell.cell_type == "code":
-            wanted += [(exercise_id, index) for exercise_id in check_ids(cell.source)
-                       if exercise_id not in {w for w, _ in wanted}]
+            wanted += [
+                (exercise_id, index)
+                for exercise_id in check_ids(cell.source)
+                if exercise_id not in {w for w, _ in wanted}
+            ]
     if not wanted:
-        raise FmnistLabError(f"{path}: no exercise checks (check(\"N.M\", …) calls) in this notebook")
+        raise FmnistLabError(f'{path}: no exercise checks (check("N.M", …) calls) in this notebook')
     run = execute(path, timeout)
     by_id = {}
     for result in run.results:
@@ -651,17 +699,30 @@ def check_notebook(path: Path, timeout: int = 600) -> list[CheckResult]:
         if exercise_id in by_id:
             verdicts.append(by_id[exercise_id])
         elif any(run.errors[i].startswith("raised NotImplementedError: Exercise ") for i in region):
-            verdicts.append(CheckResult(exercise_id, title, "not attempted",
-                                        "not attempted yet: the exercise still raises NotImplementedError"))
+            verdicts.append(
+                CheckResult(
+                    exercise_id,
+                    title,
+                    "not attempted",
+                    "not attempted yet: the exercise still raises NotImplementedError",
+                )
+            )
         elif region:
             first = region[0]
             opening = nb.cells[first].source.strip().splitlines()[0][:40]
-            verdicts.append(CheckResult(exercise_id, title, "error",
-                                        f"cell {first + 1} (`{opening}`) {run.errors[first]}"))
+            verdicts.append(
+                CheckResult(exercise_id, title, "error", f"cell {first + 1} (`{opening}`) {run.errors[first]}")
+            )
         elif check_index in run.ran:
-            verdicts.append(CheckResult(exercise_id, title, "error",
-                                        "no verdict: the check cell ran but left no readable result in the "
-                                        "check log (did the notebook change or delete it?)"))
+            verdicts.append(
+                CheckResult(
+                    exercise_id,
+                    title,
+                    "error",
+                    "no verdict: the check cell ran but left no readable result in the "
+                    "check log (did the notebook change or delete it?)",
+                )
+            )
         else:
             reason = run.stopped or "the check cell did not run"
             verdicts.append(CheckResult(exercise_id, title, "error", f"not checked: {reason}"))

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import nbformat
 import pytest
-
 from conftest import REPO, run_cli
+
 from fmnist_lab import __version__
 from fmnist_lab.checks import EXERCISES, exercise
 from fmnist_lab.errors import FmnistLabError
@@ -33,10 +33,10 @@ def double(x):
     return y
     ### END SOLUTION'''
 
-TRIPLE = '''def triple(x):
+TRIPLE = """def triple(x):
     ### BEGIN SOLUTION
     return x + x + x
-    ### END SOLUTION'''
+    ### END SOLUTION"""
 
 
 @exercise("98.1", "double", "multiply by two")  # the same registration, in this process, for titles
@@ -50,9 +50,15 @@ def notebook(double: str = DOUBLE, triple: str = TRIPLE) -> nbformat.NotebookNod
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     plot = nbformat.v4.new_code_cell("print('a figure would be here')")
     plot.outputs = [nbformat.v4.new_output("stream", name="stdout", text="a figure would be here\n")]
-    cells = [nbformat.v4.new_markdown_cell("# Lesson 98"), nbformat.v4.new_code_cell(REGISTER), plot,
-             nbformat.v4.new_code_cell(double), nbformat.v4.new_code_cell('check("98.1", double)'),
-             nbformat.v4.new_code_cell(triple), nbformat.v4.new_code_cell('check("98.2", triple)')]
+    cells = [
+        nbformat.v4.new_markdown_cell("# Lesson 98"),
+        nbformat.v4.new_code_cell(REGISTER),
+        plot,
+        nbformat.v4.new_code_cell(double),
+        nbformat.v4.new_code_cell('check("98.1", double)'),
+        nbformat.v4.new_code_cell(triple),
+        nbformat.v4.new_code_cell('check("98.2", triple)'),
+    ]
     for cell in cells[3:]:
         cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text="old output\n")]
         cell.execution_count = 3
@@ -72,9 +78,11 @@ def digest(path: Path) -> str:
 
 def test_lesson_replaces_solutions_keeps_indentation_and_clears_exercise_outputs():
     lesson = make_lesson(notebook())
-    assert lesson.cells[3].source == ('# Exercise 98.1 — double: return twice x.\ndef double(x):\n'
-                                      '    """Twice x."""\n    # YOUR CODE HERE\n'
-                                      '    raise NotImplementedError("Exercise 98.1: double")')
+    assert lesson.cells[3].source == (
+        "# Exercise 98.1 — double: return twice x.\ndef double(x):\n"
+        '    """Twice x."""\n    # YOUR CODE HERE\n'
+        '    raise NotImplementedError("Exercise 98.1: double")'
+    )
     assert "return x + x + x" not in lesson.cells[5].source
     assert 'raise NotImplementedError("Exercise 98.2:' in lesson.cells[5].source
     for index in (3, 4, 5, 6):
@@ -103,8 +111,7 @@ def test_build_lessons_writes_then_check_names_what_differs(tmp_path):
     result = run_cli("build-lessons", "--solutions", str(solutions), "--lessons", str(lessons), "--check")
     assert result.returncode == 1 and "98_demo.ipynb" in result.stdout
     # an edited lesson is kept unless --force (tests/test_robustness_notebooks.py): replace it here
-    assert run_cli("build-lessons", "--solutions", str(solutions), "--lessons", str(lessons),
-                   "--force").returncode == 0
+    assert run_cli("build-lessons", "--solutions", str(solutions), "--lessons", str(lessons), "--force").returncode == 0
     assert "YOUR CODE HERE" in edited.read_text()
 
 
@@ -146,8 +153,12 @@ def test_the_packaged_reference_is_what_the_solutions_hold():
     from fmnist_lab.paths import REFERENCE_FILE
 
     assert REFERENCE_FILE.read_text(encoding="utf-8") == reference_text(REPO / "solutions")
-    in_solutions = {i for path in (REPO / "solutions").glob("*.ipynb")
-                    for cell in nbformat.read(path, as_version=4).cells for i in check_ids(cell.source)}
+    in_solutions = {
+        i
+        for path in (REPO / "solutions").glob("*.ipynb")
+        for cell in nbformat.read(path, as_version=4).cells
+        for i in check_ids(cell.source)
+    }
     assert set(json.loads(REFERENCE_FILE.read_text(encoding="utf-8"))) == in_solutions
     assert in_solutions <= set(EXERCISES)  # every packaged reference has its check
 
@@ -165,8 +176,10 @@ def test_build_lessons_stamps_colab_cells_from_the_repository_url(tmp_path):
     assert "return x + x + x" in (solutions / "98_demo.ipynb").read_text()  # the solution is kept
     assert build_lessons(solutions, lessons, check_only=True) == []  # stamping twice changes nothing
     (tmp_path / "mkdocs.yml").write_text("site_name: x\nrepo_url: https://github.com/other/place\n")
-    assert build_lessons(solutions, lessons, check_only=True) == [solutions / "98_demo.ipynb",
-                                                                  lessons / "98_demo.ipynb"]
+    assert build_lessons(solutions, lessons, check_only=True) == [
+        solutions / "98_demo.ipynb",
+        lessons / "98_demo.ipynb",
+    ]
     (tmp_path / "mkdocs.yml").write_text("site_name: x\n")
     with pytest.raises(FmnistLabError, match="set `repo_url: https://github.com/OWNER/NAME`"):
         build_lessons(solutions, lessons)
@@ -185,16 +198,23 @@ def test_check_passes_the_solution_and_reports_untouched_exercises(tmp_path):
     solution = write(notebook(), tmp_path / "98_demo.ipynb")
     code, rows = check_json(solution)
     assert code == 0 and [r["status"] for r in rows.values()] == ["passed", "passed"]
-    assert rows["98.1"] == {"notebook": str(solution), "exercise": "98.1", "title": "double",
-                            "status": "passed", "message": "double(3) = 6"}
+    assert rows["98.1"] == {
+        "notebook": str(solution),
+        "exercise": "98.1",
+        "title": "double",
+        "status": "passed",
+        "message": "double(3) = 6",
+    }
     lesson = write(make_lesson(notebook()), tmp_path / "lesson.ipynb")
     code, rows = check_json(lesson)
     assert code == 1 and [r["status"] for r in rows.values()] == ["not attempted", "not attempted"]
 
 
 def test_check_other_correct_answer_passes_and_wrong_answer_fails(tmp_path):
-    path = write(notebook(double="def double(x):\n    return x * 2",
-                          triple="def triple(x):\n    return x * 2"), tmp_path / "mine.ipynb")
+    path = write(
+        notebook(double="def double(x):\n    return x * 2", triple="def triple(x):\n    return x * 2"),
+        tmp_path / "mine.ipynb",
+    )
     code, rows = check_json(path)
     assert code == 1 and rows["98.1"]["status"] == "passed"
     assert rows["98.2"]["status"] == "failed"
@@ -242,8 +262,9 @@ def test_kernel_crash_is_reported_not_raised(tmp_path):
         assert "the kernel died" in rows[exercise_id]["message"]
 
 
-@pytest.mark.parametrize("content,fragment", [(None, "no such notebook"),
-                                              ("{not json", "not a readable Jupyter notebook")])
+@pytest.mark.parametrize(
+    "content,fragment", [(None, "no such notebook"), ("{not json", "not a readable Jupyter notebook")]
+)
 def test_missing_or_broken_notebook_is_one_line_exit_2(tmp_path, content, fragment):
     path = tmp_path / "broken.ipynb"
     if content is not None:

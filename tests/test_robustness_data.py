@@ -296,7 +296,7 @@ def test_a_download_outside_the_main_thread_skips_the_sigterm_handler(isolated):
     def download() -> None:
         try:
             data.download_data(isolated / "course")
-        except BaseException as exc:  # whatever came out, ValueError from signal.signal included
+        except BaseException as exc:  # noqa: BLE001 - whatever came out, ValueError from signal.signal included
             raised.append(exc)
 
     thread = threading.Thread(target=download)

@@ -23,7 +23,7 @@ from fmnist_lab.checks.toolkit import (
     seeded,
     state_shapes,
 )
-from fmnist_lab.models import CNN as ReferenceCNN
+from fmnist_lab.models import CNN as ReferenceCNN  # noqa: N811 - the reference, beside the learner's CNN
 from fmnist_lab.models import count_parameters
 
 CNN_PARAMETERS = 18_378
