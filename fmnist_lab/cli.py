@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import math
+import os
 import sys
 from pathlib import Path
 
@@ -37,10 +40,21 @@ def _positive_int(text: str) -> int:
 
 
 def _positive_float(text: str) -> float:
-    """An argparse type: a number above 0."""
+    """An argparse type: a finite number above 0."""
     value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be above 0, got {value}")
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"must be above 0 and finite, got {value}")
+    return value
+
+
+SEED_MAX = 2**32 - 1  # NumPy's seeds stop here
+
+
+def _seed(text: str) -> int:
+    """An argparse type: a seed every generator accepts, 0 … 2**32−1."""
+    value = int(text)
+    if not 0 <= value <= SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 2**32−1 ({SEED_MAX}), got {value}")
     return value
 
 
@@ -76,20 +90,121 @@ def _epoch_table(history: list[dict]) -> str:
     return "\n".join(lines)
 
 
+LOCK_NAME = ".fmnist-lab.lock"
+
+
+def _json_object(path: Path) -> dict | None:
+    """The JSON object in `path`, or None when it is missing, unreadable or not an object."""
+    try:
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _ours(path: Path) -> bool:
+    """Whether `path` (a model_weights.pth or metrics.json) is a file fmnist-lab wrote."""
+    if path.suffix == ".pth":  # our weights have our JSON beside them
+        info = _json_object(path.with_suffix(".json"))
+        return info is not None and {"model", "image_size", "params", "history"} <= set(info)
+    metrics = _json_object(path)
+    return metrics is not None and {"model", "params", "test_accuracy", "history"} <= set(metrics)
+
+
+@contextlib.contextmanager
+def _locked_output(out: Path):
+    """Create `out` if needed, prove it writable, and hold `out/.fmnist-lab.lock` so one run at a time writes there."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise FmnistLabError(f"--out {out} is a file; give a folder for the results") from None
+    except NotADirectoryError:
+        raise FmnistLabError(f"--out {out}: a part of this path is a file, not a folder; give a folder") from None
+    except OSError as exc:
+        raise FmnistLabError(f"--out {out}: cannot create the folder ({exc.strerror or exc})") from None
+    lock = out / LOCK_NAME
+    try:
+        descriptor = os.open(lock, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        raise FmnistLabError(
+            f"--out {out} is in use by another fmnist-lab train ({lock} exists); wait for it to finish, "
+            "use another --out, or delete the lock file if no run is going"
+        ) from None
+    except OSError as exc:
+        raise FmnistLabError(f"--out {out}: cannot write in this folder ({exc.strerror or exc})") from None
+    try:
+        with os.fdopen(descriptor, "w") as stream:
+            stream.write(f"{os.getpid()}\n")
+        yield out
+    finally:
+        with contextlib.suppress(OSError):
+            lock.unlink()
+
+
+class _Diverged(Exception):
+    """Raised from the forward hook when the training outputs stop being finite numbers."""
+
+
+def _watch_divergence(model, steps_per_epoch: int):
+    """A forward hook that stops training at the first training step whose outputs are NaN or infinite."""
+    import torch
+
+    calls = [0]
+
+    def hook(module, inputs, output) -> None:
+        if not module.training:
+            return
+        calls[0] += 1
+        if not bool(torch.isfinite(output).all()):
+            step = calls[0] - 1
+            raise _Diverged(step // steps_per_epoch + 1, step % steps_per_epoch + 1)
+
+    return model.register_forward_hook(hook)
+
+
+def _check_finite_weights(model, source: object) -> None:
+    """One line instead of meaningless scores when the weights hold NaN or infinity."""
+    import torch
+
+    for name, tensor in model.state_dict().items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise FmnistLabError(
+                f"{source}: the weights hold NaN or infinity ({name}): training diverged; "
+                "train again with a lower learning rate (--lr)"
+            )
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     """Train a model (the original settings by default) and write metrics, weights and figures."""
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise FmnistLabError(f"--out {out} is a file; give a folder for the results")
+    with _locked_output(out):
+        return _train_into(args, out)
+
+
+def _train_into(args: argparse.Namespace, out: Path) -> int:
+    """`cmd_train` once `out` exists, is writable and locked for this run."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     from fmnist_lab import data, evaluate, plots
+    from fmnist_lab.files import atomic_write_text, backup
     from fmnist_lab.models import build_model, count_parameters
     from fmnist_lab.train import get_device, save_checkpoint, seed_everything, train
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise FmnistLabError(f"--out {out} is a file; give a folder for the results")
+    replaced = [path for path in (out / "model_weights.pth", out / "metrics.json") if path.exists()]
+    foreign = [path for path in replaced if not path.is_file() or not _ours(path)]
+    for path in foreign:
+        if path.is_dir():
+            raise FmnistLabError(f"--out {out}: {path} is a folder; move it away or use another --out")
+        if not args.force:
+            raise FmnistLabError(
+                f"{path} was not written by fmnist-lab; use another --out, or add --force to replace it "
+                "(a copy is kept as NAME.bak-…)"
+            )
     train_data = data.load("train", args.image_size)
     test_data = data.load("test", args.image_size)
     seed_everything(args.seed)
@@ -101,17 +216,35 @@ def cmd_train(args: argparse.Namespace) -> int:
         f"at {args.image_size}×{args.image_size}: SGD lr {args.lr:g}, batch {args.batch_size}, "
         f"{args.epochs} epochs, seed {args.seed}, {device.type}"
     )
-    history = train(
-        model,
-        train_data,
-        test_data,
-        epochs=args.epochs,
-        lr=args.lr,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        device=device,
-        progress=not args.no_progress,
-    )
+    watch = _watch_divergence(model, math.ceil(len(train_data[1]) / args.batch_size))
+    try:
+        history = train(
+            model,
+            train_data,
+            test_data,
+            epochs=args.epochs,
+            lr=args.lr,
+            batch_size=args.batch_size,
+            seed=args.seed,
+            device=device,
+            progress=not args.no_progress,
+        )
+    except _Diverged as exc:
+        epoch, step = exc.args
+        raise FmnistLabError(
+            f"training diverged at epoch {epoch}, step {step}: lower the learning rate (--lr, now {args.lr:g})"
+        ) from None
+    finally:
+        watch.remove()
+    bad = next((r["epoch"] for r in history if not math.isfinite(r["cost"])), None)
+    if bad is not None:
+        raise FmnistLabError(f"training diverged at epoch {bad}: lower the learning rate (--lr, now {args.lr:g})")
+    try:
+        _check_finite_weights(model, "training")
+    except FmnistLabError:
+        raise FmnistLabError(
+            f"training diverged at epoch {history[-1]['epoch']}: lower the learning rate (--lr, now {args.lr:g})"
+        ) from None
     print(_epoch_table(history))
     predicted, _ = evaluate.predict(model, test_data[0])
     metrics = {
@@ -128,6 +261,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         "per_class_accuracy": evaluate.per_class_accuracy(test_data[1], predicted),
         "history": history,
     }
+    for path in foreign:  # --force: keep what we are about to replace
+        print(f"{path} was not written by fmnist-lab: kept a copy as {backup(path)}")
     config = {k: metrics[k] for k in ("epochs", "batch_size", "lr", "seed", "test_accuracy")}
     weights = save_checkpoint(model, out / "model_weights.pth", config, history)
     images = out / "images"
@@ -141,7 +276,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     for name, figure in figures.items():
         figure.savefig(images / f"{name}.png", dpi=100)
         plt.close(figure)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
     print()
     print(_results_table(metrics))
     print(f"\nWrote {out / 'metrics.json'}, {weights} (+ .json) and {len(figures)} figures in {images}/")
@@ -154,6 +289,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from fmnist_lab.train import load_checkpoint
 
     model, info = load_checkpoint(args.weights)
+    _check_finite_weights(model, args.weights)
     image_size = args.image_size or int(info.get("image_size", 16))
     images, labels = data.load("test", image_size)
     predicted, _ = evaluate.predict(model, images)
@@ -167,18 +303,50 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _our_onnx(path: Path) -> bool:
+    """Whether `path` is an ONNX file `fmnist-lab export` wrote (a valid model with our metadata)."""
+    try:
+        import onnx
+
+        proto = onnx.load(str(path))
+    except Exception:  # noqa: BLE001 - anything unreadable is not ours
+        return False
+    return {"classes", "image_size", "input", "output"} <= {p.key for p in proto.metadata_props}
+
+
 def cmd_export(args: argparse.Namespace) -> int:
     """Export saved weights to one ONNX file (dynamic batch), check it, and compare it with PyTorch."""
     import torch
 
     from fmnist_lab.export import INPUT_NAME, check_onnx, describe_onnx, export_to_onnx, onnx_logits, onnx_session
+    from fmnist_lab.files import backup
     from fmnist_lab.train import load_checkpoint
 
-    out = Path(args.out)
+    out, weights = Path(args.out), Path(args.weights)
     if out.is_dir():
         raise FmnistLabError(f"--out {out} is a folder; give a file name such as {out / 'model.onnx'}")
-    model, _ = load_checkpoint(args.weights, device="cpu")
+    same = os.path.realpath(out) == os.path.realpath(weights)
+    with contextlib.suppress(OSError):
+        same = same or os.path.samefile(out, weights)
+    if same:
+        raise FmnistLabError(
+            f"--out must differ from the weights ({weights}): it would overwrite them; give a name such as model.onnx"
+        )
+    if out.suffix.lower() != ".onnx" and not args.force:
+        raise FmnistLabError(
+            f"--out {out} does not end in .onnx; name it {out.with_suffix('.onnx')}, or add --force to write it anyway"
+        )
+    foreign = out.exists() and not _our_onnx(out)
+    if foreign and not args.force:
+        raise FmnistLabError(
+            f"--out {out} exists and is not an ONNX file fmnist-lab wrote; use another --out, "
+            "or add --force to replace it (a copy is kept as NAME.bak-…)"
+        )
+    model, _ = load_checkpoint(weights, device="cpu")
+    _check_finite_weights(model, weights)
     size = model.image_size
+    if foreign:
+        print(f"{out} was not written by fmnist-lab export: kept a copy as {backup(out)}")
     export_to_onnx(model, out)
     described = describe_onnx(check_onnx(out))
     # Agreement on seeded random images: no data needed, every batch size through the dynamic axis.
@@ -278,10 +446,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=_positive_int, default=ORIGINAL.epochs)
     p.add_argument("--lr", type=_positive_float, default=ORIGINAL.lr)
     p.add_argument("--batch-size", type=_positive_int, default=ORIGINAL.batch_size)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=_seed, default=0, help=f"0 … 2**32−1 = {SEED_MAX} (default 0)")
     p.add_argument("--image-size", type=int, choices=[16, 28], default=ORIGINAL.image_size)
     p.add_argument("--out", default="results", help="folder for the results (default: results)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace weights or metrics in --out that fmnist-lab did not write, keeping a copy as NAME.bak-…",
+    )
     p.set_defaults(func=cmd_train)
 
     p = commands.add_parser("evaluate", help="evaluate saved weights on the test set")
@@ -294,6 +467,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", help="export saved weights to ONNX (dynamic batch) and check it")
     p.add_argument("weights", help="a model_weights.pth (ours or the original notebook's)")
     p.add_argument("--out", default="model.onnx", help="the ONNX file to write (default: model.onnx)")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="write a name not ending in .onnx, or replace a file fmnist-lab did not write (kept as NAME.bak-…)",
+    )
     p.set_defaults(func=cmd_export)
 
     p = commands.add_parser("build-lessons", help="generate lessons/ from solutions/")

@@ -9,8 +9,11 @@ the browser test checks that both give the same pixels.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
+import os
+import secrets
 import statistics
 import time
 from collections.abc import Callable
@@ -23,6 +26,7 @@ from torch import nn
 
 from fmnist_lab.data import CLASS_NAMES
 from fmnist_lab.errors import FmnistLabError
+from fmnist_lab.files import sigterm_interrupts
 
 if TYPE_CHECKING:  # imported lazily: onnx and onnxruntime are only needed for deployment
     import onnx
@@ -52,19 +56,37 @@ def export_to_onnx(model: nn.Module, path: str | Path, image_size: int | None = 
     cpu_model = copy.deepcopy(model).to("cpu", memory_format=torch.contiguous_format).eval()
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        torch.onnx.export(
-            cpu_model,
-            (_example_batch(cpu_model, image_size),),
-            str(path),
-            dynamo=True,
-            verbose=False,
-            external_data=False,
-            input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_shapes=({0: torch.export.Dim("batch")},),
-        )
     except OSError as exc:
         raise FmnistLabError(f"{path}: cannot write the ONNX file ({exc.strerror or exc})") from None
+    # Written under a temporary name in the same folder, then swapped in: a failure or Ctrl-C leaves no
+    # half-written file, and an earlier file at `path` stays as it was until the new one is complete.
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp.onnx")
+    with sigterm_interrupts():
+        try:
+            _write_onnx(cpu_model, temporary, image_size)
+            check_onnx(temporary)
+            os.replace(temporary, path)
+        except OSError as exc:
+            raise FmnistLabError(f"{path}: cannot write the ONNX file ({exc.strerror or exc})") from None
+        finally:
+            with contextlib.suppress(OSError):
+                temporary.unlink()
+    return path
+
+
+def _write_onnx(cpu_model: nn.Module, path: Path, image_size: int | None) -> None:
+    """Export `cpu_model` to `path` and record the classes, image size and input/output in its metadata."""
+    torch.onnx.export(
+        cpu_model,
+        (_example_batch(cpu_model, image_size),),
+        str(path),
+        dynamo=True,
+        verbose=False,
+        external_data=False,
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: torch.export.Dim("batch")},),
+    )
     import onnx
 
     proto = onnx.load(str(path))
@@ -78,8 +100,6 @@ def export_to_onnx(model: nn.Module, path: str | Path, image_size: int | None = 
     for key, value in metadata.items():
         proto.metadata_props.add(key=key, value=value)
     onnx.save(proto, str(path))
-    check_onnx(path)
-    return path
 
 
 def check_onnx(path: str | Path) -> onnx.ModelProto:

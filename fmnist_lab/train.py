@@ -5,6 +5,7 @@ The loop itself is `fmnist_lab.engine.fit`; `train` is its original configuratio
 
 from __future__ import annotations
 
+import io
 import json
 import random
 from pathlib import Path
@@ -15,6 +16,7 @@ from torch import nn
 
 from fmnist_lab.engine import EpochRecord, Plan, fit, get_device
 from fmnist_lab.errors import FmnistLabError
+from fmnist_lab.files import atomic_write_bytes, atomic_write_text
 from fmnist_lab.models import build_model, count_parameters, model_name
 from fmnist_lab.original import ORIGINAL
 from fmnist_lab.paths import results_dir
@@ -64,10 +66,15 @@ def _info_path(weights: Path) -> Path:
 def save_checkpoint(
     model: nn.Module, path: str | Path, config: dict | None = None, history: list[dict] | None = None
 ) -> Path:
-    """Save the state dict (loadable by the original notebook) and a JSON of config and history beside it."""
+    """Save the state dict (loadable by the original notebook) and a JSON of config and history beside it.
+
+    Both files are written atomically (a temporary file in the same folder, then `os.replace`): an error or
+    Ctrl-C leaves the old files as they were, never a half-written one.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, path)
+    buffer = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
     info = {
         "model": model_name(model),
         "image_size": getattr(model, "image_size", 16),
@@ -75,8 +82,30 @@ def save_checkpoint(
         **(config or {}),
         "history": history or [],
     }
-    _info_path(path).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+    atomic_write_bytes(path, buffer.getvalue())
+    atomic_write_text(_info_path(path), json.dumps(info, indent=2) + "\n")
     return path
+
+
+def _read_info(path: Path, info_file: Path) -> dict:
+    """The JSON beside the weights, or one line naming it and how to fix it when it is unreadable."""
+    fix = f"delete it (or fix it): {path} alone loads like the original notebook's weights"
+    try:
+        info = json.loads(info_file.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise FmnistLabError(f"{info_file}: not UTF-8 text, so not the JSON fmnist-lab writes; {fix}") from None
+    except json.JSONDecodeError as exc:
+        raise FmnistLabError(f"{info_file}: not valid JSON ({exc.msg}, line {exc.lineno}); {fix}") from None
+    except OSError as exc:
+        raise FmnistLabError(f"{info_file}: cannot read it ({exc.strerror or exc}); {fix}") from None
+    if not isinstance(info, dict):
+        raise FmnistLabError(f"{info_file}: expected a JSON object, found a {type(info).__name__}; {fix}")
+    model, size = info.get("model", "cnn_batch"), info.get("image_size", 16)
+    if not isinstance(model, str) or isinstance(size, bool) or not isinstance(size, int) or size not in (16, 28):
+        raise FmnistLabError(
+            f'{info_file}: "model" must be a name and "image_size" 16 or 28, found {model!r} and {size!r}; {fix}'
+        )
+    return info
 
 
 def _guess_info(state: dict) -> dict:
@@ -100,9 +129,14 @@ def load_checkpoint(path: str | Path, device: torch.device | str | None = None) 
     if isinstance(state, dict) and "state_dict" in state:
         state = state["state_dict"]
     if not isinstance(state, dict):
-        raise FmnistLabError(f"{path}: expected a state dict, found {type(state).__name__}")
+        raise FmnistLabError(f"{path}: expected a state dict, found {type(state).__name__}; not model weights")
+    for key, value in state.items():
+        if not isinstance(key, str) or not isinstance(value, torch.Tensor):
+            raise FmnistLabError(
+                f"{path}: not a state dict of tensors: {key!r} holds {type(value).__name__}, not a tensor"
+            )
     info_file = _info_path(path)
-    info = json.loads(info_file.read_text(encoding="utf-8")) if info_file.is_file() else _guess_info(state)
+    info = _read_info(path, info_file) if info_file.is_file() else _guess_info(state)
     model = build_model(info.get("model", "cnn_batch"), int(info.get("image_size", 16)))
     expected, found = set(model.state_dict()), set(state)
     if expected != found:
