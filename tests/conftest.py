@@ -86,6 +86,17 @@ def mirror(tmp_path: Path):
     server.server_close()
 
 
+def assert_one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
+    """What a user must see for bad input: exit code 2, no traceback, one line on stderr holding every fragment."""
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+    return lines[0]
+
+
 def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):
     """Run `python -m fmnist_lab ARGS` in a subprocess; return the CompletedProcess."""
     full_env = {**os.environ, **(env or {})}

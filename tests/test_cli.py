@@ -8,19 +8,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from conftest import REPO, assert_one_line_error, run_cli
 
 from fmnist_lab.models import CNN
-
-
-def assert_one_line_error(result, *fragments: str) -> None:
-    """Exit code 2, no traceback, one line on stderr holding every fragment."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0]
 
 
 @pytest.fixture(scope="module")

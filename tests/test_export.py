@@ -8,9 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 from PIL import Image
-from test_cli import assert_one_line_error
 from torch import nn
 
 from fmnist_lab import export

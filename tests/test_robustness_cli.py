@@ -7,23 +7,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_cli
+from conftest import assert_one_line_error, run_cli
 
 from fmnist_lab import export
 from fmnist_lab.errors import FmnistLabError
 from fmnist_lab.models import CNNBatch
 from fmnist_lab.train import save_checkpoint
-
-
-def assert_one_line_error(result, *fragments: str) -> str:
-    """Exit code 2, no traceback, one line on stderr holding every fragment; the line."""
-    assert result.returncode == 2, result.stderr
-    assert "Traceback" not in result.stderr + result.stdout
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def snapshot(folder: Path) -> dict[str, bytes]:

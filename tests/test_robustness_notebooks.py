@@ -18,7 +18,7 @@ from pathlib import Path
 
 import nbformat
 import pytest
-from conftest import REPO, run_cli
+from conftest import REPO, assert_one_line_error, run_cli
 from test_notebooks import check_json, digest, notebook, write
 
 from fmnist_lab import files
@@ -27,16 +27,6 @@ from fmnist_lab.notebooks import MANIFEST_NAME, exercise_cells, make_lesson
 
 POSIX_ONLY = pytest.mark.skipif(os.name != "posix", reason="process groups and getppid() are POSIX")
 CHANGED = 'def triple(x):\n    """Three times x."""\n    ### BEGIN SOLUTION\n    return 3 * x\n    ### END SOLUTION'
-
-
-def one_line_error(result: subprocess.CompletedProcess, *fragments: str) -> str:
-    """Assert what a user must see for bad input: exit 2, one line on stderr naming the problem, no traceback."""
-    lines = result.stderr.strip().splitlines()
-    assert result.returncode == 2, result.stdout + result.stderr
-    assert len(lines) == 1 and "Traceback" not in result.stderr, result.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], lines[0]
-    return lines[0]
 
 
 def leftovers(folder: Path) -> list[Path]:
@@ -76,7 +66,7 @@ def test_an_edited_lesson_is_kept_and_named_and_nothing_is_written(built):
     nb.cells[2].metadata["execution"] = {"iopub.status.busy": "2026-11-29T15:55:04Z"}  # a stamp to strip
     write(nb, solution)
     before = {path: digest(path) for path in (built, solution)}
-    line = one_line_error(
+    line = assert_one_line_error(
         build(root),
         f"{Path('lessons/98_demo.ipynb')} was edited since build-lessons wrote it",
         "your version is kept",
@@ -122,7 +112,7 @@ def test_with_no_record_only_a_lesson_identical_to_the_generated_one_counts_as_g
         if record is not None:
             (lessons / MANIFEST_NAME).write_text(record)
         lesson.write_text(lesson.read_text().replace("# YOUR CODE HERE", "# mine"))
-        one_line_error(build(tmp_path), "was edited since build-lessons wrote it")
+        assert_one_line_error(build(tmp_path), "was edited since build-lessons wrote it")
         assert "# mine" in lesson.read_text()
 
 
@@ -134,7 +124,7 @@ def test_a_broken_later_solution_stops_the_build_before_any_lesson_is_written(bu
         root / "solutions" / "99_broken.ipynb",
     )  # ...but a later solution is broken
     before = digest(built)
-    one_line_error(build(root), "99_broken.ipynb: cell 3, line 2", "`#### BEGIN SOLUTION`")
+    assert_one_line_error(build(root), "99_broken.ipynb: cell 3, line 2", "`#### BEGIN SOLUTION`")
     assert digest(built) == before and not (built.parent / "99_broken.ipynb").exists()
     assert not leftovers(root)
 
@@ -151,7 +141,7 @@ def test_a_file_where_a_folder_belongs_is_one_line(tmp_path, flag):
         result = run_cli(
             "build-lessons", *(arg for name, folder in {**folders, flag: str(a_file)}.items() for arg in (name, folder))
         )
-    one_line_error(result, f"{flag} {a_file} is a file", "give the folder")
+    assert_one_line_error(result, f"{flag} {a_file} is a file", "give the folder")
     assert a_file.read_text() == "not a folder" and not (tmp_path / "lessons").exists()
 
 
@@ -260,7 +250,7 @@ def test_a_marker_in_a_markdown_cell_is_refused():
 
 def test_build_lessons_refuses_a_near_miss_and_writes_no_lesson(tmp_path):
     write(notebook(double=NEAR_MISSES["four hashes"][0]), tmp_path / "solutions" / "98_demo.ipynb")
-    one_line_error(build(tmp_path), "98_demo.ipynb: cell 3, line 2", "write `### BEGIN SOLUTION`")
+    assert_one_line_error(build(tmp_path), "98_demo.ipynb: cell 3, line 2", "write `### BEGIN SOLUTION`")
     assert not (tmp_path / "lessons").exists()
 
 
@@ -372,7 +362,7 @@ def test_a_cell_with_a_bad_source_is_one_line_naming_the_cell(tmp_path, source, 
     path.parent.mkdir()
     path.write_text(json.dumps(nb))
     result = run_cli("check", str(path)) if command == "check" else build(tmp_path)
-    one_line_error(result, "98_demo.ipynb: cells[3] (cell 4)", fragment)
+    assert_one_line_error(result, "98_demo.ipynb: cells[3] (cell 4)", fragment)
     assert not (tmp_path / "lessons").exists()
 
 
