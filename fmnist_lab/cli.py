@@ -93,24 +93,6 @@ def _epoch_table(history: list[dict]) -> str:
 LOCK_NAME = ".fmnist-lab.lock"
 
 
-def _json_object(path: Path) -> dict | None:
-    """The JSON object in `path`, or None when it is missing, unreadable or not an object."""
-    try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
-def _ours(path: Path) -> bool:
-    """Whether `path` (a model_weights.pth or metrics.json) is a file fmnist-lab wrote."""
-    if path.suffix == ".pth":  # our weights have our JSON beside them
-        info = _json_object(path.with_suffix(".json"))
-        return info is not None and {"model", "image_size", "params", "history"} <= set(info)
-    metrics = _json_object(path)
-    return metrics is not None and {"model", "params", "test_accuracy", "history"} <= set(metrics)
-
-
 @contextlib.contextmanager
 def _locked_output(out: Path):
     """Create `out` if needed, prove it writable, and hold `out/.fmnist-lab.lock` so one run at a time writes there."""
@@ -183,28 +165,92 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_into(args, out)
 
 
+FIGURES = ("training_curves", "confusion_matrix", "sample_predictions", "sample_images")
+"""The figures `train` writes into `--out/images/`, as NAME.png."""
+ROOM_NEEDED = 4 * 2**20
+"""Free bytes `train` wants in `--out` before it starts: what it writes (about 0.5 MiB) with a wide margin."""
+
+
+def _outputs(out: Path) -> list[Path]:
+    """Every file `train` writes into `out`."""
+    weights = out / "model_weights.pth"
+    return [weights, weights.with_suffix(".json"), out / "metrics.json"] + [
+        out / "images" / f"{name}.png" for name in FIGURES
+    ]
+
+
+def _refuse_foreign(out: Path, force: bool) -> list[Path]:
+    """The files in `out` that fmnist-lab did not write; refuse to go on unless --force (then they get copies)."""
+    from fmnist_lab.files import not_ours
+
+    foreign = not_ours(_outputs(out))
+    for path in foreign:
+        if path.is_dir():
+            raise FmnistLabError(f"--out {out}: {path} is a folder; move it away or use another --out")
+        if not force:
+            raise FmnistLabError(
+                f"{path} was not written by fmnist-lab (or was changed since); use another --out, or add --force "
+                "to replace it (a copy is kept as NAME.bak-…)"
+            )
+    return foreign
+
+
+def _require_room(out: Path) -> None:
+    """Fail before training, not after, when the disk under `out` cannot hold the results."""
+    import shutil
+
+    free = shutil.disk_usage(out).free
+    if free < ROOM_NEEDED:
+        raise FmnistLabError(
+            f"--out {out}: only {free / 2**20:.1f} MiB free on that disk, and train needs "
+            f"{ROOM_NEEDED / 2**20:.0f} MiB; free some space or use another --out"
+        )
+
+
+def _write_results(out: Path, model, history: list[dict], metrics: dict, figures: dict) -> Path:
+    """Write weights, figures and metrics, each atomically, and record them in the folders' manifests."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    from fmnist_lab.files import atomic_write_bytes, atomic_write_text, record_ours
+    from fmnist_lab.train import save_checkpoint
+
+    config = {k: metrics[k] for k in ("epochs", "batch_size", "lr", "seed", "test_accuracy")}
+    try:
+        weights = save_checkpoint(model, out / "model_weights.pth", config, history)
+        images = out / "images"
+        images.mkdir(parents=True, exist_ok=True)
+        for name, figure in figures.items():
+            png = io.BytesIO()
+            figure.savefig(png, format="png", dpi=100)
+            plt.close(figure)
+            atomic_write_bytes(images / f"{name}.png", png.getvalue())
+        record_ours(*(images / f"{name}.png" for name in figures))
+        atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+        record_ours(out / "metrics.json")
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise FmnistLabError(
+            f"--out {out}: could not write the results{where}: {exc.strerror or exc}; free some space or use "
+            "another --out (no file was left half-written)"
+        ) from None
+    return weights
+
+
 def _train_into(args: argparse.Namespace, out: Path) -> int:
     """`cmd_train` once `out` exists, is writable and locked for this run."""
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
 
     from fmnist_lab import data, evaluate, plots
-    from fmnist_lab.files import atomic_write_text, backup
+    from fmnist_lab.files import backup
     from fmnist_lab.models import build_model, count_parameters
-    from fmnist_lab.train import get_device, save_checkpoint, seed_everything, train
+    from fmnist_lab.train import get_device, seed_everything, train
 
-    replaced = [path for path in (out / "model_weights.pth", out / "metrics.json") if path.exists()]
-    foreign = [path for path in replaced if not path.is_file() or not _ours(path)]
-    for path in foreign:
-        if path.is_dir():
-            raise FmnistLabError(f"--out {out}: {path} is a folder; move it away or use another --out")
-        if not args.force:
-            raise FmnistLabError(
-                f"{path} was not written by fmnist-lab; use another --out, or add --force to replace it "
-                "(a copy is kept as NAME.bak-…)"
-            )
+    foreign = _refuse_foreign(out, args.force)
+    _require_room(out)
     train_data = data.load("train", args.image_size)
     test_data = data.load("test", args.image_size)
     seed_everything(args.seed)
@@ -263,23 +309,16 @@ def _train_into(args: argparse.Namespace, out: Path) -> int:
     }
     for path in foreign:  # --force: keep what we are about to replace
         print(f"{path} was not written by fmnist-lab: kept a copy as {backup(path)}")
-    config = {k: metrics[k] for k in ("epochs", "batch_size", "lr", "seed", "test_accuracy")}
-    weights = save_checkpoint(model, out / "model_weights.pth", config, history)
-    images = out / "images"
-    images.mkdir(parents=True, exist_ok=True)
     figures = {
         "training_curves": plots.training_curves(history),
         "confusion_matrix": plots.confusion_matrix(evaluate.confusion_matrix(test_data[1], predicted)),
         "sample_predictions": plots.sample_predictions(test_data[0], test_data[1], predicted),
         "sample_images": plots.sample_images(*data.load("train", 28)),
     }
-    for name, figure in figures.items():
-        figure.savefig(images / f"{name}.png", dpi=100)
-        plt.close(figure)
-    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, allow_nan=False) + "\n")
+    weights = _write_results(out, model, history, metrics, figures)
     print()
     print(_results_table(metrics))
-    print(f"\nWrote {out / 'metrics.json'}, {weights} (+ .json) and {len(figures)} figures in {images}/")
+    print(f"\nWrote {out / 'metrics.json'}, {weights} (+ .json) and {len(figures)} figures in {out / 'images'}/")
     return EXIT_OK
 
 
@@ -303,23 +342,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _our_onnx(path: Path) -> bool:
-    """Whether `path` is an ONNX file `fmnist-lab export` wrote (a valid model with our metadata)."""
-    try:
-        import onnx
-
-        proto = onnx.load(str(path))
-    except Exception:  # noqa: BLE001 - anything unreadable is not ours
-        return False
-    return {"classes", "image_size", "input", "output"} <= {p.key for p in proto.metadata_props}
-
-
 def cmd_export(args: argparse.Namespace) -> int:
     """Export saved weights to one ONNX file (dynamic batch), check it, and compare it with PyTorch."""
     import torch
 
     from fmnist_lab.export import INPUT_NAME, check_onnx, describe_onnx, export_to_onnx, onnx_logits, onnx_session
-    from fmnist_lab.files import backup
+    from fmnist_lab.files import backup, not_ours
     from fmnist_lab.train import load_checkpoint
 
     out, weights = Path(args.out), Path(args.weights)
@@ -336,10 +364,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         raise FmnistLabError(
             f"--out {out} does not end in .onnx; name it {out.with_suffix('.onnx')}, or add --force to write it anyway"
         )
-    foreign = out.exists() and not _our_onnx(out)
+    foreign = bool(not_ours([out]))
     if foreign and not args.force:
         raise FmnistLabError(
-            f"--out {out} exists and is not an ONNX file fmnist-lab wrote; use another --out, "
+            f"--out {out} exists and is not an ONNX file fmnist-lab wrote (or was changed since); use another --out, "
             "or add --force to replace it (a copy is kept as NAME.bak-…)"
         )
     model, _ = load_checkpoint(weights, device="cpu")
@@ -515,9 +543,36 @@ def main(argv: list[str] | None = None) -> int:
     except FmnistLabError as exc:
         print(f"fmnist-lab {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except OSError as exc:  # a path the system refuses (too long, read-only, full disk) that no check foresaw
+        print(f"fmnist-lab {args.command}: error: {os_error_line(exc)}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"fmnist-lab {args.command}: interrupted", file=sys.stderr)
         return 130
+
+
+NAME_MAX = 255  # the longest file or folder name most file systems accept
+
+
+def _shortened(path: object, keep: int = 60) -> str:
+    """A path short enough to read in one line: its start and its end."""
+    text = os.fsdecode(path) if isinstance(path, (str, bytes, os.PathLike)) else str(path)
+    return text if len(text) <= 2 * keep else f"{text[:keep]}…{text[-keep // 2 :]} ({len(text):,} characters)"
+
+
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: the path (shortened), what the system said, and what to do."""
+    import errno
+
+    where = _shortened(exc.filename) if exc.filename is not None else "a file"
+    if exc.errno == errno.ENAMETOOLONG:
+        longest = max((len(part) for part in Path(os.fsdecode(exc.filename or "")).parts), default=0)
+        return (
+            f"{where}: the path is too long for this system (its longest name has {longest:,} characters, "
+            f"most systems allow {NAME_MAX}); use a shorter name"
+        )
+    reasons = {errno.ENOSPC: "free some space", errno.EROFS: "use a writable folder", errno.EACCES: "check permissions"}
+    return f"{where}: {exc.strerror or exc}; {reasons.get(exc.errno, 'check the path')} and try again"
 
 
 if __name__ == "__main__":

@@ -26,7 +26,7 @@ from torch import nn
 
 from fmnist_lab.data import CLASS_NAMES
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.files import sigterm_interrupts
+from fmnist_lab.files import record_ours, sigterm_interrupts
 
 if TYPE_CHECKING:  # imported lazily: onnx and onnxruntime are only needed for deployment
     import onnx
@@ -66,6 +66,7 @@ def export_to_onnx(model: nn.Module, path: str | Path, image_size: int | None = 
             _write_onnx(cpu_model, temporary, image_size)
             check_onnx(temporary)
             os.replace(temporary, path)
+            record_ours(path)
         except OSError as exc:
             raise FmnistLabError(f"{path}: cannot write the ONNX file ({exc.strerror or exc})") from None
         finally:

@@ -8,6 +8,8 @@ was and removes the temporary one.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import os
 import secrets
 import shutil
@@ -82,3 +84,49 @@ def backup(path: Path) -> Path:
     atomic_write_bytes(copy, path.read_bytes())
     shutil.copystat(path, copy)
     return copy
+
+
+# --- What fmnist-lab wrote: a manifest per folder --------------------------------------------------------
+
+MANIFEST_NAME = ".fmnist-lab.json"
+"""In every folder fmnist-lab writes to: the name and SHA-256 of each file it wrote there."""
+
+
+def _sha256(path: Path) -> str | None:
+    """The SHA-256 of the file at `path`, or None when it cannot be read."""
+    try:
+        with open(path, "rb") as stream:
+            return hashlib.sha256(stream.read()).hexdigest()  # outputs are small: weights, figures, JSON
+    except OSError:
+        return None
+
+
+def _manifest(folder: Path) -> dict[str, str]:
+    """The manifest of `folder` (name → SHA-256); empty when missing or unreadable, so nothing counts as ours."""
+    try:
+        recorded = json.loads((folder / MANIFEST_NAME).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return {}
+    files = recorded.get("files") if isinstance(recorded, dict) else None
+    return {k: v for k, v in files.items() if isinstance(v, str)} if isinstance(files, dict) else {}
+
+
+def is_ours(path: Path) -> bool:
+    """Whether fmnist-lab wrote `path` and nobody changed it since: its bytes match the folder's manifest."""
+    path = Path(path)
+    recorded = _manifest(path.parent).get(path.name)
+    return recorded is not None and recorded == _sha256(path)
+
+
+def record_ours(*paths: Path) -> None:
+    """Add the files fmnist-lab just wrote to their folders' manifests, so a later run may replace them."""
+    for folder in {Path(p).parent for p in paths}:
+        files = _manifest(folder)
+        files.update({Path(p).name: _sha256(Path(p)) for p in paths if Path(p).parent == folder})
+        text = json.dumps({"written_by": "fmnist-lab", "files": dict(sorted(files.items()))}, indent=2)
+        atomic_write_text(folder / MANIFEST_NAME, text + "\n")
+
+
+def not_ours(paths: list[Path]) -> list[Path]:
+    """The files among `paths` that exist but fmnist-lab did not write (or that someone changed): keep them."""
+    return [Path(p) for p in paths if os.path.lexists(p) and not is_ours(Path(p))]

@@ -16,7 +16,7 @@ from torch import nn
 
 from fmnist_lab.engine import EpochRecord, Plan, fit, get_device
 from fmnist_lab.errors import FmnistLabError
-from fmnist_lab.files import atomic_write_bytes, atomic_write_text
+from fmnist_lab.files import atomic_write_bytes, atomic_write_text, record_ours
 from fmnist_lab.models import build_model, count_parameters, model_name
 from fmnist_lab.original import ORIGINAL
 from fmnist_lab.paths import results_dir
@@ -69,7 +69,8 @@ def save_checkpoint(
     """Save the state dict (loadable by the original notebook) and a JSON of config and history beside it.
 
     Both files are written atomically (a temporary file in the same folder, then `os.replace`): an error or
-    Ctrl-C leaves the old files as they were, never a half-written one.
+    Ctrl-C leaves the old files as they were, never a half-written one. The folder's manifest records them
+    as fmnist-lab's, so a later run may replace them and a user's own files are never taken for ours.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -84,6 +85,7 @@ def save_checkpoint(
     }
     atomic_write_bytes(path, buffer.getvalue())
     atomic_write_text(_info_path(path), json.dumps(info, indent=2) + "\n")
+    record_ours(path, _info_path(path))
     return path
 
 
@@ -173,7 +175,7 @@ def original_run(
     wanted = {**ORIGINAL_RUN, "seed": seed}
     info_file = _info_path(path)
     if path.is_file() and info_file.is_file():
-        info = json.loads(info_file.read_text(encoding="utf-8"))
+        info = _read_info(path, info_file)  # a broken JSON is one line naming it, not a traceback
         if all(info.get(key) == value for key, value in wanted.items()):
             model, info = load_checkpoint(path)
             return model, info["history"]

@@ -36,7 +36,7 @@ def session(exported):
 
 
 def test_export_writes_one_checked_file_with_a_dynamic_batch(exported):
-    assert sorted(p.name for p in exported.parent.iterdir()) == ["model.onnx"]  # no external data file
+    assert sorted(p.name for p in exported.parent.iterdir()) == [".fmnist-lab.json", "model.onnx"]  # no external data
     described = export.describe_onnx(export.check_onnx(exported))
     assert described["inputs"] == {"image": ["batch", 1, 16, 16]}
     assert described["outputs"] == {"logits": ["batch", 10]}
