@@ -9,7 +9,7 @@ RESULTS ?= results
 # The original run, seed 0: what lessons 04-08 reuse (`original_run()`) and the site's demo exports.
 CHECKPOINT := results/lessons/seed0/model_weights.pth
 
-.PHONY: setup data checkpoint reproduce test lab docs serve benchmarks clean
+.PHONY: setup data checkpoint reproduce test test-fast lab docs serve benchmarks clean
 
 $(STAMP): requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,12 @@ docs: setup checkpoint
 
 serve: setup checkpoint
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --livereload
+
+# The edit-test loop: the unit tests, without nbval, the site, the wheel or anything that trains on the whole
+# dataset or starts several processes (marked slow). `make test` stays the full suite.
+test-fast: data
+	$(BIN)/python -m pytest tests -m "not slow" --ignore-glob="tests/test_site*.py" --ignore=tests/test_demo.py \
+		--ignore=tests/test_wheel.py
 
 lab: data
 	$(BIN)/jupyter lab lessons/

@@ -9,9 +9,13 @@ import math
 import os
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from fmnist_lab.errors import FmnistLabError
 from fmnist_lab.original import ORIGINAL
+
+if TYPE_CHECKING:
+    from fmnist_lab.distributed import World
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT = 0, 1, 2
 
@@ -161,8 +165,53 @@ def cmd_train(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise FmnistLabError(f"--out {out} is a file; give a folder for the results")
+    from fmnist_lab import distributed
+
+    if distributed.launched_by_torchrun():
+        try:  # before the ranks meet: a batch that does not split is bad input, said once (by rank 0)
+            distributed.require_divisible(args.batch_size, distributed.launched_world_size())
+        except FmnistLabError:
+            if distributed.launched_rank() == 0:
+                raise
+            return EXIT_BAD_INPUT
+        return _train_with_ranks(args, out)
     with _locked_output(out):
-        return _train_into(args, out)
+        return _train_into(args, out, _prepare_output(out, args.force))
+
+
+def _train_with_ranks(args: argparse.Namespace, out: Path) -> int:
+    """`train` as one rank of several (torchrun): all train one model; rank 0 alone checks `out`, prints, writes."""
+    import torch
+
+    from fmnist_lab import distributed
+    from fmnist_lab.files import sigterm_interrupts
+    from fmnist_lab.train import get_device
+
+    device = distributed.device_for_rank(get_device())
+    try:
+        with sigterm_interrupts(), distributed.process_group(device) as world:  # torchrun stops ranks with SIGTERM
+            return _train_as_rank(args, out, world)
+    except torch.distributed.DistError as exc:  # another rank crashed or hung: this one stops too, in one line
+        raise FmnistLabError(
+            f"another process of this run stopped ({str(exc).splitlines()[0][:200]}); its own message says why"
+        ) from None
+
+
+def _train_as_rank(args: argparse.Namespace, out: Path, world: World) -> int:
+    """One rank's part: rank 0 checks `out` and tells the others whether to go on; then all train."""
+    from fmnist_lab import distributed
+
+    if not world.is_main:
+        return _train_into(args, out, [], world) if distributed.agree(True) else EXIT_BAD_INPUT
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(_locked_output(out))
+            foreign = _prepare_output(out, args.force)
+        except FmnistLabError:
+            distributed.agree(False)  # the other ranks stop too, instead of waiting for a rank that left
+            raise
+        distributed.agree(True)
+        return _train_into(args, out, foreign, world)
 
 
 FIGURES = ("training_curves", "confusion_matrix", "sample_predictions", "sample_images")
@@ -177,6 +226,13 @@ def _outputs(out: Path) -> list[Path]:
     return [weights, weights.with_suffix(".json"), out / "metrics.json"] + [
         out / "images" / f"{name}.png" for name in FIGURES
     ]
+
+
+def _prepare_output(out: Path, force: bool) -> list[Path]:
+    """Before training: refuse files fmnist-lab did not write (unless --force) and a disk without room."""
+    foreign = _refuse_foreign(out, force)
+    _require_room(out)
+    return foreign
 
 
 def _refuse_foreign(out: Path, force: bool) -> list[Path]:
@@ -238,29 +294,31 @@ def _write_results(out: Path, model, history: list[dict], metrics: dict, figures
     return weights
 
 
-def _train_into(args: argparse.Namespace, out: Path) -> int:
-    """`cmd_train` once `out` exists, is writable and locked for this run."""
+def _train_into(args: argparse.Namespace, out: Path, foreign: list[Path], world: World | None = None) -> int:
+    """`cmd_train` once `out` is ready and locked: train, then (rank 0 only, with several ranks) report and write."""
     import matplotlib
 
     matplotlib.use("Agg")
 
     from fmnist_lab import data, evaluate, plots
+    from fmnist_lab.distributed import device_for_rank
     from fmnist_lab.files import backup
     from fmnist_lab.models import build_model, count_parameters
     from fmnist_lab.train import get_device, seed_everything, train
 
-    foreign = _refuse_foreign(out, args.force)
-    _require_room(out)
+    main = world is None or world.is_main
+    say = print if main else lambda *lines: None
     train_data = data.load("train", args.image_size)
     test_data = data.load("test", args.image_size)
     seed_everything(args.seed)
     model = build_model(args.model, args.image_size)
-    device = get_device()
+    device = device_for_rank(get_device())
     params = count_parameters(model)
-    print(
+    ranks = f", {world.size} processes ({world.backend}, SyncBatchNorm)" if world else ""
+    say(
         f"Training {type(model).__name__} ({params:,} parameters) on {len(train_data[1]):,} images "
         f"at {args.image_size}×{args.image_size}: SGD lr {args.lr:g}, batch {args.batch_size}, "
-        f"{args.epochs} epochs, seed {args.seed}, {device.type}"
+        f"{args.epochs} epochs, seed {args.seed}, {device.type}{ranks}"
     )
     watch = _watch_divergence(model, math.ceil(len(train_data[1]) / args.batch_size))
     try:
@@ -273,7 +331,7 @@ def _train_into(args: argparse.Namespace, out: Path) -> int:
             batch_size=args.batch_size,
             seed=args.seed,
             device=device,
-            progress=not args.no_progress,
+            progress=main and not args.no_progress,
         )
     except _Diverged as exc:
         epoch, step = exc.args
@@ -291,6 +349,8 @@ def _train_into(args: argparse.Namespace, out: Path) -> int:
         raise FmnistLabError(
             f"training diverged at epoch {history[-1]['epoch']}: lower the learning rate (--lr, now {args.lr:g})"
         ) from None
+    if not main:
+        return EXIT_OK
     print(_epoch_table(history))
     predicted, _ = evaluate.predict(model, test_data[0])
     metrics = {
@@ -302,6 +362,8 @@ def _train_into(args: argparse.Namespace, out: Path) -> int:
         "seed": args.seed,
         "image_size": args.image_size,
         "device": device.type,
+        "world_size": world.size if world else 1,
+        "backend": world.backend if world else None,
         "train_seconds": sum(r["seconds"] for r in history),
         "test_accuracy": history[-1]["val_accuracy"],
         "per_class_accuracy": evaluate.per_class_accuracy(test_data[1], predicted),
@@ -422,14 +484,15 @@ def cmd_build_lessons(args: argparse.Namespace) -> int:
 
 def cmd_check(args: argparse.Namespace) -> int:
     """Run notebooks on temporary copies and report every exercise: passed, failed, not attempted, error."""
-    from fmnist_lab.notebooks import check_notebook, read_notebook
+    from fmnist_lab.checker import check_notebook
+    from fmnist_lab.notebooks import read_notebook
 
     paths = [Path(p) for p in args.notebooks]
     for path in paths:
         read_notebook(path)  # a missing or unreadable file is bad input: say so before running anything
     rows = []
     for path in paths:
-        rows += [(path, result) for result in check_notebook(path, timeout=args.timeout)]
+        rows += [(path, result) for result in check_notebook(path, timeout=args.timeout, exercise=args.exercise)]
     if args.json:
         print(json.dumps([{"notebook": str(p), **r.to_dict()} for p, r in rows], indent=2, ensure_ascii=False))
     else:
@@ -441,6 +504,32 @@ def cmd_check(args: argparse.Namespace) -> int:
         passed = sum(r.status == "passed" for _, r in rows)
         print(f"{passed} of {len(rows)} exercises passed")
     return EXIT_OK if all(r.status == "passed" for _, r in rows) else EXIT_FAILED
+
+
+def cmd_grade(args: argparse.Namespace) -> int:
+    """Grade a class's notebooks for one lesson into a gradebook CSV and a JSON with every message."""
+    from fmnist_lab.checker import Limits
+    from fmnist_lab.grade import find_submissions, grade, lesson_exercises, refuse_output, summary_table, write_outputs
+
+    if not args.submissions:
+        raise FmnistLabError("no submissions: give notebooks, or folders of them (one per learner or for the class)")
+    for flag in ("jobs", "timeout", "notebook_timeout"):
+        if getattr(args, flag) is not None and getattr(args, flag) < 1:
+            raise FmnistLabError(f"--{flag.replace('_', '-')} {getattr(args, flag)}: must be at least 1")
+    if args.memory is not None and not (args.memory > 0 and math.isfinite(args.memory)):
+        raise FmnistLabError(f"--memory {args.memory}: give the kernel's memory cap in GB, above 0 (e.g. 4)")
+    exercises = lesson_exercises(args.lesson)
+    out = Path(args.out)
+    report = refuse_output(out, args.force)
+    submissions = find_submissions([Path(p) for p in args.submissions], args.lesson)
+    if not any(s.path for s in submissions):
+        raise FmnistLabError(f"no notebooks to grade in {', '.join(args.submissions)}: give .ipynb files or folders")
+    limits = Limits(cell=args.timeout, notebook=args.notebook_timeout, memory_gb=args.memory)
+    exercises, rows = grade(submissions, args.lesson, limits, args.jobs or os.cpu_count() or 1, not args.no_progress)
+    write_outputs(out, exercises, rows, args.lesson, limits)
+    print(summary_table(exercises, rows))
+    print(f"wrote {out} and {report}")
+    return EXIT_OK
 
 
 def cmd_solution(args: argparse.Namespace) -> int:
@@ -522,7 +611,26 @@ def build_parser() -> argparse.ArgumentParser:
         default=600,
         help="seconds one cell may run before it is interrupted (default 600)",
     )
+    p.add_argument(
+        "--exercise",
+        metavar="N.M",
+        help="run the cells up to and including this exercise's check cell, and report only it (faster)",
+    )
     p.set_defaults(func=cmd_check)
+
+    p = commands.add_parser("grade", help="grade a class's notebooks for one lesson into a gradebook CSV")
+    p.add_argument("submissions", nargs="*", metavar="SUBMISSION", help="notebooks, or folders of them")
+    p.add_argument("--lesson", required=True, metavar="NN", help="the lesson the submissions are for, e.g. 03")
+    p.add_argument("--out", required=True, help="the gradebook CSV to write (a JSON with every message goes beside it)")
+    p.add_argument("--jobs", type=int, help="notebooks graded at once (default: the number of cores)")
+    p.add_argument("--timeout", type=int, default=600, help="seconds one cell may run (default 600)")
+    p.add_argument(
+        "--notebook-timeout", type=int, default=3600, help="seconds one whole notebook may run (default 3600)"
+    )
+    p.add_argument("--memory", type=float, default=4.0, help="GB of memory each kernel may use (default 4)")
+    p.add_argument("--force", action="store_true", help="replace --out (and its JSON) if they exist")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_grade)
 
     p = commands.add_parser("solution", help="print the reference solution of one exercise")
     p.add_argument("exercise", help="an exercise id such as 3.2")

@@ -5,10 +5,15 @@ benchmarks and `original_run` are each a `Plan` handed to it.
 5 epochs, shuffled, cross-entropy). Its optional strategies add what lesson 07 needs: another optimizer
 or loss, a learning-rate schedule, augmentation, a weight average (EMA) and flip test-time augmentation.
 Every run records the same `EpochRecord` per epoch.
+
+Launched as several processes (`torchrun`, see `fmnist_lab.distributed`), `fit` trains one model with
+DistributedDataParallel and SyncBatchNorm: every rank takes its slice of each global batch of
+`plan.batch_size`, so the steps are those of one process on the same global batches.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -18,6 +23,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from fmnist_lab import distributed
 from fmnist_lab.data import InMemoryBatches
 from fmnist_lab.evaluate import accuracy, check_input_size
 from fmnist_lab.original import ORIGINAL
@@ -75,6 +81,7 @@ class Plan:
     step (a schedule); `augment` transforms every training batch; `average` builds a weight average of the
     placed model (an EMA), updated after every step and validated instead of it; `tta` validates with flip
     test-time augmentation. `channels_last` trains in that layout; `details` records `DetailedEpochRecord`s.
+    `sync_batchnorm` (several ranks only): batch norm over the global batch; False keeps each rank's slice.
     """
 
     epochs: int = ORIGINAL.epochs
@@ -88,6 +95,7 @@ class Plan:
     tta: bool = False
     channels_last: bool = True
     details: bool = False
+    sync_batchnorm: bool = True
 
 
 @dataclass
@@ -135,20 +143,28 @@ def fit(
 
     `seed` fixes the batch order; seed the initial weights yourself (`seed_everything`) before building the
     model. `progress` shows a bar per epoch; `on_epoch`, if given, gets each record as soon as its epoch ends.
+    In a process group of several ranks, every rank must call `fit` with the same arguments.
     """
     wall = time.perf_counter()
     device = torch.device(device) if device is not None else get_device()
     check_input_size(model, train_data[0][:1])
     # channels_last: the convolutions' fastest layout on CPU (about 1.3× per step here) and on GPUs.
     model.to(device=device, memory_format=torch.channels_last if plan.channels_last else torch.contiguous_format)
+    world = distributed.current()
+    if world is not None:
+        distributed.require_divisible(plan.batch_size, world.size)
+    # Several ranks: a SyncBatchNorm copy in DDP learns, and its weights come back into `model` (plain BN).
+    learner = distributed.data_parallel(copy.deepcopy(model), device, plan.sync_batchnorm) if world else model
+    trained = learner.module if world else model
     batches = InMemoryBatches(*train_data, batch_size=plan.batch_size, shuffle=True, seed=seed, device=device)
-    optimizer = plan.optimizer(model) if plan.optimizer else torch.optim.SGD(model.parameters(), lr=plan.lr)
-    average = plan.average(model) if plan.average else None
+    optimizer = plan.optimizer(learner) if plan.optimizer else torch.optim.SGD(learner.parameters(), lr=plan.lr)
+    average = plan.average(trained) if plan.average else None
     history = []
     for epoch in range(1, plan.epochs + 1):
         start = time.perf_counter()
         title = f"epoch {epoch}/{plan.epochs}" if progress else None
-        cost, correct = _train_epoch(model, batches, optimizer, plan, average, (epoch - 1) * len(batches), title)
+        step = (epoch - 1) * len(batches)
+        cost, correct = _train_epoch(learner, batches, optimizer, plan, average, step, title, world)
         record = {
             "epoch": epoch,
             "cost": cost,
@@ -161,10 +177,12 @@ def fit(
                 lr=optimizer.param_groups[0]["lr"], train_accuracy=correct / len(batches.labels), val_accuracy_raw=None
             )
         if val_data is not None:
-            record.update(_validate(model, average, val_data, plan))
+            record.update(_validate(trained, average, val_data, plan))
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
+    if world is not None:
+        model.load_state_dict(trained.state_dict())
     model.eval()
     return Fit(
         model,
@@ -183,8 +201,13 @@ def _train_epoch(
     average: WeightAverage | None,
     first_step: int,
     title: str | None,
+    world: distributed.World | None = None,
 ) -> tuple[float, int]:
-    """One pass over the batches, with the plan's strategies around the step; the summed loss and the count right."""
+    """One pass over the batches, with the plan's strategies around the step; the summed loss and the count right.
+
+    With several ranks, each trains on its slice of every (augmented) global batch, and the loss and the count
+    are those of the global batches.
+    """
     layout = torch.channels_last if plan.channels_last else torch.contiguous_format
     total_steps = plan.epochs * len(batches)
     cost = torch.zeros((), device=batches.labels.device)
@@ -197,18 +220,22 @@ def _train_epoch(
                 group["lr"] = plan.lr_at(step, total_steps)
         if plan.augment is not None:
             x = plan.augment(x)
+        if world is not None:
+            x, y = world.shard(x), world.shard(y)
         logits = model(x.contiguous(memory_format=layout))
         loss = plan.loss(logits, y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
         if average is not None:
-            average.update(model)
+            average.update(model.module if world else model)
         cost += loss.detach()
         if plan.details:
             correct += (logits.detach().argmax(1) == y).sum()
         if title and (step - first_step + 1) % 20 == 0:
             bar.set_postfix(loss=f"{loss.item():.4f}")
+    if world is not None:  # each rank's loss is its slice's mean: the global batch's is their mean
+        return world.mean(cost.item()), round(world.mean(correct.item()) * world.size)
     return cost.item(), int(correct.item())
 
 

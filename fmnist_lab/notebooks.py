@@ -1,4 +1,4 @@
-"""Notebook tooling: generate `lessons/` from `solutions/`, print a reference solution, check a notebook.
+"""Notebook tooling: generate `lessons/` from `solutions/`, print a reference solution (checking: `checker`).
 
 In `solutions/`, solution code sits between `### BEGIN SOLUTION` and `### END SOLUTION` (nbgrader's
 markers) inside an exercise cell; the next cell that calls `check("N.M", …)` names the exercise.
@@ -16,32 +16,23 @@ Nothing a user wrote is lost: build-lessons validates every solution before it w
 file atomically, and records the sha256 of each lesson it writes (`lessons/.build-lessons.json`). A lesson
 that matches neither that record nor what it would generate was edited by hand: it is kept, unless
 `--force`, which first copies it to `NAME.bak-YYYYmmdd-HHMMSS`. A line that looks like a solution marker
-but isn't one exactly is an error, never a solution left in a lesson. The checker runs each notebook in a
-kernel of its own process group, behind a parent of its own, and kills it when a cell ignores the interrupt.
+but isn't one exactly is an error, never a solution left in a lesson. The reference also carries each
+exercise's pristine check cell, which `fmnist_lab.checker` restores in a learner's copy before it runs it.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import hashlib
 import json
-import os
 import re
-import shutil
-import signal
-import subprocess
-import sys
-import tempfile
 import textwrap
-import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
 
 from fmnist_lab import __version__
-from fmnist_lab.checks import EXERCISES, STATUSES, CheckResult
+from fmnist_lab.checks import EXERCISES
 from fmnist_lab.errors import FmnistLabError
 from fmnist_lab.files import atomic_write_text, backup
 from fmnist_lab.paths import REFERENCE_FILE, checkout
@@ -468,13 +459,28 @@ def build_lessons(solutions: Path, lessons: Path, check_only: bool = False, forc
 
 
 def reference_solutions(solutions: Path) -> dict[str, dict[str, str]]:
-    """Every exercise's reference code, by id: what `fmnist-lab solution` prints with no checkout."""
+    """Every exercise's reference code and pristine check cell, by id: `fmnist-lab solution` and the checker use it."""
     found = {}
     for path in sorted(solutions.glob("*.ipynb")):
         nb = read_notebook(path)
         for index, exercise_id in exercise_cells(nb, path).items():
-            found[exercise_id] = {"notebook": path.name, "code": _solution_blocks(nb.cells[index].source)}
+            found[exercise_id] = {
+                "notebook": path.name,
+                "code": _solution_blocks(nb.cells[index].source),
+                "exercise_cell": nb.cells[index].get("id"),
+                "check_cell": _check_cell(nb, index, exercise_id),
+            }
     return dict(sorted(found.items(), key=lambda item: tuple(map(int, item[0].split(".")))))
+
+
+def _check_cell(nb: nbformat.NotebookNode, exercise_index: int, exercise_id: str) -> dict[str, str | None]:
+    """The pristine check cell of an exercise (its id and source): what the checker restores in a learner's copy."""
+    cell = next(
+        cell
+        for cell in nb.cells[exercise_index + 1 :]
+        if cell.cell_type == "code" and exercise_id in check_ids(cell.source)
+    )
+    return {"id": cell.get("id"), "source": cell.source}
 
 
 def reference_text(solutions: Path) -> str:
@@ -513,217 +519,3 @@ def solution_code(exercise_id: str, solutions: Path | None = None) -> tuple[str,
         known = ", ".join(reference)
         raise FmnistLabError(f"no exercise {exercise_id!r} in {where}; known exercises: {known}")
     return f"{reference[exercise_id]['notebook']} ({where})", reference[exercise_id]["code"]
-
-
-@dataclass
-class NotebookRun:
-    """What happened when a notebook ran: check results, cell errors, and how the run ended."""
-
-    results: list[CheckResult]
-    errors: dict[int, str]
-    stopped: str | None
-    ran: set[int] = field(default_factory=set)  # the code cells that ran to the end (error or not)
-
-
-def _cell_error(cell: nbformat.NotebookNode, timeout: int) -> str | None:
-    """The first error a cell's outputs hold, as `Name: message` (an interrupt means it timed out)."""
-    for output in cell.get("outputs", []):
-        if output.get("output_type") == "error":
-            if output.get("ename") == "KeyboardInterrupt":
-                return f"ran past the {timeout} s timeout (an endless loop?) and was interrupted"
-            lines = (output.get("evalue") or "").strip().splitlines()
-            return f"raised {output.get('ename')}: {lines[0] if lines else ''}".rstrip(": ")
-    return None
-
-
-INTERRUPT_GRACE = 5.0  # seconds a timed-out cell gets to stop after the interrupt, before its kernel is killed
-
-# On POSIX the kernel runs under this small parent, in a session of its own (jupyter_client's launcher starts
-# one), so a notebook that kills "its parent" or its process group takes down only itself, never the checker.
-KERNEL_SHIM = """\
-import os, signal, subprocess, sys
-signal.signal(signal.SIGINT, lambda *_: None)  # interrupts are for the kernel (its handler is the default again)
-os.environ["JPY_PARENT_PID"] = str(os.getpid())  # the kernel exits by itself when this process is killed
-sys.exit(subprocess.call(sys.argv[1:]))
-"""
-
-
-@functools.cache
-def _checker() -> tuple[type, type]:
-    """nbclient's client and kernel manager, hardened for code we don't trust to stop or to leave us alone."""
-    import asyncio
-
-    from jupyter_client.manager import AsyncKernelManager
-    from nbclient import NotebookClient
-    from nbclient.exceptions import CellTimeoutError
-    from nbclient.util import ensure_async
-
-    class ShieldedKernelManager(AsyncKernelManager):
-        """Starts the kernel behind `KERNEL_SHIM` on POSIX, so killing its parent kills the shim, not us."""
-
-        def format_kernel_cmd(self, extra_arguments: list[str] | None = None) -> list[str]:
-            """The kernel's command line, behind the shim."""
-            command = super().format_kernel_cmd(extra_arguments)
-            return [sys.executable, "-c", KERNEL_SHIM, *command] if os.name == "posix" else command
-
-    class CheckerClient(NotebookClient):
-        """nbclient only ever interrupts a timed-out cell: this one kills the kernel if the interrupt is ignored."""
-
-        timed_out: int | None = None  # the index of the cell whose kernel was killed
-        kernel_group: int | None = None  # the kernel's process group, killed once the run is over
-
-        async def async_start_new_kernel(self, **kwargs: object) -> None:
-            """Start the kernel and note its process group."""
-            await super().async_start_new_kernel(**kwargs)
-            self.kernel_group = getattr(self.km.provisioner, "pgid", None)
-
-        async def _async_handle_timeout(self, timeout: int, cell: nbformat.NotebookNode | None = None) -> None:
-            """Interrupt; when the cell still runs `INTERRUPT_GRACE` s later, kill the kernel and end the run."""
-            if cell is None:  # not a cell (the kernel's start-up reply): nbclient's own handling
-                return await super()._async_handle_timeout(timeout, cell)
-            await ensure_async(self.km.interrupt_kernel())
-            deadline = time.monotonic() + INTERRUPT_GRACE
-            while time.monotonic() < deadline:
-                if await ensure_async(self.kc.shell_channel.msg_ready()):
-                    return None  # the cell stopped: nbclient reads its reply next
-                await asyncio.sleep(0.1)
-            self.timed_out = next((i for i, c in enumerate(self.nb.cells) if c is cell), None)
-            await ensure_async(self.km.shutdown_kernel(now=True))
-            raise CellTimeoutError.error_from_timeout_and_cell("Cell execution timed out", timeout, cell)
-
-    return CheckerClient, ShieldedKernelManager
-
-
-def _kill_group(group: int | None) -> None:
-    """Leave nothing of a checked notebook running: its kernel, or processes it started, after the run."""
-    if group and hasattr(os, "killpg") and group != os.getpgrp():
-        with contextlib.suppress(OSError):
-            os.killpg(group, signal.SIGKILL)
-
-
-def _read_log(log: Path) -> list[CheckResult]:
-    """The verdicts in the check log; a line that isn't one (junk, cut short) is skipped, a missing log is empty."""
-    try:
-        lines = log.read_bytes().decode("utf-8", errors="replace").splitlines()
-    except OSError:  # the notebook deleted it, or put a folder there
-        return []
-    results = []
-    for line in lines:
-        try:
-            fields = json.loads(line)
-            result = CheckResult(**fields)
-        except (ValueError, TypeError):
-            continue
-        if result.status in STATUSES and all(isinstance(value, str) for value in fields.values()):
-            results.append(result)
-    return results
-
-
-def execute(path: Path, timeout: int) -> NotebookRun:
-    """Run a copy of a notebook in a fresh kernel (continuing past errors) and collect its checks."""
-    from nbclient.exceptions import CellTimeoutError, DeadKernelError
-
-    client_class, manager_class = _checker()
-    nb = read_notebook(path)
-    for cell in nb.cells:
-        if cell.cell_type == "code":
-            _clear(cell)  # only what runs now counts, never outputs saved in the file
-    with tempfile.TemporaryDirectory(prefix="fmnist-lab-check-", ignore_cleanup_errors=True) as tmp:
-        copy = Path(tmp) / path.name
-        shutil.copyfile(path, copy)
-        log = Path(tmp) / "checks.jsonl"
-        log.touch()
-        client = client_class(
-            nb,
-            timeout=timeout,
-            kernel_name="python3",
-            allow_errors=True,
-            interrupt_on_timeout=True,
-            kernel_manager_class=manager_class,
-            resources={"metadata": {"path": tmp}},
-        )
-        previous = os.environ.get("FMNIST_LAB_CHECK_LOG")
-        os.environ["FMNIST_LAB_CHECK_LOG"] = str(log)
-        stopped = None
-        try:
-            client.execute(stderr=subprocess.DEVNULL)  # the kernel's own log lines are noise here
-        except DeadKernelError:
-            stopped = "the kernel died (crashed or was killed)"
-        except CellTimeoutError:
-            cell = "a cell" if client.timed_out is None else f"cell {client.timed_out + 1}"
-            stopped = f"the kernel was stopped after {cell} ran past the {timeout} s timeout"
-        except Exception as exc:  # noqa: BLE001 - report, never raise
-            stopped = f"the run stopped: {type(exc).__name__}: {exc}"
-        finally:
-            if previous is None:
-                os.environ.pop("FMNIST_LAB_CHECK_LOG", None)
-            else:
-                os.environ["FMNIST_LAB_CHECK_LOG"] = previous
-            _kill_group(client.kernel_group)
-        results = _read_log(log)
-    errors = {
-        i: error
-        for i, cell in enumerate(nb.cells)
-        if cell.cell_type == "code" and (error := _cell_error(cell, timeout))
-    }
-    if client.timed_out is not None:
-        errors[client.timed_out] = (
-            f"ran past the {timeout} s timeout and did not stop when interrupted, so its kernel was stopped"
-        )
-    ran = {i for i, cell in enumerate(nb.cells) if cell.cell_type == "code" and cell.execution_count is not None}
-    return NotebookRun(results, dict(sorted(errors.items())), stopped, ran)
-
-
-def check_notebook(path: Path, timeout: int = 600) -> list[CheckResult]:
-    """One verdict per exercise of the notebook, in order: passed, failed, not attempted or error."""
-    nb = read_notebook(path)
-    wanted: list[tuple[str, int]] = []  # (exercise id, index of its check cell)
-    for index, cell in enumerate(nb.cells):
-        if cell.cell_type == "code":
-            wanted += [
-                (exercise_id, index)
-                for exercise_id in check_ids(cell.source)
-                if exercise_id not in {w for w, _ in wanted}
-            ]
-    if not wanted:
-        raise FmnistLabError(f'{path}: no exercise checks (check("N.M", …) calls) in this notebook')
-    run = execute(path, timeout)
-    by_id = {}
-    for result in run.results:
-        by_id[result.exercise] = result  # the last run of a check counts
-    verdicts, region_start = [], 0
-    for exercise_id, check_index in wanted:
-        title = EXERCISES[exercise_id].title if exercise_id in EXERCISES else "unknown exercise"
-        region = [i for i in run.errors if region_start <= i <= check_index]
-        region_start = check_index + 1
-        if exercise_id in by_id:
-            verdicts.append(by_id[exercise_id])
-        elif any(run.errors[i].startswith("raised NotImplementedError: Exercise ") for i in region):
-            verdicts.append(
-                CheckResult(
-                    exercise_id,
-                    title,
-                    "not attempted",
-                    "not attempted yet: the exercise still raises NotImplementedError",
-                )
-            )
-        elif region:
-            first = region[0]
-            opening = nb.cells[first].source.strip().splitlines()[0][:40]
-            verdicts.append(
-                CheckResult(exercise_id, title, "error", f"cell {first + 1} (`{opening}`) {run.errors[first]}")
-            )
-        elif check_index in run.ran:
-            verdicts.append(
-                CheckResult(
-                    exercise_id,
-                    title,
-                    "error",
-                    "no verdict: the check cell ran but left no readable result in the "
-                    "check log (did the notebook change or delete it?)",
-                )
-            )
-        else:
-            reason = run.stopped or "the check cell did not run"
-            verdicts.append(CheckResult(exercise_id, title, "error", f"not checked: {reason}"))
-    return verdicts

@@ -168,3 +168,13 @@ def browser():
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         yield chromium
         chromium.close()
+
+
+def assert_check_fails(exercise_id: str, answer, fragment: str) -> None:
+    """A wrong answer to an exercise fails (not an error), its message names the cause and ends with the hint."""
+    from fmnist_lab.checks import run_check
+
+    result = run_check(exercise_id, answer)
+    assert result.status == "failed", result.message
+    assert fragment in result.message, result.message
+    assert "— hint: " in result.message

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -42,27 +45,40 @@ def train_one_epoch_other(model, batches, optimizer, criterion):
     return torch.stack(losses).sum()
 
 
-def _loop(model, batches, optimizer, criterion, *, train=True, zero=True, step=True, total="sum"):
+def train_one_epoch_indexed(model, batches, optimizer, criterion):
+    """Correct too: indexing instead of unpacking, float() instead of item(), mode set with train(mode=True)."""
+    model.train(mode=True)
+    total = 0.0
+    for index in range(len(batches)):
+        optimizer.zero_grad(set_to_none=False)
+        loss = criterion(model(batches[index][0]), batches[index][1])
+        loss.backward()
+        optimizer.step()
+        total = total + float(loss)
+    return total
+
+
+def _loop(model, batches, optimizer, criterion, *, train=True, order="zero backward step", total="sum", first=False):
+    """The reference loop with one classic mistake: the steps in another `order`, a wrong `total`, one batch."""
     if train:
         model.train()
-    losses = []
-    for x, y in batches:
-        if zero:
-            optimizer.zero_grad()
-        loss = criterion(model(x), y)
-        loss.backward()
-        if step:
-            optimizer.step()
-        losses.append(loss.item())
+    losses, actions = [], {"zero": optimizer.zero_grad, "step": optimizer.step}
+    for x, y in batches[:1] if first else batches:
+        with torch.no_grad() if order == "no_grad" else contextlib.nullcontext():
+            loss = criterion(model(x), y)
+        for action in order.split():
+            loss.backward() if action in ("backward", "no_grad") else actions[action]()
+        losses.append(loss if total == "tensor" else loss.item())
     return {
         "sum": sum(losses),
+        "tensor": sum(losses),
         "mean": sum(losses) / len(losses),
         "last": losses[-1],
         "per_image": sum(losses) * len(batches[0][1]),
     }[total]
 
 
-@pytest.mark.parametrize("answer", [train_one_epoch, train_one_epoch_other])
+@pytest.mark.parametrize("answer", [train_one_epoch, train_one_epoch_other, train_one_epoch_indexed])
 def test_4_1_correct_answers_pass(answer):
     result = run_check("4.1", answer)
     assert result.status == "passed", result.message
@@ -72,18 +88,35 @@ def test_4_1_correct_answers_pass(answer):
 @pytest.mark.parametrize(
     ("options", "fragment"),
     [
-        ({"zero": False}, "without optimizer.zero_grad()"),
+        ({"order": "backward step"}, "without optimizer.zero_grad()"),
         ({"train": False}, "call model.train() first"),
-        ({"step": False}, "the weights did not change"),
+        ({"order": "zero backward"}, "the weights did not change"),
         ({"total": "mean"}, "that is the mean batch loss"),
         ({"total": "per_image"}, "× the batch size 12"),
         ({"total": "last"}, "the last batch's loss"),
+        ({"order": "zero step backward"}, "the weights did not change: call loss.backward() and then optimizer.step()"),
+        ({"order": "backward zero step"}, "with optimizer.zero_grad() before the backward pass, not between it"),
+        ({"order": "no_grad"}, "loss.backward() found no gradient: the forward pass ran under torch.no_grad()"),
+        ({"total": "tensor"}, "you returned a tensor that still holds the graph of every batch"),
+        ({"first": True}, "the weights match training on the first batch only"),
     ],
 )
 def test_4_1_mistakes_fail_and_say_what_differs(options, fragment):
     result = run_check("4.1", lambda *args: _loop(*args, **options))
-    assert result.status == "failed"
+    assert result.status == "failed", result.message
     assert fragment in result.message
+
+
+def _normalises_in_place(model, batches, optimizer, criterion):
+    for images, _ in batches:
+        images.sub_(0.5)
+    return train_one_epoch(model, batches, optimizer, criterion)
+
+
+def test_4_1_changing_the_batches_in_place_fails():
+    result = run_check("4.1", _normalises_in_place)
+    assert result.status == "failed"
+    assert "changed its input images of batch 1 in place; leave the batches as they are" in result.message
 
 
 def test_4_1_a_list_instead_of_a_number_fails():
@@ -107,6 +140,9 @@ def test_4_2_reference_and_other_correct_answer_pass():
     # Ceiling division by negating floor division, returned as a tensor: also correct.
     other = run_check("4.2", lambda cost, n, b: torch.tensor(cost, dtype=torch.float64) / -(-n // b))
     assert other.status == "passed", other.message
+    # Counting the batches the way a DataLoader makes them, as a NumPy number: also correct.
+    counted = run_check("4.2", lambda cost, n, b: np.float64(cost) / len(range(0, n, b)))
+    assert counted.status == "passed", counted.message
 
 
 @pytest.mark.parametrize(
@@ -116,6 +152,12 @@ def test_4_2_reference_and_other_correct_answer_pass():
         (lambda cost, n, b: cost / (n // b), "make 11 batches, the last one smaller"),
         (lambda cost, n, b: cost / (n / b), "make 11 batches, the last one smaller"),
         (lambda cost, n, b: cost * math.ceil(n / b), "expected mean_loss_from_cost(297.99, 60000, 100) = 0.49665"),
+        (lambda cost, n, b: cost / (n // b + 1), "counts one batch too many when the images divide evenly"),
+        (lambda cost, n, b: cost / b, "you divided by the batch size; divide by the number of batches"),
+        (lambda cost, n, b: cost // math.ceil(n / b), "you used // on the cost; divide with /"),
+        (lambda cost, n, b: math.ceil(n / b), "that is the number of batches; divide the cost by it"),
+        (lambda cost, n, b: round(cost / math.ceil(n / b), 2), "= 0.49665, got 0.5"),
+        (lambda cost, n, b: f"{cost / math.ceil(n / b):.4f}", "to be a number, got str"),
     ],
 )
 def test_4_2_mistakes_fail(answer, fragment):
@@ -148,7 +190,14 @@ def evaluate_accuracy_other(model, images, labels):
     return correct / len(labels)
 
 
-@pytest.mark.parametrize("answer", [evaluate_accuracy, evaluate_accuracy_other])
+def evaluate_accuracy_package(model, images, labels):
+    """Correct too: the package's own function, which the lesson shows right after the exercise."""
+    from fmnist_lab import evaluate
+
+    return evaluate.accuracy(model, images, labels)
+
+
+@pytest.mark.parametrize("answer", [evaluate_accuracy, evaluate_accuracy_other, evaluate_accuracy_package])
 def test_4_3_correct_answers_pass(answer):
     result = run_check("4.3", answer)
     assert result.status == "passed", result.message
@@ -168,6 +217,34 @@ def _without_eval_chunked(model, images, labels):
         ) / len(labels)
 
 
+def _with_gradients(model, images, labels):
+    model.eval()
+    return (model(images).argmax(dim=1) == labels).float().mean().item()
+
+
+def _back_to_training(model, images, labels):
+    accuracy = evaluate_accuracy(model, images, labels)
+    model.train()  # "ready for the next epoch"
+    return accuracy
+
+
+def _fixed_count(model, images, labels):
+    model.eval()
+    with torch.no_grad():
+        return (model(images).argmax(dim=1) == labels).sum().item() / 300
+
+
+def _squeezed(model, images, labels):
+    model.eval()
+    with torch.no_grad():
+        return (model(images).squeeze().argmax(dim=1) == labels).float().mean().item()
+
+
+def _normalised_in_place(model, images, labels):
+    images.clamp_(0.1, 0.9)
+    return evaluate_accuracy(model, images, labels)
+
+
 @pytest.mark.parametrize(
     ("answer", "fragment"),
     [
@@ -175,7 +252,13 @@ def _without_eval_chunked(model, images, labels):
         (_without_eval_chunked, "call model.eval() first"),
         (lambda m, x, y: 100 * evaluate_accuracy(m, x, y), "return a fraction, not a percentage"),
         (lambda m, x, y: evaluate_accuracy(m, x, y) * len(y), "that is the number of correct predictions"),
-        (lambda m, x, y: 1 - evaluate_accuracy(m, x, y), "expected accuracy 0.7500 on 300 images, got 0.2500"),
+        (lambda m, x, y: 1 - evaluate_accuracy(m, x, y), "got 0.25: that is the error rate"),
+        (_with_gradients, "the model ran with gradients on: wrap the forward pass in torch.no_grad()"),
+        (_back_to_training, "left a model it got in eval mode in training mode"),
+        (_fixed_count, "expected the accuracy on 37 images = "),
+        (_squeezed, "works on 300 images but fails on 1 image"),
+        (_normalised_in_place, "changed its input images in place"),
+        (lambda m, x, y: evaluate_accuracy(m, x, y[torch.randperm(len(y))]), "expected accuracy 0.7500 on 300 images"),
     ],
 )
 def test_4_3_mistakes_fail(answer, fragment):
@@ -210,7 +293,17 @@ def save_and_load_other(model, path):
     return fresh.eval()
 
 
-@pytest.mark.parametrize("answer", [save_and_load, save_and_load_other])
+def save_and_load_file_objects(model, path):
+    """Correct too: open file objects, and a deep copy of the model as the fresh one, loaded from the file."""
+    with open(path, "wb") as stream:
+        torch.save(model.state_dict(), stream)
+    fresh = copy.deepcopy(model)
+    with open(path, "rb") as stream:
+        fresh.load_state_dict(torch.load(stream, map_location="cpu", weights_only=True))
+    return fresh
+
+
+@pytest.mark.parametrize("answer", [save_and_load, save_and_load_other, save_and_load_file_objects])
 def test_4_4_correct_answers_pass(answer):
     result = run_check("4.4", answer)
     assert result.status == "passed", result.message
@@ -243,9 +336,41 @@ def _nothing_written(model, path):
     return copy.deepcopy(model)
 
 
+def _wrapped(model, path):
+    torch.save({"model": model.state_dict()}, path)
+    fresh = CNNBatch()
+    fresh.load_state_dict(torch.load(path)["model"])
+    return fresh
+
+
+def _state_dict_returned(model, path):
+    torch.save(model.state_dict(), path)
+    return torch.load(path)
+
+
+def _no_return(model, path):
+    torch.save(model.state_dict(), path)
+    CNNBatch().load_state_dict(torch.load(path))
+
+
+def _switches_the_saved_model(model, path):
+    model.train()  # "so that the fresh copy matches"
+    return save_and_load(model, path)
+
+
+def _other_file(model, path):
+    torch.save(model.state_dict(), "model_weights.pth")
+    return save_and_load(model, Path(path).with_name("elsewhere.pth"))
+
+
 @pytest.mark.parametrize(
     ("answer", "fragment"),
     [
+        (_wrapped, "unexpected ['model']"),
+        (_state_dict_returned, "expected the function to return the reloaded model, got OrderedDict"),
+        (_no_return, "expected the function to return the reloaded model, got NoneType"),
+        (_switches_the_saved_model, "your function changed the model it saved (its weights or its mode)"),
+        (_other_file, "expected a file at the path you were given, found none"),
         (_whole_model, "save model.state_dict(), not the model itself"),
         (_not_loaded, "entries differ"),
         (_same_object, "got the very model you saved"),
@@ -253,7 +378,8 @@ def _nothing_written(model, path):
         (_nothing_written, "expected a file at the path you were given, found none"),
     ],
 )
-def test_4_4_mistakes_fail(answer, fragment):
+def test_4_4_mistakes_fail(answer, fragment, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # a wrong answer may write beside the current folder
     result = run_check("4.4", answer)
     assert result.status == "failed"
     assert fragment in result.message

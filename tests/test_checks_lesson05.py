@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from conftest import assert_check_fails
 
 from fmnist_lab.checks import run_check
 
@@ -209,3 +210,136 @@ def test_plausible_mistakes_fail_and_say_what_differs(exercise_id, answer, fragm
 def test_missing_minlength_that_crashes_is_an_error_with_the_hint():
     result = run_check("5.2", per_class_accuracy_no_minlength)  # 9 correct counts / 10 totals: a RuntimeError
     assert result.status == "error" and "minlength=10" in result.message
+
+
+# --- issue 12: in place, other sizes, NaN, forbidden shortcuts, a class or a layer instead of the function ---
+
+
+def accuracy_hard_coded_count(labels, predicted):
+    return (labels == predicted).sum().item() / 500  # the number of images of the first input
+
+
+def accuracy_subtracts_in_place(labels, predicted):
+    return (labels.sub_(predicted) == 0).float().mean().item()
+
+
+def accuracy_divides_by_no_images(labels, predicted):
+    return (labels == predicted).sum() / (labels < 0).sum()  # a count of nothing: 357 / 0
+
+
+def per_class_accuracy_fixed_buffer(labels, predicted):
+    right = torch.zeros(600)  # one flag per image of the first batch it was tried on
+    right[:] = (predicted == labels).float()
+    return torch.bincount(labels, weights=right, minlength=10) / torch.bincount(labels, minlength=10)
+
+
+def per_class_accuracy_marks_mistakes_in_place(labels, predicted):
+    predicted[predicted != labels] = -1
+    correct = torch.bincount(labels[predicted == labels], minlength=10)
+    return correct / torch.bincount(labels, minlength=10)
+
+
+def per_class_accuracy_correct_over_correct(labels, predicted):
+    correct = torch.bincount(labels[predicted == labels], minlength=10)
+    return correct / torch.bincount(labels[predicted == labels], minlength=10)  # 1, or 0 / 0 = NaN
+
+
+def confusion_matrix_in_place(labels, predicted):
+    return torch.bincount(labels.mul_(10).add_(predicted), minlength=100).reshape(10, 10)
+
+
+def confusion_matrix_sklearn(labels, predicted):
+    import sklearn.metrics
+
+    return sklearn.metrics.confusion_matrix(labels, predicted, labels=range(10))
+
+
+def confusion_matrix_package(labels, predicted):
+    from fmnist_lab import evaluate
+
+    return evaluate.confusion_matrix(labels, predicted)
+
+
+def confusion_matrix_first_600(labels, predicted):
+    matrix = torch.zeros(10, 10, dtype=torch.long)
+    for i in range(600):
+        matrix[labels[i % len(labels)], predicted[i % len(labels)]] += 1
+    return matrix
+
+
+def confusion_matrix_nan(labels, predicted):
+    return confusion_matrix(labels, predicted) / (confusion_matrix(labels, predicted) > 0)  # 0 / 0 = NaN
+
+
+def precision_recall_f1_false_positives_in_place(matrix, class_id):
+    tp = matrix[class_id, class_id].item()
+    matrix.fill_diagonal_(0)  # the mistakes only, then TP + FP = column + TP
+    predicted_k, true_k = matrix[:, class_id].sum().item() + tp, matrix[class_id].sum().item() + tp
+    precision, recall = (tp / predicted_k if predicted_k else 0.0), (tp / true_k if true_k else 0.0)
+    return precision, recall, 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def precision_recall_f1_percent(matrix, class_id):
+    return tuple(100 * v for v in precision_recall_f1(matrix, class_id))
+
+
+def precision_recall_f1_plus_one(matrix, class_id):
+    tp = matrix[class_id, class_id].item()
+    precision = tp / (matrix[:, class_id].sum().item() + 1)  # "avoids" 0/0
+    recall = tp / (matrix[class_id].sum().item() + 1)
+    return precision, recall, 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+
+
+def precision_recall_f1_diagonal_sum(matrix, class_id):
+    tp = matrix.diagonal().sum().item()  # all correct predictions, not this class's
+    return precision_recall_f1(matrix, class_id)[:2] + (tp,)
+
+
+LAYER = "got a Identity layer (an instance): write the function"
+CLASS = "got the class Identity: pass your function"
+
+
+@pytest.mark.parametrize(
+    "exercise_id,answer,fragment",
+    [
+        ("5.1", accuracy_hard_coded_count, "accuracy is right on the first input but wrong on 37 images"),
+        ("5.1", accuracy_subtracts_in_place, "your function changed its input labels in place"),
+        ("5.1", accuracy_divides_by_no_images, "holds 1 infinite value (of 1): look for a division by zero"),
+        ("5.1", torch.nn.Identity(), LAYER),
+        ("5.1", torch.nn.Identity, CLASS),
+        ("5.1", 0.714, "(something callable), got float, a result: pass the function"),
+        ("5.2", per_class_accuracy_marks_mistakes_in_place, "your function changed its input predicted in place"),
+        (
+            "5.2",
+            per_class_accuracy_fixed_buffer,
+            "works on the first labels/predictions but fails on 37 other labels/predictions",
+        ),
+        ("5.2", per_class_accuracy_correct_over_correct, "got nan for Ankle boot; every class occurs"),
+        ("5.2", torch.nn.Identity(), LAYER),
+        ("5.3", confusion_matrix_in_place, "your function changed its input labels in place"),
+        ("5.3", confusion_matrix_sklearn, "build the matrix by hand, as the exercise asks"),
+        ("5.3", confusion_matrix_package, "sklearn.metrics.confusion_matrix comes right after it"),
+        ("5.3", confusion_matrix_first_600, "confusion_matrix is right on the first input but wrong on 37 images"),
+        ("5.3", confusion_matrix_nan, "holds 30 NaN values (of 100): look for a division by zero"),
+        ("5.3", torch.nn.Identity, CLASS),
+        ("5.4", precision_recall_f1_false_positives_in_place, "your function changed its input matrix in place"),
+        ("5.4", precision_recall_f1_percent, "got percentages (100 times too large)"),
+        ("5.4", precision_recall_f1_plus_one, "expected the precision of T-shirt/top (class 0) = "),
+        ("5.4", precision_recall_f1_diagonal_sum, "expected the F1 of T-shirt/top (class 0) = "),
+        ("5.4", torch.nn.Identity(), LAYER),
+    ],
+)
+def test_more_mistakes_fail_and_name_the_cause(exercise_id, answer, fragment):
+    assert_check_fails(exercise_id, answer, fragment)
+
+
+@pytest.mark.parametrize("exercise_id", ["5.1", "5.2", "5.3", "5.4"])
+def test_a_correct_answer_leaves_its_inputs_and_the_libraries_alone(exercise_id):
+    import sklearn.metrics
+
+    from fmnist_lab import evaluate
+
+    before = (sklearn.metrics.confusion_matrix, evaluate.confusion_matrix)
+    answer = {"5.1": accuracy, "5.2": per_class_accuracy, "5.3": confusion_matrix, "5.4": precision_recall_f1}
+    assert run_check(exercise_id, answer[exercise_id]).status == "passed"
+    assert (sklearn.metrics.confusion_matrix, evaluate.confusion_matrix) == before

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import assert_check_fails
 
 from fmnist_lab.checks import run_check
 from fmnist_lab.data import CLASS_NAMES
@@ -337,3 +338,147 @@ def test_6_4_mistakes_fail_and_say_why(answer, fragment):
     result = run_check("6.4", answer)
     assert result.status == "failed"
     assert fragment in result.message
+
+
+# --- issue 12: the package's answer, in place, the mode, other sizes, NaN, a class or a layer instead ------
+
+
+def pairs_package(matrix, k):
+    from fmnist_lab import interpret
+
+    return interpret.most_confused_pairs(matrix, k)
+
+
+def pairs_always_five(matrix, k):
+    return pairs_reference(matrix, 5)
+
+
+def ece_every_bin(confidences, correct, n_bins=10):
+    edges = torch.linspace(0, 1, n_bins + 1)
+    ece = torch.tensor(0.0)
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        in_bin = (confidences > lo) & (confidences <= hi)  # an empty bin gives 0 / 0 = NaN
+        ece += in_bin.float().mean() * (correct[in_bin].float().mean() - confidences[in_bin].mean()).abs()
+    return float(ece)
+
+
+def ece_bins_in_place(confidences, correct, n_bins=10):
+    index = confidences.mul_(n_bins).ceil().long().clamp(1, n_bins) - 1  # scales the caller's confidences
+    total = 0.0
+    for b in range(n_bins):
+        mask = index == b
+        if mask.any():
+            total += mask.sum().item() * abs(correct[mask].float().mean().item() - (confidences[mask] / n_bins).mean())
+    return total / len(confidences)
+
+
+def ece_package(confidences, correct, n_bins=10):
+    from fmnist_lab import interpret
+
+    return interpret.expected_calibration_error(confidences, correct, n_bins)
+
+
+def ece_largest_gap(confidences, correct, n_bins=10):
+    edges = torch.linspace(0, 1, n_bins + 1)
+    gaps = [
+        (correct[m].float().mean() - confidences[m].mean()).abs()
+        for lo, hi in zip(edges[:-1], edges[1:])
+        if (m := (confidences > lo) & (confidences <= hi)).any()
+    ]
+    return float(max(gaps))
+
+
+def ece_per_bin(confidences, correct, n_bins=10):
+    edges = torch.linspace(0, 1, n_bins + 1)
+    return torch.stack(
+        [
+            (
+                (m := (confidences > lo) & (confidences <= hi)).float().mean()
+                * ((correct[m].float().mean() - confidences[m].mean()).abs() if m.any() else 0)
+            )
+            for lo, hi in zip(edges[:-1], edges[1:])
+        ]
+    )
+
+
+def occlusion_package(model, image, label, patch=3):
+    from fmnist_lab import interpret
+
+    return interpret.occlusion_map(model, image, label, patch)
+
+
+def occlusion_in_training_mode(model, image, label, patch=3):
+    model.train()  # "so that batch norm works": it normalises the batch of copies with its own statistics
+    return occlusion_padded(model, image, label, patch)
+
+
+def occlusion_sixteen(model, image, label, patch=3):
+    out = torch.zeros(16, 16)
+    maps = occlusion_reference(model, image, label, patch)
+    out[: maps.shape[0], : maps.shape[1]] = maps
+    return out
+
+
+def saliency_in_place(model, image, label):
+    image.requires_grad_(True)
+    model(image.unsqueeze(0))[0, label].backward()
+    return image.grad.abs()[0]
+
+
+def saliency_package(model, image, label):
+    from fmnist_lab import interpret
+
+    return interpret.saliency_map(model, image, label)
+
+
+def saliency_leaves_training_mode(model, image, label):
+    result = saliency_reference(model, image, label)
+    model.train()  # "back to training"
+    return result
+
+
+def saliency_sixteen(model, image, label):
+    return saliency_reference(model, image, label).reshape(16, 16)
+
+
+LAYER = "got a Identity layer (an instance): write the function"
+CLASS = "got the class Identity: pass your function"
+PACKAGE = "is the answer itself: write the function, as the exercise asks"
+
+
+@pytest.mark.parametrize(
+    "exercise_id,answer,fragment",
+    [
+        ("6.1", pairs_package, "the package's own interpret.most_confused_pairs " + PACKAGE),
+        ("6.1", pairs_always_five, "expected 8 pairs for k=8, got 5"),
+        ("6.1", torch.nn.Identity(), LAYER),
+        ("6.1", torch.nn.Identity, CLASS),
+        ("6.2", ece_every_bin, "the ECE with 10 bins holds 1 NaN value (of 1): look for a division by zero"),
+        ("6.2", ece_bins_in_place, "your function changed its input confidences in place"),
+        ("6.2", ece_package, "the package's own interpret.expected_calibration_error " + PACKAGE),
+        ("6.2", ece_largest_gap, "that is the largest gap (the maximum calibration error)"),
+        ("6.2", ece_per_bin, "expected the ECE to be one number, got a tensor of shape (10,)"),
+        ("6.2", torch.nn.Identity(), LAYER),
+        ("6.3", occlusion_package, "the package's own interpret.occlusion_map " + PACKAGE),
+        ("6.3", occlusion_in_training_mode, "was given the model in eval mode and left it in training mode"),
+        ("6.3", occlusion_sixteen, "on a 12×12 image and model (label=3, patch=3) of shape (12, 12), got (16, 16)"),
+        ("6.3", torch.nn.Identity(), LAYER),
+        ("6.3", torch.nn.Identity, CLASS),
+        ("6.4", saliency_in_place, "set requires_grad on the image it was given: make a copy"),
+        ("6.4", saliency_package, "the package's own interpret.saliency_map " + PACKAGE),
+        ("6.4", saliency_leaves_training_mode, "was given the model in eval mode and left it in training mode"),
+        ("6.4", saliency_sixteen, "works on a 16×16 image but fails on saliency_map on a 12×12 image and model"),
+        ("6.4", torch.nn.Identity(), LAYER),
+    ],
+)
+def test_more_mistakes_fail_and_name_the_cause(exercise_id, answer, fragment):
+    assert_check_fails(exercise_id, answer, fragment)
+
+
+def test_a_check_leaves_the_package_as_it_was():
+    from fmnist_lab import interpret
+
+    before = (interpret.occlusion_map, interpret.saliency_map, interpret.expected_calibration_error)
+    assert run_check("6.3", occlusion_package).status == "failed"
+    assert run_check("6.4", saliency_reference).status == "passed"
+    assert (interpret.occlusion_map, interpret.saliency_map, interpret.expected_calibration_error) == before

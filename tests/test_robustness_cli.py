@@ -5,7 +5,6 @@ from __future__ import annotations
 import errno
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
@@ -13,6 +12,11 @@ import sys
 from pathlib import Path
 
 import pytest
+
+try:
+    import resource  # POSIX only
+except ImportError:
+    resource = None
 import torch
 from conftest import assert_one_line_error, run_cli
 
@@ -191,6 +195,7 @@ def test_a_second_run_into_a_locked_folder_fails_at_once(tmp_path):
     assert snapshot(out) == {".fmnist-lab.lock": b"12345\n"}  # the other run's lock is not ours to remove
 
 
+@pytest.mark.slow
 def test_train_with_force_keeps_a_copy_and_writes_our_files(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
@@ -223,6 +228,7 @@ def test_a_diverging_run_stops_in_one_line_and_writes_no_metrics(tmp_path):
 # --- 6. the manifest: what fmnist-lab wrote, by hash ------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_a_run_records_every_file_it_wrote_in_the_manifest(tmp_path):
     out = tmp_path / "results"
     result = run_cli("train", "--epochs", "1", "--batch-size", "2000", "--no-progress", "--out", str(out))
@@ -266,6 +272,8 @@ def _mounted(*command: str) -> bool:
 @pytest.fixture
 def read_only_folder(tmp_path):
     """A folder nobody can write to, not even root: a read-only bind mount, else `chattr +i`, else chmod."""
+    if sys.platform == "win32":
+        pytest.skip("a Windows folder has no read-only bit that stops new files")
     folder = tmp_path / "read-only"
     folder.mkdir()
     if os.geteuid() != 0:
@@ -302,7 +310,11 @@ def tiny_disk(tmp_path):
     """A 1 MiB file system (tmpfs), far too small for a run's results."""
     folder = tmp_path / "tiny-disk"
     folder.mkdir()
-    if os.geteuid() != 0 or not _mounted("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder)):
+    if (
+        sys.platform != "linux"
+        or os.geteuid() != 0
+        or not _mounted("mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(folder))
+    ):
         pytest.skip("mounting a tmpfs needs root and a system that allows it")
     yield folder
     subprocess.run(["umount", str(folder)], check=True)
@@ -334,7 +346,8 @@ def _file_size_limit(limit: int):
     return apply
 
 
-@pytest.mark.skipif(not hasattr(resource, "RLIMIT_FSIZE"), reason="POSIX file-size limits")
+@pytest.mark.slow
+@pytest.mark.skipif(resource is None, reason="file-size limits are POSIX (resource.RLIMIT_FSIZE)")
 def test_a_disk_that_fills_up_while_writing_leaves_the_previous_results_intact(weights):
     out = weights.parent  # an earlier run's weights, fmnist-lab's own: this run may replace them
     before = snapshot(out)
@@ -378,6 +391,7 @@ def test_an_os_error_names_the_path_and_the_fix():
 # --- 8. two runs at once, and the lessons' cached run ----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_two_runs_started_together_into_one_folder_one_wins_and_the_other_says_so(tmp_path):
     out = tmp_path / "results"
     command = [sys.executable, "-m", "fmnist_lab", "train", "--epochs", "1", "--batch-size", "2000"]

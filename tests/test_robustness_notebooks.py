@@ -3,8 +3,8 @@
 build-lessons keeps a lesson edited by hand (or replaces it with --force, after a copy), validates every
 solution before it writes anything, and writes each file atomically; a near-miss solution marker is an error,
 not a leaked solution; the checker kills a kernel that ignores the interrupt, survives a notebook that kills
-its parent or its process group, and reads past a junk or deleted check log. What the user sees is asserted:
-exit code 2 and one line on stderr, no traceback, no partial or temporary file.
+its parent or its process group, and earns nothing from a forged check log or a wrecked package. What the user
+sees is asserted: exit code 2 and one line on stderr, no traceback, no partial or temporary file.
 """
 
 from __future__ import annotations
@@ -366,25 +366,33 @@ def test_a_cell_with_a_bad_source_is_one_line_naming_the_cell(tmp_path, source, 
     assert not (tmp_path / "lessons").exists()
 
 
-def test_junk_in_the_check_log_costs_only_that_verdict(tmp_path):
-    junk = (
-        'import os\nwith open(os.environ["FMNIST_LAB_CHECK_LOG"], "a") as log:\n'
-        '    log.write("not json\\n[1, 2]\\n{\\"exercise\\": \\"98.1\\", \\"status\\": \\"passed\\"}\\n'
-        '{\\"exercise\\": \\"98.1\\", \\"tit")\n'
-        "def double(x):\n    return 2 * x"
+def test_a_forged_check_log_earns_nothing(tmp_path):
+    forged = (
+        'import os\nwith open(os.environ.get("FMNIST_LAB_CHECK_LOG") or "checks.jsonl", "a") as log:\n'
+        '    log.write("not json\\n[1, 2]\\n{\\"exercise\\": \\"98.1\\", \\"title\\": \\"double\\", '
+        '\\"status\\": \\"passed\\", \\"message\\": \\"ok\\"}\\n{\\"exercise\\": \\"98.1\\", \\"tit")\n'
+        "def double(x):\n    return 3 * x"
     )
-    path = write(notebook(double=junk), tmp_path / "mine.ipynb")
+    path = write(notebook(double=forged), tmp_path / "mine.ipynb")
     code, rows = check_json(path)
     assert code == 1 and list(rows) == ["98.1", "98.2"]
-    assert rows["98.1"]["status"] == "error" and rows["98.1"]["message"].startswith("no verdict: ")
+    assert rows["98.1"]["status"] == "failed" and rows["98.1"]["message"].startswith("expected double(3) = 6, got 9")
     assert rows["98.2"]["status"] == "passed"
 
 
-@pytest.mark.parametrize("tamper", ["os.remove(log)", "os.remove(log)\nos.mkdir(log)"])
-def test_a_deleted_check_log_still_gives_a_report(tmp_path, tamper):
+@pytest.mark.parametrize(
+    "tamper",
+    [
+        "import shutil, fmnist_lab\nshutil.rmtree(os.path.dirname(fmnist_lab.__file__))",
+        "import fmnist_lab.checks as c\nopen(c.__file__, 'w').write('garbage(')",
+    ],
+)
+def test_a_notebook_that_wrecks_the_checkers_package_still_gets_a_report(tmp_path, tamper):
     nb = notebook()
-    nb.cells.append(nbformat.v4.new_code_cell(f'import os\nlog = os.environ["FMNIST_LAB_CHECK_LOG"]\n{tamper}'))
+    nb.cells.insert(2, nbformat.v4.new_code_cell(f"import os\n{tamper}"))  # before the checks: later cells never run
     path = write(nb, tmp_path / "mine.ipynb")
     code, rows = check_json(path)
     assert code == 1 and list(rows) == ["98.1", "98.2"]
-    assert all(row["status"] == "error" and row["message"].startswith("no verdict: ") for row in rows.values())
+    for row in rows.values():
+        assert row["status"] == "error" and row["message"].startswith("tampering: the run changed fmnist_lab/")
+        assert "(private copy)" in row["message"]

@@ -1,4 +1,11 @@
-"""Checks of lesson 01 (the data): raw bytes to tensors, class counts, pixel statistics, class means, resizing."""
+"""Checks of lesson 01 (the data): raw bytes to tensors, class counts, pixel statistics, class means, resizing.
+
+Decided for the whole lesson: these functions prepare data, so no gradient is required. Results that
+feed a network (1.1 to_batch, 1.5 resize_batch) must be float32 (1.5: the input's dtype); counts (1.2)
+may be of any numeric dtype, statistics (1.3) any kind of number, and class means (1.4) float32 or
+float64. No argument may be changed in place. Every function also runs on an odd-sized second input,
+and an error there says that a size was written into the code.
+"""
 
 from __future__ import annotations
 
@@ -9,11 +16,17 @@ from fmnist_lab.checks import Mismatch, exercise
 from fmnist_lab.checks.toolkit import (
     as_pair,
     call_unmodified,
-    expect_callable,
+    diagnose,
     expect_close,
+    expect_device_kept,
+    expect_dtype_kept,
+    expect_finite,
+    expect_function,
     expect_number,
     expect_tensor,
+    is_close,
     max_difference,
+    other_input,
 )
 
 GREY_LEVEL = 1 / 255
@@ -38,16 +51,31 @@ def _as_uint8(images: torch.Tensor) -> np.ndarray:
     "convert to float32, divide by 255, and add a channel axis with unsqueeze(1): (N, H, W) → (N, 1, H, W)",
 )
 def check_to_batch(to_batch) -> str:
-    expect_callable(to_batch, "a function to_batch(images_uint8)")
+    """Equal to data.load on 1,000 test images, then on a (3, 5, 7) array; the usual scale and axis mistakes named."""
+    expect_function(to_batch, "a function to_batch(images_uint8)")
     small = torch.randint(0, 256, (3, 5, 7), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     small[0, 0, 0], small[0, 0, 1] = 0, 255
     images, _ = _test_images(1000)
-    for array, expected, what in (
-        (small.numpy(), small.float().div(255).unsqueeze(1), "to_batch(a (3, 5, 7) uint8 array)"),
-        (_as_uint8(images), images, "to_batch(1,000 test images)"),
+    first = "1,000 test images (1000, 28, 28)"
+    for array, expected, what, size in (
+        (_as_uint8(images), images, "to_batch(1,000 test images)", first),
+        (small.numpy(), small.float().div(255).unsqueeze(1), "to_batch(a (3, 5, 7) uint8 array)", "a (3, 5, 7) array"),
     ):
-        got = call_unmodified(to_batch, array, names=("images_uint8",))
-        expect_close(expect_tensor(got, what, tuple(expected.shape), torch.float32), expected, what, atol=1e-6)
+        with other_input(first, size):
+            got = call_unmodified(to_batch, array, names=("images_uint8",))
+        if isinstance(got, torch.Tensor) and got.shape != expected.shape and got.numel() == expected.numel():
+            axis = (
+                "add the channel axis with unsqueeze(1)"
+                if got.ndim == 3
+                else "the channel axis comes second, (N, 1, H, W): unsqueeze(1), not unsqueeze(0) or unsqueeze(-1)"
+            )
+            raise Mismatch(f"expected {what} of shape {tuple(expected.shape)}, got {tuple(got.shape)}: {axis}")
+        expect_tensor(got, what, tuple(expected.shape), torch.float32)
+        if not is_close(got, expected, atol=1e-6):
+            scale = diagnose(got, [("you divided by 256; the grey levels go from 0 to 255", expected * 255 / 256)])
+            if scale:
+                raise Mismatch(f"{what} differs from the reference: {scale}")
+        expect_close(got, expected, what, atol=1e-6)
     return (
         "(N, 28, 28) uint8 → (N, 1, 28, 28) float32 in [0, 1], equal to data.load('test') on 1,000 "
         "images (and on a (3, 5, 7) array) within 1e-6"
@@ -55,8 +83,22 @@ def check_to_batch(to_batch) -> str:
 
 
 def _expect_counts(value, expected: torch.Tensor, what: str) -> torch.Tensor:
+    """Ten counts equal to bincount's; fractions, a (values, counts) pair and a short result named."""
+    if isinstance(value, tuple) and len(value) == 2:
+        raise Mismatch(
+            f"expected {what} to be one tensor of 10 counts, got a pair: torch.unique(..., return_counts=True) "
+            "returns (values, counts), and skips a class that never appears"
+        )
+    got = expect_tensor(value, what)
+    if got.ndim == 1 and len(got) < len(expected):
+        raise Mismatch(
+            f"expected {what} of shape {tuple(expected.shape)}, got {tuple(got.shape)}: a class that never "
+            "appears needs its 0 too (minlength=10)"
+        )
     got = expect_tensor(value, what, tuple(expected.shape))
     if not torch.equal(got.detach().cpu().double(), expected.double()):
+        if is_close(got, expected / expected.sum(), atol=1e-6):
+            raise Mismatch(f"expected {what} to be counts, got fractions: do not divide by the number of labels")
         shown = [int(v) if float(v).is_integer() else float(v) for v in got.detach().cpu().double().tolist()]
         raise Mismatch(f"expected {what} = {expected.tolist()}, got {shown}")
     return got
@@ -64,17 +106,20 @@ def _expect_counts(value, expected: torch.Tensor, what: str) -> torch.Tensor:
 
 @exercise("1.2", "class_counts", "torch.bincount(labels, minlength=10) counts every class, even one that never appears")
 def check_class_counts(class_counts) -> str:
-    expect_callable(class_counts, "a function class_counts(labels)")
+    """Counts on 37 labels without class 9, on one label, and on the test labels; any numeric dtype is accepted."""
+    expect_function(class_counts, "a function class_counts(labels)")
     # An uneven set in which class 9 never appears: bincount without minlength returns only 9 counts.
     uneven = torch.tensor([0] * 5 + [1] * 1 + [2] * 7 + [3] * 2 + [4] * 4 + [5] * 3 + [6] * 8 + [7] * 6 + [8] * 1)
     uneven = uneven[torch.randperm(len(uneven), generator=torch.Generator().manual_seed(0))]
-    for labels, what in (
-        (uneven, "class_counts of 37 labels in which class 9 never appears"),
-        (_test_images()[1], "class_counts(test labels)"),
+    first = "37 labels"
+    for labels, what, size in (
+        (uneven, "class_counts of 37 labels in which class 9 never appears", first),
+        (torch.tensor([3]), "class_counts of a single label, tensor([3])", "a single label"),
+        (_test_images()[1], "class_counts(test labels)", "the 10,000 test labels"),
     ):
-        got = _expect_counts(
-            call_unmodified(class_counts, labels, names=("labels",)), torch.bincount(labels, minlength=10), what
-        )
+        with other_input(first, size):
+            answer = call_unmodified(class_counts, labels, names=("labels",))
+        got = _expect_counts(answer, torch.bincount(labels, minlength=10), what)
     return (
         f"10 counts, {int(got.sum()):,} test labels ({int(got[0]):,} per class), and "
         f"{torch.bincount(uneven, minlength=10).tolist()} on an uneven set without class 9"
@@ -87,19 +132,30 @@ def check_class_counts(class_counts) -> str:
     "one mean and one std over ALL pixels of all images at once, on the [0, 1] scale (images.mean(), images.std())",
 )
 def check_pixel_mean_std(pixel_mean_std) -> str:
-    expect_callable(pixel_mean_std, "a function pixel_mean_std(images)")
+    """Mean and std of 200 and of 37 random images and of the test set; any kind of number is accepted."""
+    expect_function(pixel_mean_std, "a function pixel_mean_std(images)")
     tolerance = 1e-4
     # Large inputs, so the biased and the unbiased std agree far below the tolerance.
-    random = torch.rand(200, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    for images, of_mean, of_std in (
-        (random, "the mean of 200 uniform random images", "the std of 200 uniform random images"),
-        (_test_images()[0], "the mean pixel of the test set", "the pixel std of the test set"),
+    generator = torch.Generator().manual_seed(0)
+    first = "200 images"
+    for images, of_mean, of_std, size in (
+        (
+            torch.rand(200, 1, 28, 28, generator=generator),
+            "the mean of 200 uniform random images",
+            "the std of 200 uniform random images",
+            first,
+        ),
+        (
+            torch.rand(37, 1, 28, 28, generator=generator) * 0.5,
+            "the mean of 37 random images in [0, 0.5]",
+            "the std of 37 random images in [0, 0.5]",
+            "37 images",
+        ),
+        (_test_images()[0], "the mean pixel of the test set", "the pixel std of the test set", "the test set"),
     ):
-        mean, std = as_pair(
-            call_unmodified(pixel_mean_std, images, names=("images",)),
-            "pixel_mean_std(images)",
-            "two numbers (mean, std)",
-        )
+        with other_input(first, size):
+            answer = call_unmodified(pixel_mean_std, images, names=("images",))
+        mean, std = as_pair(answer, "pixel_mean_std(images)", "two numbers (mean, std)")
         mean = expect_number(mean, images.double().mean().item(), of_mean, tolerance)
         std = expect_number(std, images.double().std().item(), of_std, tolerance)
     return f"test set mean {mean:.4f}, std {std:.4f} (and 200 random images) match the reference within {tolerance:g}"
@@ -112,17 +168,40 @@ def check_pixel_mean_std(pixel_mean_std) -> str:
     "and stack the 10 results into (10, H, W)",
 )
 def check_mean_image_per_class(mean_image_per_class) -> str:
-    expect_callable(mean_image_per_class, "a function mean_image_per_class(images, labels)")
+    """Class means of 50 and of 13 random images (7 classes with one image) and of the test set."""
+    expect_function(mean_image_per_class, "a function mean_image_per_class(images, labels)")
     generator = torch.Generator().manual_seed(0)
     small = torch.rand(50, 1, 6, 8, generator=generator)
     small_labels = torch.arange(10).repeat(5)[torch.randperm(50, generator=generator)]
-    for (images, labels), what in (
-        ((small, small_labels), "mean_image_per_class of 50 random (1, 6, 8) images"),
-        (_test_images(), "mean_image_per_class(test images, test labels)"),
+    odd = torch.rand(13, 1, 5, 7, generator=generator)
+    odd_labels = torch.cat([torch.arange(10), torch.arange(3)])[torch.randperm(13, generator=generator)]
+    first = "50 images (1, 6, 8)"
+    for (images, labels), what, size in (
+        ((small, small_labels), "mean_image_per_class of 50 random (1, 6, 8) images", first),
+        ((odd, odd_labels), "mean_image_per_class of 13 random (1, 5, 7) images", "13 images (1, 5, 7)"),
+        (_test_images(), "mean_image_per_class(test images, test labels)", "the test set"),
     ):
         expected = torch.stack([images[labels == c, 0].mean(0) for c in range(10)])
-        got = call_unmodified(mean_image_per_class, images, labels, names=("images", "labels"))
+        with other_input(first, size):
+            got = call_unmodified(mean_image_per_class, images, labels, names=("images", "labels"))
+        expect_tensor(got, what, tuple(expected.shape))
+        expect_finite(got, f"{what}, with a mean for each class 0, 1, …, 9,")
+        if not is_close(got, expected, atol=1e-5):
+            totals = torch.stack([images[labels == c, 0].sum(0) for c in range(10)])
+            reason = diagnose(
+                got,
+                [
+                    ("you added the images up; divide by the number of images of the class (.mean(dim=0))", totals),
+                    (
+                        "you divided by the number of all images; divide by the number of the class",
+                        totals / len(images),
+                    ),
+                ],
+            )
+            if reason:
+                raise Mismatch(f"{what} differs from the reference: {reason}")
         expect_close(got, expected, what, atol=1e-5)
+    expect_device_kept(mean_image_per_class, small, small_labels, what="mean_image_per_class")
     return "(10, 28, 28) class means of the 10,000 test images (and of 50 random 6×8 images) within 1e-5"
 
 
@@ -133,20 +212,27 @@ def check_mean_image_per_class(mean_image_per_class) -> str:
     "F.interpolate(images, size=(size, size), mode='bilinear', antialias=True)",
 )
 def check_resize_batch(resize_batch) -> str:
+    """Within one grey level of PIL's bilinear Resize on 200 and on 7 test images; float32 in, float32 out."""
     from fmnist_lab import data
 
-    expect_callable(resize_batch, "a function resize_batch(images, size)")
+    expect_function(resize_batch, "a function resize_batch(images, size)")
     images, _ = _test_images(200)
     tolerance = GREY_LEVEL + 1e-6
-    for size in (16, 20):
-        expected = torch.tensor(data.resize_images(_as_uint8(images), size)).float().div(255).unsqueeze(1)
-        what = f"resize_batch(200 test images, {size})"
-        got = expect_tensor(call_unmodified(resize_batch, images, size, names=("images",)), what, (200, 1, size, size))
+    first = "200 images"
+    for batch, size, where in ((images, 16, first), (images, 20, first), (images[:7], 16, "7 images")):
+        expected = torch.tensor(data.resize_images(_as_uint8(batch), size)).float().div(255).unsqueeze(1)
+        what = f"resize_batch({len(batch)} test images, {size})"
+        with other_input(first, where):
+            got = call_unmodified(resize_batch, batch, size, names=("images",))
+        got = expect_tensor(got, what, (len(batch), 1, size, size))
         if not got.is_floating_point():
             raise Mismatch(f"expected {what} to hold floats in [0, 1], got dtype {got.dtype}")
+        expect_dtype_kept(got, batch, what)
+        expect_finite(got, what)
         if not (difference := max_difference(got, expected)) <= tolerance:
             raise Mismatch(
                 f"{what} differs from PIL's Resize(({size}, {size})) by up to "
                 f"{difference * 255:.3g} grey levels (tolerance: 1 grey level = 1/255)"
             )
+    expect_device_kept(resize_batch, images[:7], 16, what="resize_batch")
     return "(200, 1, 16, 16) and (200, 1, 20, 20) within one grey level (1/255) of PIL's bilinear Resize"

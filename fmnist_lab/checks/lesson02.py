@@ -1,5 +1,13 @@
 """Checks of lesson 02 (convolutions and the plain CNN): output sizes, a convolution by hand,
-parameter counts, and the original's `CNN` without batch norm."""
+parameter counts, and the original's `CNN` without batch norm.
+
+Decided: 2.1 and 2.3 return whole numbers (a float such as 26.0 fails: a size or a count is an int) and
+must not let PyTorch do the work (no F.conv2d in 2.1, no layer built in 2.3: the exercises are the
+formulas). 2.2 is a by-hand convolution: F.conv2d and nn.Conv2d are ruled out, a NumPy or float64 result
+is accepted, and gradients, dtype and device are not required (the lesson's loop writes into a new CPU
+tensor). 2.4 is a layer of a network: other batch sizes, the constructor arguments, the mode, the
+gradients, float64 and another device are all checked.
+"""
 
 from __future__ import annotations
 
@@ -12,13 +20,22 @@ from fmnist_lab.checks import Mismatch, exercise
 from fmnist_lab.checks.toolkit import (
     as_number,
     as_scalar,
+    build_module,
     call_unmodified,
     diagnose,
-    expect_callable,
+    expect_class,
+    expect_finite,
+    expect_function,
     expect_int,
+    expect_model_device_and_dtype,
+    expect_model_gradients,
     expect_tensor,
+    first_line,
+    forbid_call,
+    forward_batches,
     is_close,
     max_difference,
+    other_input,
     own_rng,
     seeded,
     state_shapes,
@@ -50,14 +67,36 @@ def _torch_size(n: int, kernel: int, padding: int, stride: int) -> int:
     return F.conv2d(x, torch.zeros(1, 1, kernel, kernel), padding=padding, stride=stride).shape[-1]
 
 
+SIZE_MISTAKES = [  # (explanation, the wrong formula)
+    ("you ignored the padding: it adds p zeros on each side, so n + 2·padding", lambda n, k, p, s: (n - k) // s + 1),
+    ("you added the padding once; it goes on both sides: n + 2·padding", lambda n, k, p, s: (n + p - k) // s + 1),
+    ("you ignored the stride: divide (n + 2·padding − kernel) by it", lambda n, k, p, s: n + 2 * p - k + 1),
+    (
+        "you rounded up; a last step that does not fit is not taken, so round down (//)",
+        lambda n, k, p, s: -(-(n + 2 * p - k) // s) + 1,
+    ),
+    ("divide (n + 2·padding − kernel) by the stride, then add 1", lambda n, k, p, s: (n + 2 * p - k + 1) // s),
+    ("the + 1 is missing: a kernel as wide as the input still fits once", lambda n, k, p, s: (n + 2 * p - k) // s),
+]
+
+
 @exercise(
     "2.1", "conv_output_size", "floor((n + 2·padding − kernel) / stride) + 1; use // for the floor and return an int"
 )
 def check_conv_output_size(conv_output_size) -> str:
-    expect_callable(conv_output_size, "a function conv_output_size(n, kernel, padding, stride)")
+    """Nine (n, kernel, padding, stride) cases against the sizes F.conv2d gives; the usual slips named."""
+    expect_function(conv_output_size, "a function conv_output_size(n, kernel, padding, stride)")
+    why = "your function runs a convolution (F.conv2d or nn.Conv2d) to measure the size: use the formula instead"
     for n, kernel, padding, stride in SIZE_CASES:
         call = f"conv_output_size({n}, {kernel}, {padding}, {stride})"
-        expect_int(conv_output_size(n, kernel, padding, stride), _torch_size(n, kernel, padding, stride), call)
+        expected = _torch_size(n, kernel, padding, stride)
+        with forbid_call(F, "conv2d", why):
+            got = conv_output_size(n, kernel, padding, stride)
+        if as_number(got, call) != expected:
+            for explanation, formula in SIZE_MISTAKES:
+                if as_number(got, call) == formula(n, kernel, padding, stride):
+                    raise Mismatch(f"expected {call} = {expected}, got {as_scalar(got, call)!r}: {explanation}")
+        expect_int(got, expected, call)
     return (
         f"{len(SIZE_CASES)} cases match the sizes F.conv2d gives, e.g. 16 with 5×5 and padding 2 → 16, "
         "28 with 3×3, padding 1, stride 2 → 14"
@@ -82,6 +121,22 @@ def _reference_conv(image: torch.Tensor, kernel: torch.Tensor, padding: int) -> 
     return F.conv2d(image[None, None], kernel[None, None], padding=padding)[0, 0]
 
 
+def _convolution_mistakes(image: torch.Tensor, kernel: torch.Tensor, padding: int) -> list[tuple[str, torch.Tensor]]:
+    """What each usual slip of a convolution by hand gives."""
+    k = kernel.shape[0] * kernel.shape[1]
+    return [
+        (
+            "equals the convolution with the kernel flipped; PyTorch's conv2d slides the kernel as it is (no flip)",
+            _reference_conv(image, kernel.flip(0, 1), padding),
+        ),
+        (
+            "equals the convolution with the kernel transposed: use kernel as it is",
+            _reference_conv(image, kernel.T, padding),
+        ),
+        ("is the mean of each window × kernel, not the sum: use .sum()", _reference_conv(image, kernel, padding) / k),
+    ]
+
+
 @exercise(
     "2.2",
     "convolve2d",
@@ -89,20 +144,36 @@ def _reference_conv(image: torch.Tensor, kernel: torch.Tensor, padding: int) -> 
     "do not flip the kernel (PyTorch's conv2d is a cross-correlation)",
 )
 def check_convolve2d(convolve2d) -> str:
-    expect_callable(convolve2d, "a function convolve2d(image, kernel, padding)")
+    """Four seeded cases (non-square images, paddings 0–2, kernels 2×2–5×5) against F.conv2d."""
+    expect_function(convolve2d, "a function convolve2d(image, kernel, padding)")
     tolerance = 1e-4
-    for image, kernel, padding in _conv_cases():
+    why = "your function calls F.conv2d (or an nn.Conv2d layer): write the sliding window yourself"
+    cases = _conv_cases()
+    first = "the first image (7×9, kernel 3×3)"
+    for image, kernel, padding in cases:
         what = (
             f"convolve2d(image {image.shape[0]}×{image.shape[1]}, kernel "
             f"{kernel.shape[0]}×{kernel.shape[1]}, padding={padding})"
         )
-        got = call_unmodified(convolve2d, image, kernel, padding, names=("image", "kernel"))
+        where = first if image is cases[0][0] else what.removeprefix("convolve2d(")[:-1]
+        with forbid_call(F, "conv2d", why), other_input(first, where):
+            got = call_unmodified(convolve2d, image, kernel, padding, names=("image", "kernel"))
         got = torch.from_numpy(got) if isinstance(got, np.ndarray) else got
         expected = _reference_conv(image, kernel, padding)
+        if (
+            isinstance(got, torch.Tensor)
+            and got.ndim == 2
+            and got.shape != expected.shape
+            and got.shape[0] == got.shape[1]
+        ):
+            raise Mismatch(
+                f"expected {what} of shape {tuple(expected.shape)}, got {tuple(got.shape)}: images need not be "
+                "square; take the output's height and width from the padded image's two sides"
+            )
         if is_close(expect_tensor(got, what, tuple(expected.shape)), expected, tolerance):
             continue
-        flip = "equals the convolution with the kernel flipped; PyTorch's conv2d slides the kernel as it is (no flip)"
-        reason = diagnose(got, [(flip, _reference_conv(image, kernel.flip(0, 1), padding))], tolerance)
+        expect_finite(got, what)
+        reason = diagnose(got, _convolution_mistakes(image, kernel, padding), tolerance)
         raise Mismatch(
             f"{what} {reason}"
             if reason
@@ -121,11 +192,12 @@ def check_convolve2d(convolve2d) -> str:
     "a linear layer out·in weights plus out biases",
 )
 def check_count_parameters(count_conv_parameters, count_linear_parameters=None) -> str:
-    expect_callable(count_conv_parameters, "a function count_conv_parameters(in_channels, out_channels, kernel_size)")
+    """Six layers' counts against the parameters PyTorch creates; building the layer is ruled out."""
+    expect_function(count_conv_parameters, "a function count_conv_parameters(in_channels, out_channels, kernel_size)")
     if count_linear_parameters is None:
         raise Mismatch('expected two functions: check("2.3", count_conv_parameters, count_linear_parameters)')
-    expect_callable(count_linear_parameters, "a function count_linear_parameters(in_features, out_features)")
-    cases = [
+    expect_function(count_linear_parameters, "a function count_linear_parameters(in_features, out_features)")
+    conv = [
         (
             "count_conv_parameters",
             count_conv_parameters,
@@ -133,10 +205,15 @@ def check_count_parameters(count_conv_parameters, count_linear_parameters=None) 
             nn.Conv2d(cin, cout, k),
             cout * cin * k * k,
             "one bias per output channel",
+            [
+                ("one bias per output channel, not per input channel", cout * cin * k * k + cin),
+                ("one k×k kernel for each pair of input and output channel: out·in·k·k", cout * k * k + cout),
+                ("a kernel holds k·k weights, not k", cout * cin * k + cout),
+            ],
         )
         for cin, cout, k in [(1, 16, 5), (16, 32, 5), (3, 8, 3), (2, 4, 1)]
     ]
-    cases += [
+    linear = [
         (
             "count_linear_parameters",
             count_linear_parameters,
@@ -144,14 +221,26 @@ def check_count_parameters(count_conv_parameters, count_linear_parameters=None) 
             nn.Linear(fin, fout),
             fin * fout,
             "one bias per output",
+            [("one bias per output feature, not per input feature", fout * fin + fin)],
         )
         for fin, fout in [(512, 10), (7, 3)]
     ]
-    for name, count, args, layer, weights, bias in cases:
+    why = "your function builds the layer to count its parameters: use the formula instead"
+    for name, count, args, layer, weights, bias, mistakes in conv + linear:
         call, expected = f"{name}({', '.join(map(str, args))})", sum(p.numel() for p in layer.parameters())
-        got = as_scalar(count(*args), call)
+        try:
+            with forbid_call(nn.Conv2d, "__init__", why), forbid_call(nn.Linear, "__init__", why):
+                got = as_scalar(count(*args), call)
+        except TypeError as exc:
+            raise Mismatch(
+                f"{call} raised {first_line(exc, 80)}: pass the convolution's function first, "
+                'check("2.3", count_conv_parameters, count_linear_parameters)'
+            ) from None
         if as_number(got, call) == weights:
             raise Mismatch(f"expected {call} = {expected:,}, got {got!r}: the weights alone; add {bias}")
+        for explanation, wrong in mistakes:
+            if as_number(got, call) == wrong != expected:
+                raise Mismatch(f"expected {call} = {expected:,}, got {got!r}: {explanation}")
         expect_int(got, expected, call)
     return "6 layers match PyTorch's counts: cnn1 416, cnn2 12,832, fc1 5,130 (and three other shapes)"
 
@@ -181,16 +270,14 @@ def _names(keys: list[str], limit: int = 3) -> str:
 )
 @own_rng
 def check_cnn(CNN) -> str:  # noqa: N803 - the learner's class keeps its name
-    expect_callable(CNN, "a class CNN(nn.Module)")
-    try:
-        model = CNN()
-    except TypeError as exc:
-        raise Mismatch(
-            f"CNN() must build the original with no arguments (give every argument a "
-            f"default, e.g. out_1=16, out_2=32); it raised TypeError: {exc}"
-        ) from None
-    if not isinstance(model, nn.Module):
-        raise Mismatch(f"expected CNN() to be a torch.nn.Module, got {type(model).__name__}")
+    """Parameters and names, outputs with the reference's weights on batches of 100, 7 and 1, gradients,
+    float64 on another device (the `meta` device stands in for a GPU) and the constructor arguments."""
+    expect_class(CNN, "a class CNN(nn.Module)", 'check("2.4", CNN)')
+    model = build_module(
+        CNN,
+        "CNN()",
+        "CNN() must build the original with no arguments (give every argument a default, e.g. out_1=16, out_2=32)",
+    )
     reference = seeded(0, ReferenceCNN)
     wanted, found, count = state_shapes(reference), state_shapes(model), count_parameters(model)
 
@@ -217,8 +304,8 @@ def check_cnn(CNN) -> str:  # noqa: N803 - the learner's class keeps its name
     with torch.no_grad():
         expect_tensor(model(x), "CNN()(x) for x of shape (100, 1, 16, 16)", (100, 10))
         model.load_state_dict(state := reference.state_dict())
-        for batch in (x, x[:7]):
-            got = expect_tensor(model(batch), f"the output for a batch of {len(batch)}", (len(batch), 10))
+        for got in forward_batches(model.train(), x, (100, 7, 1), 10):
+            batch = x[: len(got)]
             if is_close(got, expected := reference(batch), atol):
                 continue
             softmax = (
@@ -241,6 +328,23 @@ def check_cnn(CNN) -> str:  # noqa: N803 - the learner's class keeps its name
                 else f"with the reference's weights loaded, your outputs for a batch of {len(batch)} differ "
                 f"by up to {max_difference(got, expected):.3g} (tolerance {atol:g})"
             )
+    expect_model_gradients(model, reference, x[:7], "your output")
+    expect_model_device_and_dtype(model, x[:7], "your model")
+    _expect_constructor_arguments(CNN)
     return (
         f"{CNN_PARAMETERS:,} parameters, output (100, 10), matches the reference with its weights loaded (within 1e-5)"
     )
+
+
+OTHER_SIZES = {"out_1": 8, "out_2": 12, "number_of_classes": 7}  # non-default constructor arguments for 2.4
+
+
+def _expect_constructor_arguments(CNN) -> None:  # noqa: N803 - the learner's class
+    """`CNN(out_1=8, out_2=12, number_of_classes=7)` builds its layers from the arguments."""
+    call = "CNN(" + ", ".join(f"{k}={v}" for k, v in OTHER_SIZES.items()) + ")"
+    use = "build the layers from out_1, out_2 and number_of_classes instead of the numbers 16, 32 and 10"
+    small = build_module(CNN, call, f"keep the constructor's arguments and {use}", **OTHER_SIZES)
+    got = state_shapes(small)
+    for key, shape in state_shapes(ReferenceCNN(**OTHER_SIZES)).items():
+        if key in got and got[key] != shape:
+            raise Mismatch(f"{call} gives {key} the shape {got[key]}, expected {shape}: {use}")

@@ -5,31 +5,48 @@ with `fmnist_lab.models.CNNBatch` on small seeded inputs. When an answer is wron
 the usual mistakes (unbiased variance, one statistic for all channels, eps outside the square root,
 momentum the wrong way round, batch statistics in eval mode, …) and names the one that matches.
 The global random state is left as it was: the checks draw from their own `torch.Generator`.
+
+Beyond the values, every check tries one image and odd sizes, float64, another device (PyTorch's
+`meta` device stands in for a GPU), the gradients where the step is differentiable, and that no
+argument changes in place; 3.2 also tries non-default constructor arguments and the mode. Limits:
+a call to PyTorch's batch norm through a private alias (not `torch.batch_norm`) is not seen, and a
+function that reads values (`.item()`, NumPy) cannot run on `meta`, so its device is not checked.
 """
 
 from __future__ import annotations
 
+from copy import deepcopy
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fmnist_lab import models
 from fmnist_lab.checks import Mismatch, exercise
 from fmnist_lab.checks.toolkit import (
     as_pair,
+    build_module,
     call_unmodified,
     diagnose,
-    expect_callable,
+    expect_class,
     expect_close,
+    expect_device_kept,
+    expect_dtype_kept,
+    expect_finite,
+    expect_function,
+    expect_gradients,
+    expect_model_device_and_dtype,
+    expect_model_gradients,
     expect_tensor,
     first_line,
+    forbid_call,
+    forward_batches,
     is_close,
     max_difference,
     own_rng,
     random_cnn_batch,
     state_shapes,
-    watch,
 )
 from fmnist_lab.models import count_parameters
 
@@ -37,6 +54,7 @@ ATOL, ATOL_TEXT = 1e-5, "1e-5"
 MODEL_ATOL, MODEL_ATOL_TEXT = 1e-4, "1e-4"
 EXPECTED_PARAMETERS = 18_494
 STATE_KEYS_HINT = "cnn1, conv1_bn, cnn2, conv2_bn, fc1, bn_fc1"
+OTHER_SIZES = {"out_1": 8, "out_2": 12, "number_of_classes": 7}  # non-default constructor arguments for 3.2
 
 
 def _channel_batch(shape: tuple[int, ...], means: list[float], stds: list[float], seed: int) -> torch.Tensor:
@@ -74,8 +92,8 @@ def _bn_train_mistakes(
     return [
         (
             (
-                "you used the unbiased variance (divide by n − 1); batch norm normalises with the biased "
-                "variance (divide by n = N·H·W)"
+                "you used the unbiased variance (divide by M − 1); batch norm normalises with the biased "
+                "variance (divide by M = N·H·W)"
             ),
             g * (x - mean) / torch.sqrt(var_unbiased + eps) + b,
         ),
@@ -121,6 +139,30 @@ def _bn_train_mistakes(
     ]
 
 
+FORBIDDEN = (
+    "your function calls F.batch_norm (or an nn.BatchNorm layer, which calls it): the exercise is to write "
+    "the equations yourself with tensor operations (mean, var, sqrt)"
+)
+
+
+def _no_library_batch_norm() -> Any:
+    """Fail when the learner's function lets PyTorch's batch norm do the work (`torch.batch_norm` underneath)."""
+    return forbid_call(torch, "batch_norm", FORBIDDEN)
+
+
+def _bn_train_reference(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
+    """PyTorch's training-mode batch norm, the reference of 3.1."""
+    return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
+
+
+def _expect_bn_output(got: Any, expected: torch.Tensor, x: torch.Tensor, what: str) -> torch.Tensor:
+    """A tensor of the expected shape, finite, in x's dtype: what every batch-norm output must be."""
+    expect_tensor(got, what, tuple(expected.shape))
+    expect_finite(got, what)
+    expect_dtype_kept(got, x, what)
+    return got
+
+
 @exercise(
     "3.1",
     "batch_norm_forward",
@@ -128,8 +170,14 @@ def _bn_train_mistakes(
     "gamma and beta reshaped to (1, C, 1, 1)",
 )
 def check_batch_norm_forward(batch_norm_forward: Any) -> str:
-    """Compare with `F.batch_norm(training=True)` on two seeded batches with two values of eps."""
-    expect_callable(batch_norm_forward, "a function batch_norm_forward(x, gamma, beta, eps)")
+    """Compare with `F.batch_norm(training=True)` on three seeded batches, then its gradients and its device.
+
+    Decided: the result must keep x's dtype (a float64 result for a float32 x fails: it would not fit the
+    next float32 layer); computing in float64 inside is fine. Calling `F.batch_norm` or an `nn.BatchNorm`
+    layer fails, since the lesson asks for the equations (the check sees calls through `torch.batch_norm`
+    only). No argument may be changed in place, and gradients must reach x, gamma and beta.
+    """
+    expect_function(batch_norm_forward, "a function batch_norm_forward(x, gamma, beta, eps)")
     cases = [
         # a channel with a tiny spread makes eps matter; W != C so a wrong broadcast cannot pass
         (
@@ -137,25 +185,39 @@ def check_batch_norm_forward(batch_norm_forward: Any) -> str:
             torch.tensor([1.5, -0.7, 2.0]),
             torch.tensor([0.3, -1.2, 0.5]),
             1e-5,
-            "1e-5",
+            "eps=1e-5) on a (4, 3, 2, 2) batch",
         ),
         (
             _channel_batch((6, 2, 3, 3), [0.5, 3.0], [1.0, 0.2], seed=1),
             torch.tensor([0.8, 1.7]),
             torch.tensor([-0.4, 0.9]),
             0.5,
-            "0.5",
+            "eps=0.5) on a (6, 2, 3, 3) batch",
+        ),
+        # one image (N = 1 is fine in training mode when H·W > 1), odd sizes, float64
+        (
+            _channel_batch((1, 2, 3, 5), [-1.0, 2.0], [0.7, 1.5], seed=2).double(),
+            torch.tensor([0.6, -1.1], dtype=torch.float64),
+            torch.tensor([0.2, 0.4], dtype=torch.float64),
+            1e-5,
+            "eps=1e-5) on one float64 image (1, 2, 3, 5)",
         ),
     ]
-    for x, gamma, beta, eps, eps_text in cases:
-        what = f"batch_norm_forward(x, gamma, beta, eps={eps_text}) on a {tuple(x.shape)} batch"
-        got = call_unmodified(batch_norm_forward, x, gamma, beta, eps, names=("x", "gamma", "beta"))
-        expected = F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
-        if is_close(expect_tensor(got, what, tuple(expected.shape)), expected, ATOL):
+    for x, gamma, beta, eps, case in cases:
+        what = f"batch_norm_forward(x, gamma, beta, {case}"
+        with _no_library_batch_norm():
+            got = call_unmodified(batch_norm_forward, x, gamma, beta, eps, names=("x", "gamma", "beta"))
+        expected = _bn_train_reference(x, gamma, beta, eps)
+        if is_close(_expect_bn_output(got, expected, x, what), expected, ATOL):
             continue
         if reason := diagnose(got, _bn_train_mistakes(x, gamma, beta, eps), ATOL):
             raise Mismatch(f"{what} differs from nn.BatchNorm2d in training mode: {reason}")
         expect_close(got, expected, what, atol=ATOL)
+    x, gamma, beta, eps, _ = cases[0]
+    expect_gradients(
+        batch_norm_forward, _bn_train_reference, {"x": x, "gamma": gamma, "beta": beta}, eps, what="batch_norm_forward"
+    )
+    expect_device_kept(batch_norm_forward, x, gamma, beta, eps, what="batch_norm_forward")
     return (
         "outputs (4, 3, 2, 2) and (6, 2, 3, 3) match nn.BatchNorm2d in training mode "
         f"within {ATOL_TEXT} (eps 1e-5 and 0.5)"
@@ -184,21 +246,32 @@ def _layers(keys: list[str]) -> list[str]:
     return list(dict.fromkeys(key.rsplit(".", 1)[0] for key in keys))
 
 
-@exercise("3.2", "CNNBatch", "conv → BatchNorm2d → ReLU → max-pool, twice; then fc1 and BatchNorm1d after fc1")
-@own_rng
-def check_cnn_batch(CNNBatch: Any) -> str:  # noqa: N803 - the learner's class
-    """Parameters, state-dict keys and shapes, then outputs equal to the package's CNNBatch in eval and train mode."""
-    expect_callable(CNNBatch, "a class CNNBatch (an nn.Module)")
-    model = CNNBatch()
-    if not isinstance(model, nn.Module):
-        raise Mismatch(f"expected CNNBatch() to be an nn.Module, got {type(model).__name__}")
+def _norm_layer_problem(found: dict[str, tuple[int, ...]]) -> str | None:
+    """A batch-norm layer built without its scale and shift or without running statistics, named as such."""
+    for layer, kind in (("conv1_bn", "BatchNorm2d"), ("conv2_bn", "BatchNorm2d"), ("bn_fc1", "BatchNorm1d")):
+        has_affine, has_running = f"{layer}.weight" in found, f"{layer}.running_mean" in found
+        if has_running and not has_affine:
+            return (
+                f"{layer} has no γ and β ({kind}(…, affine=False)): keep the default affine=True, the original "
+                "learns a scale and a shift for every channel"
+            )
+        if has_affine and not has_running:
+            return (
+                f"{layer} keeps no running statistics ({kind}(…, track_running_stats=False)): keep the default "
+                "True, eval mode needs them"
+            )
+    return None
+
+
+def _expect_architecture(model: nn.Module, reference: nn.Module) -> None:
+    """The original's parameter count, state-dict keys and shapes, each difference named."""
+    wanted, got = state_shapes(reference), state_shapes(model)
+    if problem := _norm_layer_problem(got):
+        raise Mismatch(problem)
     found = count_parameters(model)
     if found != EXPECTED_PARAMETERS:
         shortfall = _missing_layers(EXPECTED_PARAMETERS - found) if found < EXPECTED_PARAMETERS else ""
         raise Mismatch(f"expected {EXPECTED_PARAMETERS:,} trainable parameters, found {found:,}{shortfall}")
-
-    reference = random_cnn_batch(0)  # seeded weights and batch-norm statistics far from the defaults
-    wanted, got = state_shapes(reference), state_shapes(model)
     if set(wanted) != set(got):
         missing, unexpected = _layers([k for k in wanted if k not in got]), _layers([k for k in got if k not in wanted])
         parts = [f"missing {', '.join(missing)}"] if missing else []
@@ -213,34 +286,98 @@ def check_cnn_batch(CNNBatch: Any) -> str:  # noqa: N803 - the learner's class
         if got[key] != shape:
             raise Mismatch(f"expected {key} of shape {shape} (as in the original), got {got[key]}")
 
+
+def _expect_constructor_arguments(CNNBatch: Any) -> None:  # noqa: N803 - the learner's class
+    """`CNNBatch(out_1=8, out_2=12, number_of_classes=7)` builds the layers from its arguments."""
+    call = "CNNBatch(" + ", ".join(f"{k}={v}" for k, v in OTHER_SIZES.items()) + ")"
+    use = "build the layers from out_1, out_2 and number_of_classes instead of the numbers 16, 32 and 10"
+    small = build_module(CNNBatch, call, f"keep the constructor's arguments and {use}", **OTHER_SIZES)
+    wanted, got = state_shapes(models.CNNBatch(**OTHER_SIZES)), state_shapes(small)
+    for key, shape in wanted.items():
+        if key in got and got[key] != shape:
+            raise Mismatch(f"{call} gives {key} the shape {got[key]}, expected {shape}: {use}")
+    with torch.no_grad():
+        out = small.eval()(torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(4)))
+    expect_tensor(out, f"the output of {call} for 5 images", (5, OTHER_SIZES["number_of_classes"]))
+
+
+def _pool_before_norm(reference: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The reference with each max-pool moved before its batch norm: equal in eval mode, not in training mode."""
+    x = torch.relu(reference.conv1_bn(reference.maxpool1(reference.cnn1(x))))
+    x = torch.relu(reference.conv2_bn(reference.maxpool2(reference.cnn2(x))))
+    return reference.bn_fc1(reference.fc1(torch.flatten(x, 1)))
+
+
+def _training_mode_reason(fresh: nn.Module, x: torch.Tensor, got: torch.Tensor) -> str:
+    """Why eval mode matches and training mode does not: dropout, a forced eval mode, or pooling before batch norm."""
+    first, second = (deepcopy(fresh).train()(x.clone()) for _ in range(2))
+    if not is_close(first, second, MODEL_ATOL):
+        return (
+            "your training-mode output changes from one call to the next on the same images: remove the "
+            "dropout (or other randomness), the original has none"
+        )
+    if is_close(got, random_cnn_batch(0).eval()(x), MODEL_ATOL):
+        return (
+            "in training mode your model still uses the running statistics: call the nn.BatchNorm layers "
+            "themselves (F.batch_norm(..., training=False) or a forced mode ignores model.train())"
+        )
+    if is_close(got, _pool_before_norm(random_cnn_batch(0).train(), x), MODEL_ATOL):
+        return (
+            "in training mode your output matches max-pooling before batch norm: batch norm comes right after "
+            "each convolution (conv → batch norm → ReLU → max-pool); in eval mode the two orders happen to agree"
+        )
+    return (
+        "check that each batch-norm layer receives the convolution's output directly "
+        "(conv → batch norm → ReLU → max-pool) and that nothing else in forward depends on the mode"
+    )
+
+
+@exercise("3.2", "CNNBatch", "conv → BatchNorm2d → ReLU → max-pool, twice; then fc1 and BatchNorm1d after fc1")
+@own_rng
+def check_cnn_batch(CNNBatch: Any) -> str:  # noqa: N803 - the learner's class
+    """Architecture, constructor arguments, then outputs equal to the package's CNNBatch with the same weights.
+
+    Eval mode on batches of 100, 7 and 1; training mode on 100 and 7 (a batch of one cannot be normalised
+    by BatchNorm1d in training mode); then the mode, the running statistics, the gradients, float64 on
+    another device (the `meta` device stands in for a GPU), and the constructor arguments.
+    """
+    expect_class(CNNBatch, "a class CNNBatch (an nn.Module)", 'check("3.2", CNNBatch)')
+    model = build_module(CNNBatch, "CNNBatch()", "give every constructor argument its default (16, 32 and 10)")
+    reference = random_cnn_batch(0)  # seeded weights and batch-norm statistics far from the defaults
+    _expect_architecture(model, reference)
     try:
         model.load_state_dict({k: v.clone() for k, v in reference.state_dict().items()})
     except Exception as exc:  # noqa: BLE001 - e.g. a custom load_state_dict
         raise Mismatch(f"the original's weights do not load into your model ({first_line(exc)})") from None
-    model.to("cpu")
+    fresh = deepcopy(model)
     x = torch.rand(100, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        out = expect_tensor(model.eval()(x.clone()), "the output for 100 images of 16×16", (100, 10))
-        if not is_close(out, expected := reference.eval()(x), MODEL_ATOL):
-            raise Mismatch(
-                f"with the original's weights loaded, your eval-mode output differs from the original's "
-                f"by up to {max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): check the order "
-                "conv → batch norm → ReLU → max-pool, and that forward ends with bn_fc1(fc1(…))"
-            )
-        out = model.train()(x.clone())
-        if not is_close(out, expected := reference.train()(x), MODEL_ATOL):
-            raise Mismatch(
-                f"eval mode matches, but in training mode your output differs from the original's by up "
-                f"to {max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): use nn.BatchNorm2d/"
-                "nn.BatchNorm1d modules so that training mode uses the batch statistics"
-            )
+        outputs = forward_batches(model.eval(), x, (100, 7, 1), 10)
+        for out in outputs:
+            if not is_close(out, expected := reference.eval()(x[: len(out)]), MODEL_ATOL):
+                raise Mismatch(
+                    f"with the original's weights loaded, your eval-mode output for {len(out)} images differs from "
+                    f"the original's by up to {max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): "
+                    "check the order conv → batch norm → ReLU → max-pool, and that forward ends with bn_fc1(fc1(…))"
+                )
+        outputs = forward_batches(model.train(), x, (100, 7), 10)
+        for out in outputs:
+            if not is_close(out, expected := reference.train()(x[: len(out)]), MODEL_ATOL):
+                raise Mismatch(
+                    f"eval mode matches, but in training mode your output for {len(out)} images differs from the "
+                    f"original's by up to {max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): "
+                    + _training_mode_reason(fresh, x[: len(out)], out)
+                )
     mine, theirs = model.state_dict(), reference.state_dict()
     for key in theirs:
         if key.endswith(("running_mean", "running_var")) and not is_close(mine[key], theirs[key], MODEL_ATOL):
             raise Mismatch(
-                f"after one training-mode batch, your {key} differs from the original's: "
+                f"after two training-mode batches, your {key} differs from the original's: "
                 "keep nn.BatchNorm's default momentum 0.1"
             )
+    expect_model_gradients(fresh, random_cnn_batch(0), x[:7], "your training-mode output")
+    expect_model_device_and_dtype(fresh.eval(), x[:7], "your model")
+    _expect_constructor_arguments(CNNBatch)
     return f"{EXPECTED_PARAMETERS:,} parameters, output (100, 10), matches the reference"
 
 
@@ -256,7 +393,7 @@ def _running_mistakes(
     return [
         (
             (
-                "running_var must be updated with the unbiased batch variance (divide by n − 1), "
+                "running_var must be updated with the unbiased batch variance (divide by M − 1), "
                 "not the biased one used for normalising"
             ),
             (right_mean, (1 - m) * var + m * batch_var),
@@ -280,6 +417,10 @@ def _running_mistakes(
             "running_var tracks the variance, not the standard deviation",
             (right_mean, (1 - m) * var + m * batch_var_unbiased.sqrt()),
         ),
+        (
+            "the M in M/(M − 1) is the number of values per channel, N·H·W, not the number of images N",
+            (right_mean, (1 - m) * var + m * batch_var * len(x) / (len(x) - 1)),
+        ),
         ("you returned the old running statistics unchanged", (mean, var)),
         (
             "your update ignores the momentum argument (it matches momentum = 0.1): use momentum",
@@ -293,40 +434,77 @@ def _both_close(got: tuple[Any, Any], want: tuple[torch.Tensor, torch.Tensor]) -
     return is_close(got[0], want[0], ATOL) and is_close(got[1], want[1], ATOL)
 
 
+RUNNING_STEPS = [  # (shape of the batch, momentum): one image and odd sizes among them
+    ((4, 3, 2, 2), 0.1),
+    ((1, 3, 3, 3), 0.1),
+    ((5, 3, 2, 1), 0.1),
+    ((4, 3, 2, 2), 0.3),
+]
+
+
+def _running_batches() -> list[tuple[torch.Tensor, float]]:
+    """Seeded training batches whose three channels have different means and spreads, with their momentum."""
+    generator = torch.Generator().manual_seed(5)
+    spread, centre = _c(torch.tensor([1.0, 3.0, 0.5])), _c(torch.tensor([2.0, -1.0, 0.0]))
+    return [(torch.randn(*shape, generator=generator) * spread + centre, m) for shape, m in RUNNING_STEPS]
+
+
+def _update_reference(mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor, momentum: float) -> tuple:
+    """nn.BatchNorm2d's buffers after one training-mode batch from (mean, var)."""
+    bn = nn.BatchNorm2d(x.shape[1], momentum=momentum).to(x.dtype)
+    bn.running_mean, bn.running_var = mean.clone(), var.clone()
+    with torch.no_grad():
+        bn.train()(x)
+    return bn.running_mean, bn.running_var
+
+
 @exercise(
     "3.3",
     "update_running_stats",
     "new = (1 − momentum)·old + momentum·batch statistic, per channel; the unbiased "
-    "variance (divide by n − 1) for running_var",
+    "variance (divide by M − 1) for running_var",
 )
 def check_update_running_stats(update_running_stats: Any) -> str:
-    """Follow nn.BatchNorm2d's buffers over three training-mode batches (momentum 0.1), then one with 0.3."""
-    expect_callable(update_running_stats, "a function update_running_stats(running_mean, running_var, x, momentum)")
-    generator = torch.Generator().manual_seed(5)
-    bn, mean, var = nn.BatchNorm2d(3, momentum=0.1), torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.25, 4.0, 1.0])
-    bn.running_mean, bn.running_var = mean.clone(), var.clone()
-    steps = [0.1, 0.1, 0.1, 0.3]
-    for step, momentum in enumerate(steps, 1):
-        x = torch.randn(4, 3, 2, 2, generator=generator) * _c(torch.tensor([1.0, 3.0, 0.5]))
-        x = x + _c(torch.tensor([2.0, -1.0, 0.0]))
-        bn.momentum = momentum
-        with torch.no_grad():
-            bn.train()(x)
-        before = (mean.clone(), var.clone())  # updating the running statistics in place is allowed
-        with watch(x=x):
-            result = update_running_stats(mean, var, x, momentum)
+    """Follow nn.BatchNorm2d's buffers over four training-mode batches (one of them a single image), momentum 0.1 then 0.3.
+
+    Decided: the function returns new tensors and changes none of its arguments (nn.BatchNorm2d updates
+    its own buffers in place, but this function is asked for the new values); gradients are not required
+    (running statistics are not trained); the results keep the inputs' dtype (float32 and float64 are
+    both checked); letting nn.BatchNorm2d or F.batch_norm do the update fails, as the lesson says.
+    """
+    expect_function(update_running_stats, "a function update_running_stats(running_mean, running_var, x, momentum)")
+    mean, var = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.25, 4.0, 1.0])
+    batches = _running_batches()
+    for step, (x, momentum) in enumerate(batches, 1):
+        what = f"after batch {step} of shape {tuple(x.shape)} (momentum {momentum:g})"
+        with _no_library_batch_norm():
+            result = call_unmodified(
+                update_running_stats, mean, var, x, momentum, names=("running_mean", "running_var", "x")
+            )
         new = as_pair(result, "update_running_stats", "a pair (new_running_mean, new_running_var)")
-        what = f"after batch {step} (momentum {momentum:g})"
-        expect_tensor(new[0], f"the new running_mean {what}", (3,))
-        expect_tensor(new[1], f"the new running_var {what}", (3,))
-        if not _both_close(new, (bn.running_mean, bn.running_var)):
-            if reason := diagnose(new, _running_mistakes(*before, x, momentum), _both_close):
+        expected = _update_reference(mean, var, x, momentum)
+        for value, name in zip(new, ("running_mean", "running_var")):
+            expect_tensor(value, f"the new {name} {what}", (3,))
+            expect_finite(value, f"the new {name} {what}")
+            expect_dtype_kept(value, x, f"the new {name} {what}")
+        if not _both_close(new, expected):
+            if reason := diagnose(new, _running_mistakes(mean, var, x, momentum), _both_close):
                 raise Mismatch(f"{what}, your running statistics differ from nn.BatchNorm2d's: {reason}")
-            expect_close(new[0], bn.running_mean, f"the new running_mean {what}", atol=ATOL)
-            expect_close(new[1], bn.running_var, f"the new running_var {what}", atol=ATOL)
+            expect_close(new[0], expected[0], f"the new running_mean {what}", atol=ATOL)
+            expect_close(new[1], expected[1], f"the new running_var {what}", atol=ATOL)
         mean, var = new[0].detach().clone(), new[1].detach().clone()
+    x = batches[0][0].double()
+    got = as_pair(
+        update_running_stats(mean.double(), var.double(), x, 0.1), "update_running_stats", "a pair of tensors"
+    )
+    for value, name in zip(got, ("running_mean", "running_var")):
+        expect_tensor(value, f"the new {name} for float64 inputs")
+        expect_dtype_kept(value, x, f"the new {name} for float64 inputs")
+    if not _both_close(got, _update_reference(mean.double(), var.double(), x, 0.1)):
+        raise Mismatch("your running statistics are right for float32 inputs but differ for float64 ones")
+    expect_device_kept(update_running_stats, mean, var, x, 0.1, what="update_running_stats")
     return (
-        f"running_mean and running_var follow nn.BatchNorm2d's buffers over {len(steps)} batches "
+        f"running_mean and running_var follow nn.BatchNorm2d's buffers over {len(batches)} batches "
         f"(momentum 0.1 and 0.3) within {ATOL_TEXT}"
     )
 
@@ -369,14 +547,23 @@ def _bn_eval_mistakes(
     ]
 
 
+def _bn_eval_reference(x: torch.Tensor, *statistics: torch.Tensor, eps: float) -> torch.Tensor:
+    """PyTorch's eval-mode batch norm with (running_mean, running_var, gamma, beta): the reference of 3.4."""
+    return F.batch_norm(x, *statistics, training=False, eps=eps)
+
+
 @exercise(
     "3.4",
     "batch_norm_eval",
     "gamma·(x − running_mean)/sqrt(running_var + eps) + beta, the (C,) vectors reshaped to (1, C, 1, 1)",
 )
 def check_batch_norm_eval(batch_norm_eval: Any) -> str:
-    """Compare with nn.BatchNorm2d in eval mode, with two values of eps, and on a single image."""
-    expect_callable(batch_norm_eval, "a function batch_norm_eval(x, running_mean, running_var, gamma, beta, eps)")
+    """Compare with nn.BatchNorm2d in eval mode, with two values of eps, on one image and in float64.
+
+    Decided as in 3.1: the result keeps x's dtype; F.batch_norm and nn.BatchNorm layers are ruled out;
+    no argument may change; gradients must reach x, gamma and beta.
+    """
+    expect_function(batch_norm_eval, "a function batch_norm_eval(x, running_mean, running_var, gamma, beta, eps)")
     statistics = (
         torch.tensor([0.5, -1.0, 2.0]),
         torch.tensor([0.25, 4.0, 1.0]),  # running mean and var
@@ -384,18 +571,28 @@ def check_batch_norm_eval(batch_norm_eval: Any) -> str:
         torch.tensor([0.3, -1.2, 0.5]),
     )  # gamma and beta
     x = _channel_batch((5, 3, 4, 2), [1.0, 0.0, 2.5], [2.0, 1.0, 0.3], seed=7)
-    for batch, eps, what in [
-        (x, 1e-5, "a (5, 3, 4, 2) batch"),
-        (x, 0.5, "a (5, 3, 4, 2) batch with eps 0.5"),
-        (x[:1], 1e-5, "a single image (1, 3, 4, 2)"),
+    for batch, stats, eps, what in [
+        (x, statistics, 1e-5, "a (5, 3, 4, 2) batch"),
+        (x, statistics, 0.5, "a (5, 3, 4, 2) batch with eps 0.5"),
+        (x[:1], statistics, 1e-5, "a single image (1, 3, 4, 2)"),
+        (x[:3].double(), tuple(s.double() for s in statistics), 1e-5, "a float64 batch (3, 3, 4, 2)"),
     ]:
-        expected, label = F.batch_norm(batch, *statistics, training=False, eps=eps), f"batch_norm_eval on {what}"
-        got = call_unmodified(
-            batch_norm_eval, batch, *statistics, eps, names=("x", "running_mean", "running_var", "gamma", "beta")
-        )
-        if is_close(expect_tensor(got, label, tuple(expected.shape)), expected, ATOL):
+        expected, label = _bn_eval_reference(batch, *stats, eps=eps), f"batch_norm_eval on {what}"
+        with _no_library_batch_norm():
+            got = call_unmodified(
+                batch_norm_eval, batch, *stats, eps, names=("x", "running_mean", "running_var", "gamma", "beta")
+            )
+        if is_close(_expect_bn_output(got, expected, batch, label), expected, ATOL):
             continue
-        if reason := diagnose(got, _bn_eval_mistakes(batch, *statistics, eps), ATOL):
+        if reason := diagnose(got, _bn_eval_mistakes(batch, *stats, eps), ATOL):
             raise Mismatch(f"{label} differs from nn.BatchNorm2d in eval mode: {reason}")
         expect_close(got, expected, label, atol=ATOL)
+    mean, var, gamma, beta = statistics
+    expect_gradients(
+        lambda x, g, b: batch_norm_eval(x, mean.to(x.dtype), var.to(x.dtype), g, b, 1e-5),
+        lambda x, g, b: _bn_eval_reference(x, mean.to(x.dtype), var.to(x.dtype), g, b, eps=1e-5),
+        {"x": x, "gamma": gamma, "beta": beta},
+        what="batch_norm_eval",
+    )
+    expect_device_kept(batch_norm_eval, x, *statistics, 1e-5, what="batch_norm_eval")
     return f"matches nn.BatchNorm2d in eval mode within {ATOL_TEXT} on a batch (eps 1e-5 and 0.5) and on one image"

@@ -1,4 +1,14 @@
-"""Checks of lesson 04 (the training loop): one epoch, the summed cost, accuracy in eval mode, save and load."""
+"""Checks of lesson 04 (the training loop): one epoch, the summed cost, accuracy in eval mode, save and load.
+
+Decided: the models come from the check, so dtype and device are the check's (float32 on the CPU; a
+file saved on a GPU cannot be tested here, so `map_location` is explained, not checked). No tensor
+handed over may be changed in place (the batches, the images, the labels, the saved model). 4.1 may leave
+the model in either mode but must return a plain number, not a tensor that still holds the graph.
+4.3 may return any kind of number, must run the model in eval mode under `torch.no_grad()` (or
+`torch.inference_mode()`), must leave a model handed over in eval mode in eval mode, and may use
+`fmnist_lab.evaluate.accuracy` (the lesson shows it right after the exercise). 4.4 must not change
+the model it saves, its weights or its mode.
+"""
 
 from __future__ import annotations
 
@@ -17,12 +27,14 @@ from fmnist_lab.checks.toolkit import (
     as_number,
     call_unmodified,
     diagnose,
-    expect_callable,
+    expect_function,
     is_close,
     max_difference,
     one_thread,
+    other_input,
     own_rng,
     seeded,
+    watch,
 )
 from fmnist_lab.models import CNNBatch
 
@@ -84,20 +96,38 @@ def _reference_epoch(
 )
 @one_thread
 def check_train_one_epoch(train_one_epoch) -> str:
-    expect_callable(train_one_epoch, "a function train_one_epoch(model, batches, optimizer, criterion)")
+    """Five batches from an eval-mode CNNBatch: the updated weights, then the summed cost."""
+    expect_function(train_one_epoch, "a function train_one_epoch(model, batches, optimizer, criterion)")
     initial, batches = _epoch_setup()
     reference, cost, losses = _reference_epoch(initial, batches)
     learner = copy.deepcopy(initial).eval()  # as after an evaluation: the function must switch to training
     optimizer = torch.optim.SGD(learner.parameters(), lr=0.1)
-    got = as_number(
-        train_one_epoch(learner, [(x.clone(), y.clone()) for x, y in batches], optimizer, nn.CrossEntropyLoss()),
-        "the returned cost",
-    )
+    given = [(x.clone(), y.clone()) for x, y in batches]
+    watched = {
+        f"{kind} of batch {i}": t for i, pair in enumerate(given, 1) for kind, t in zip(("images", "labels"), pair)
+    }
+    try:
+        with watch(advice="leave the batches as they are (normalise a copy if you must)", **watched):
+            result = train_one_epoch(learner, given, optimizer, nn.CrossEntropyLoss())
+    except RuntimeError as exc:
+        if "does not require grad" not in str(exc):
+            raise
+        raise Mismatch(
+            "loss.backward() found no gradient: the forward pass ran under torch.no_grad() (or its output was "
+            "detached); training needs the graph"
+        ) from None
+    if isinstance(result, torch.Tensor) and result.requires_grad:
+        raise Mismatch(
+            "you returned a tensor that still holds the graph of every batch: add loss.item() (a Python number) "
+            "to the cost, not loss"
+        )
+    got = as_number(result, "the returned cost")
     where = f"after one epoch of {N_BATCHES} batches (SGD lr 0.1)"
     if not (difference := _max_difference(learner, reference)) <= ATOL_WEIGHTS:
         if _max_difference(learner, initial, parameters_only=True) == 0.0:
             raise Mismatch(
-                f"{where} the weights did not change: call loss.backward() and then optimizer.step() for every batch"
+                f"{where} the weights did not change: call loss.backward() and then optimizer.step() for every "
+                "batch, with optimizer.zero_grad() before the backward pass, not between it and the step"
             )
         reason = diagnose(
             learner,
@@ -112,6 +142,10 @@ def check_train_one_epoch(train_one_epoch) -> str:
                         "model.train() first"
                     ),
                     lambda: _reference_epoch(initial, batches, train_mode=False)[0],
+                ),
+                (
+                    "the weights match training on the first batch only: loop over every batch",
+                    lambda: _reference_epoch(initial, batches[:1])[0],
                 ),
             ],
             lambda mine, variant: _max_difference(mine, variant) <= ATOL_WEIGHTS,
@@ -157,7 +191,8 @@ MEAN_CASES = ((297.99, 60_000, 100), (50.0, 1_050, 100), (12.0, 1_000, 1_000), (
     "the number of batches is math.ceil(n_images / batch_size) (the last batch may be smaller); divide the cost by it",
 )
 def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
-    expect_callable(mean_loss_from_cost, "a function mean_loss_from_cost(cost, n_images, batch_size)")
+    """Four (cost, images, batch size) cases, one with a smaller last batch; any kind of number is accepted."""
+    expect_function(mean_loss_from_cost, "a function mean_loss_from_cost(cost, n_images, batch_size)")
     for cost, n_images, batch_size in MEAN_CASES:
         expected = cost / math.ceil(n_images / batch_size)
         call = f"mean_loss_from_cost({cost}, {n_images}, {batch_size})"
@@ -174,6 +209,14 @@ def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
                 (": you divided by the number of images, but the cost adds one mean loss per batch", cost / n_images),
                 (batches, cost / (n_images / batch_size)),
                 (batches, cost / (n_images // batch_size)),
+                (
+                    ": n_images // batch_size + 1 counts one batch too many when the images divide evenly; use "
+                    "math.ceil(n_images / batch_size)",
+                    cost / (n_images // batch_size + 1),
+                ),
+                (": you divided by the batch size; divide by the number of batches", cost / batch_size),
+                (": you used // on the cost; divide with /", cost // math.ceil(n_images / batch_size)),
+                (": that is the number of batches; divide the cost by it", math.ceil(n_images / batch_size)),
             ],
             functools.partial(is_close, atol=1e-7, rtol=1e-9),
         )
@@ -208,13 +251,19 @@ def _accuracy_setup() -> tuple[CNNBatch, torch.Tensor, torch.Tensor, float]:
 )
 @one_thread
 def check_evaluate_accuracy(evaluate_accuracy) -> str:
-    expect_callable(evaluate_accuracy, "a function evaluate_accuracy(model, images, labels)")
+    """A batch-norm model handed over in training mode, then one in eval mode, on 300, 37 and 1 images."""
+    expect_function(evaluate_accuracy, "a function evaluate_accuracy(model, images, labels)")
     model, images, labels, expected = _accuracy_setup()
     before = copy.deepcopy(model.state_dict())
-    got = as_number(
-        call_unmodified(evaluate_accuracy, model, images, labels, names=("model", "images", "labels")),
-        "the returned accuracy",
-    )
+    grad_modes: list[bool] = []
+    hook = model.register_forward_hook(lambda module, inputs, output: grad_modes.append(torch.is_grad_enabled()))
+    try:
+        got = as_number(
+            call_unmodified(evaluate_accuracy, model, images, labels, names=("model", "images", "labels")),
+            "the returned accuracy",
+        )
+    finally:
+        hook.remove()
     stats_changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     close = functools.partial(is_close, atol=1e-7, rtol=1e-6)
     if not close(got, expected):
@@ -232,6 +281,7 @@ def check_evaluate_accuracy(evaluate_accuracy) -> str:
                     (f"that is the number of correct predictions; divide by the number of images ({N_EVAL})"),
                     expected * N_EVAL,
                 ),
+                ("that is the error rate, the fraction of wrong predictions; return the correct ones", 1 - expected),
             ],
             close,
         )
@@ -245,10 +295,40 @@ def check_evaluate_accuracy(evaluate_accuracy) -> str:
             "the accuracy is right but your function changed the batch-norm running statistics: "
             "run the model in eval mode only"
         )
+    if any(grad_modes):
+        raise Mismatch(
+            "the accuracy is right but the model ran with gradients on: wrap the forward pass in torch.no_grad() "
+            "(an evaluation needs no graph, and building one costs memory and time)"
+        )
+    _expect_accuracy_on_other_sizes(evaluate_accuracy, model, images, labels)
     return (
         f"{expected:.2%} on {N_EVAL} images with a batch-norm model handed over in training mode, "
         "running statistics untouched"
     )
+
+
+def _expect_accuracy_on_other_sizes(evaluate_accuracy, model: nn.Module, images, labels) -> None:
+    """37 images and a single one, with the model handed over in eval mode: right, and still in eval mode."""
+    with torch.no_grad():
+        predicted = model.eval()(images).argmax(dim=1)
+    first = f"{N_EVAL} images"
+    for count in (37, 1):
+        expected = (predicted[:count] == labels[:count]).double().mean().item()
+        what = f"the accuracy on {count} image{'s' if count > 1 else ''}"
+        with other_input(first, f"{count} image{'s' if count > 1 else ''}"):
+            got = as_number(evaluate_accuracy(model.eval(), images[:count], labels[:count]), what)
+        if not is_close(got, expected, atol=1e-7, rtol=1e-6):
+            raise Mismatch(
+                f"expected {what} = {expected:.4f}, got {got:.4f}: divide by the number of images you are "
+                f"given, len(labels), not {N_EVAL}"
+                if is_close(got, expected * count / N_EVAL, atol=1e-7)
+                else f"expected {what} = {expected:.4f}, got {got:.4f}"
+            )
+        if model.training:
+            raise Mismatch(
+                "your function left a model it got in eval mode in training mode: leave it as you found it "
+                "(or in eval mode), not model.train() at the end"
+            )
 
 
 # --- 4.4 save_and_load ---------------------------------------------------------------------------
@@ -273,7 +353,8 @@ def _saved_model() -> CNNBatch:
 @one_thread
 @own_rng
 def check_save_and_load(save_and_load) -> str:
-    expect_callable(save_and_load, "a function save_and_load(model, path)")
+    """The file holds a full state dict; a fresh CNNBatch from it gives identical logits; the saved model unchanged."""
+    expect_function(save_and_load, "a function save_and_load(model, path)")
     original = _saved_model()
     given = copy.deepcopy(original)
     expected_state = original.state_dict()
@@ -281,6 +362,11 @@ def check_save_and_load(save_and_load) -> str:
     with tempfile.TemporaryDirectory(prefix="fmnist-lab-4.4-") as tmp:
         path = Path(tmp) / "model_weights.pth"
         returned = save_and_load(given, path)
+        if given.training or any(not torch.equal(v, expected_state[k]) for k, v in given.state_dict().items()):
+            raise Mismatch(
+                "your function changed the model it saved (its weights or its mode): saving and loading "
+                "leaves the original model as it was"
+            )
         if not path.is_file():
             raise Mismatch("expected a file at the path you were given, found none: save to `path`")
         try:

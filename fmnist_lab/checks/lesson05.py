@@ -4,23 +4,74 @@ Every check feeds the learner's function fixed, seeded labels and predictions (n
 model) and compares the result with scikit-learn's on the same inputs. The inputs include a class
 that is never predicted and, where it matters, a class that never occurs, so a missing `minlength`
 or an unhandled 0/0 shows up.
+
+Beyond the values, every check passes copies of its tensors and names any that the answer changes in
+place, runs a second, odd-sized input (37 images: a count written into the function shows up), and
+gives NaN or infinity its own message; a layer, a class or a computed result passed instead of the
+function is named too. Decided (the contested cases):
+
+- a float64 result passes: these are summary numbers, not inputs to a next layer, and scikit-learn
+  computes them in float64 too; counts (5.3) must be integers;
+- 5.3 is built by hand, as the lesson says: `sklearn.metrics.confusion_matrix` and the package's
+  `evaluate.confusion_matrix` are ruled out; a name bound to them before the check runs is not seen
+  (the limit of `forbid_call`). 5.1, 5.2 and 5.4 may use any library: the text rules nothing out;
+- the device is not checked: `bincount` and boolean indexing, the tools of this lesson, do not run on
+  PyTorch's `meta` device, the only stand-in for a GPU on a machine without one.
 """
 
 from __future__ import annotations
 
 import numpy as np
+import sklearn.metrics
 import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
+from fmnist_lab import evaluate
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import as_array, as_number, as_tuple, diagnose, expect_callable, is_close
+from fmnist_lab.checks.toolkit import (
+    as_array,
+    as_number,
+    as_tuple,
+    call_unmodified,
+    diagnose,
+    expect_finite,
+    expect_plain_function,
+    forbid_calls,
+    is_close,
+    other_input,
+)
 from fmnist_lab.data import CLASS_NAMES
 
 N_CLASSES = len(CLASS_NAMES)
 NEVER_PREDICTED = 7  # Sneaker: no prediction is ever this class (confusion matrix, precision/recall/F1)
 NEVER_CORRECT = 9  # Ankle boot: never predicted in 5.2's inputs (a bincount of correct labels needs minlength)
 NEVER_TRUE = 9  # Ankle boot: no label is ever this class (confusion matrix, precision/recall/F1)
+ODD_SIZE = 37  # the second input's number of images: a count written into the function shows up
+FIRST = "the first labels/predictions"
+SECOND = f"{ODD_SIZE} other labels/predictions"
+BY_HAND = (
+    "build the matrix by hand, as the exercise asks (a loop or torch.bincount); "
+    "sklearn.metrics.confusion_matrix comes right after it, to compare with"
+)
+
+
+def call_on_copies(function, labels: torch.Tensor, predicted: torch.Tensor):
+    """The learner's function on copies of (labels, predicted), Mismatch if it changes either in place."""
+    return call_unmodified(function, labels, predicted, names=("labels", "predicted"))
+
+
+def odd_size_inputs(seed: int, **classes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Seeded `fixed_inputs` of 37 images, every allowed class present: the second, odd-sized input."""
+    return fixed_inputs(seed, n=ODD_SIZE, **classes)
+
+
+def wrong_on_second(what: str) -> Mismatch:
+    """The answer was right on the first input and wrong on the odd-sized one: a size written into it."""
+    return Mismatch(
+        f"{what} is right on the first input but wrong on {ODD_SIZE} images: do not write the number of "
+        "images into your function; take it from the input (len(labels))"
+    )
 
 
 def fixed_inputs(
@@ -54,11 +105,13 @@ def _scores(labels: torch.Tensor, predicted: torch.Tensor) -> tuple[np.ndarray, 
     "the mean of (predicted == labels): the number of correct predictions divided by the number of images",
 )
 def check_accuracy(accuracy) -> str:
-    expect_callable(accuracy, "a function accuracy(labels, predicted)")
+    expect_plain_function(accuracy, "a function accuracy(labels, predicted)")
     labels, predicted = fixed_inputs(51, n=500)
     expected = accuracy_score(labels.numpy(), predicted.numpy())
     correct = int((labels == predicted).sum())
-    got = as_number(accuracy(labels.clone(), predicted.clone()), "accuracy(labels, predicted)")
+    answer = call_on_copies(accuracy, labels, predicted)
+    expect_finite(answer, "accuracy(labels, predicted)")
+    got = as_number(answer, "accuracy(labels, predicted)")
     if not abs(got - expected) <= 1e-6:
         raise Mismatch(
             diagnose(
@@ -79,13 +132,24 @@ def check_accuracy(accuracy) -> str:
             )
             or f"expected accuracy = {expected:.4f} ({correct} correct of {len(labels)}), got {got:.6g}"
         )
-    all_right = as_number(accuracy(labels.clone(), labels.clone()), "accuracy(labels, labels)")
+    all_right = as_number(call_on_copies(accuracy, labels, labels), "accuracy(labels, labels)")
     if not abs(all_right - 1.0) <= 1e-6:
         raise Mismatch(f"expected accuracy(labels, labels) = 1.0 (every prediction right), got {all_right:.6g}")
+    few_labels, few_predicted = odd_size_inputs(510)
+    with other_input(FIRST, SECOND):
+        second = call_on_copies(accuracy, few_labels, few_predicted)
+    expect_finite(second, f"accuracy on {ODD_SIZE} images")
+    if not abs(as_number(second, "accuracy") - accuracy_score(few_labels.numpy(), few_predicted.numpy())) <= 1e-6:
+        raise wrong_on_second("accuracy")
     return (
         f"{expected:.4f} on 500 fixed labels/predictions ({correct} correct) and 1.0 when all are right, "
         f"as scikit-learn's accuracy_score (within 1e-6)"
     )
+
+
+def _per_class_values(answer, what: str, why: str) -> np.ndarray:
+    """The learner's 10 per-class accuracies (a tensor, array, list, or dict in class order) as float64."""
+    return as_array(list(answer.values()) if isinstance(answer, dict) else answer, what, N_CLASSES, why=why)
 
 
 @exercise(
@@ -95,17 +159,20 @@ def check_accuracy(accuracy) -> str:
     "(count with torch.bincount(..., minlength=10))",
 )
 def check_per_class_accuracy(per_class_accuracy) -> str:
-    expect_callable(per_class_accuracy, "a function per_class_accuracy(labels, predicted)")
+    expect_plain_function(per_class_accuracy, "a function per_class_accuracy(labels, predicted)")
     labels, predicted = fixed_inputs(52, never_predicted=(NEVER_CORRECT,))
     precision, recall, _ = _scores(labels, predicted)
-    answer = per_class_accuracy(labels.clone(), predicted.clone())
-    got = as_array(
-        list(answer.values()) if isinstance(answer, dict) else answer,  # a dict in class order
-        "per_class_accuracy(labels, predicted)",
-        N_CLASSES,
-        why=" (one per class, even for a class that is never predicted: bincount needs minlength=10)",
+    why = " (one per class, even for a class that is never predicted: bincount needs minlength=10)"
+    got = _per_class_values(
+        call_on_copies(per_class_accuracy, labels, predicted), "per_class_accuracy(labels, predicted)", why
     )
     if is_close(got, recall, atol=1e-6):
+        few_labels, few_predicted = odd_size_inputs(520, never_predicted=(NEVER_CORRECT,))
+        with other_input(FIRST, SECOND):
+            second = call_on_copies(per_class_accuracy, few_labels, few_predicted)
+        second = _per_class_values(second, f"per_class_accuracy on {ODD_SIZE} images", why)
+        if not is_close(second, _scores(few_labels, few_predicted)[1], atol=1e-6):
+            raise wrong_on_second("per_class_accuracy")
         return (
             f"10 values match scikit-learn's per-class recall within 1e-6 on 600 fixed labels/predictions "
             f"(from {recall.max():.3f} for {CLASS_NAMES[int(recall.argmax())]} down to 0 for "
@@ -130,11 +197,25 @@ def check_per_class_accuracy(per_class_accuracy) -> str:
     if np.isnan(got).any():
         name = CLASS_NAMES[int(np.flatnonzero(np.isnan(got))[0])]
         raise Mismatch(f"got nan for {name}; every class occurs among these labels, so no value should be nan")
+    expect_finite(got, "per_class_accuracy(labels, predicted)")
     k = int(np.flatnonzero(np.abs(got - recall) > 1e-6)[0])
     raise Mismatch(
         f"expected {CLASS_NAMES[k]} (class {k}) = {recall[k]:.4f}, got {got[k]:.4g}"
         + (" (this class is never predicted, so its accuracy is 0)" if k == NEVER_CORRECT else "")
     )
+
+
+def _count_matrix(function, labels: torch.Tensor, predicted: torch.Tensor, what: str) -> tuple[object, np.ndarray]:
+    """The learner's matrix (as returned, and as float64 values) built by hand, of shape (10, 10)."""
+    with forbid_calls(((sklearn.metrics, "confusion_matrix"), (evaluate, "confusion_matrix")), BY_HAND):
+        got = call_on_copies(function, labels, predicted)
+    array = as_array(got, what, lists=False)
+    if array.shape != (N_CLASSES, N_CLASSES):
+        raise Mismatch(
+            f"expected {what} of shape (10, 10), got {array.shape}; keep a row for every class, even one that "
+            "never occurs"
+        )
+    return got, array
 
 
 @exercise(
@@ -144,17 +225,12 @@ def check_per_class_accuracy(per_class_accuracy) -> str:
     "torch.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)",
 )
 def check_confusion_matrix(confusion_matrix) -> str:
-    expect_callable(confusion_matrix, "a function confusion_matrix(labels, predicted)")
+    expect_plain_function(confusion_matrix, "a function confusion_matrix(labels, predicted)")
     labels, predicted = fixed_inputs(53, never_true=(NEVER_TRUE,), never_predicted=(NEVER_PREDICTED,))
     expected = sk_confusion_matrix(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES))
-    got = confusion_matrix(labels.clone(), predicted.clone())
     what = "confusion_matrix(labels, predicted)"
-    array = as_array(got, what, lists=False)
-    if array.shape != (N_CLASSES, N_CLASSES):
-        raise Mismatch(
-            f"expected {what} of shape (10, 10), got {array.shape}; keep a row for "
-            f"every class, even one that never occurs"
-        )
+    got, array = _count_matrix(confusion_matrix, labels, predicted, what)
+    expect_finite(array, what)
     if not np.array_equal(array, expected):
         if np.array_equal(array, expected.T):
             raise Mismatch(
@@ -173,6 +249,13 @@ def check_confusion_matrix(confusion_matrix) -> str:
             f"the counts are right but stored as {got.dtype}; counts are integers "
             f"(torch.zeros(10, 10, dtype=torch.long), or bincount's result)"
         )
+    few_labels, few_predicted = odd_size_inputs(530, never_true=(NEVER_TRUE,), never_predicted=(NEVER_PREDICTED,))
+    with other_input(FIRST, SECOND):
+        _, second = _count_matrix(confusion_matrix, few_labels, few_predicted, f"the matrix of {ODD_SIZE} images")
+    if not np.array_equal(
+        second, sk_confusion_matrix(few_labels.numpy(), few_predicted.numpy(), labels=range(N_CLASSES))
+    ):
+        raise wrong_on_second("confusion_matrix")
     return (
         f"(10, 10) counts of 600 fixed labels/predictions equal scikit-learn's confusion_matrix exactly "
         f"(rows true; {CLASS_NAMES[NEVER_TRUE]} never true, {CLASS_NAMES[NEVER_PREDICTED]} never predicted)"
@@ -186,7 +269,7 @@ def check_confusion_matrix(confusion_matrix) -> str:
     "return 0 for 0/0 (scikit-learn's zero_division=0)",
 )
 def check_precision_recall_f1(precision_recall_f1) -> str:
-    expect_callable(precision_recall_f1, "a function precision_recall_f1(matrix, class_id)")
+    expect_plain_function(precision_recall_f1, "a function precision_recall_f1(matrix, class_id)")
     labels, predicted = fixed_inputs(54, never_true=(NEVER_TRUE,), never_predicted=(NEVER_PREDICTED,))
     matrix = torch.as_tensor(sk_confusion_matrix(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES)))
     scores = np.stack(_scores(labels, predicted), axis=1)  # (class, [precision, recall, f1])
@@ -197,7 +280,12 @@ def check_precision_recall_f1(precision_recall_f1) -> str:
     names = ("precision", "recall", "F1")
     for k, want in enumerate(scores):
         call, where = f"precision_recall_f1(matrix, {k})", f"{CLASS_NAMES[k]} (class {k})"
-        answer = as_tuple(precision_recall_f1(matrix.clone(), k), call, 3, "three numbers (precision, recall, f1)")
+        answer = as_tuple(
+            call_unmodified(precision_recall_f1, matrix, k, names=("matrix",)),
+            call,
+            3,
+            "three numbers (precision, recall, f1)",
+        )
         got = np.array([as_number(v, f"{name} of {call}") for v, name in zip(answer, ("precision", "recall", "f1"))])
         if not np.isfinite(got).all():
             raise Mismatch(
@@ -220,6 +308,7 @@ def check_precision_recall_f1(precision_recall_f1) -> str:
                     f"harmonic mean, 2·P·R / (P + R) = {want[2]:.4f}",
                     np.array([want[0], want[1], want[:2].mean()]),
                 ),
+                (f"expected fractions in [0, 1] for {where}, got percentages (100 times too large)", 100 * want),
             ],
             close=1e-6,
         )

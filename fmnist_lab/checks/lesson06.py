@@ -5,10 +5,25 @@ confidences, a seeded random `CNNBatch` in eval mode and a synthetic 16×16 imag
 model) and compares the result with the reference in `fmnist_lab.interpret`. Where a plausible
 mistake is recognisable (diagonal included, rows and columns swapped, unweighted bins, logits instead
 of probabilities, a missing absolute value, …) the message names it.
+
+Beyond the values: every tensor argument, and the model's weights and buffers, must come back unchanged
+(6.4 must not set `requires_grad` on the image it is given either); the model must be left in the eval
+mode it was given; 6.3 and 6.4 also run on a 12×12 image and model (a size written into the function
+shows up); NaN and infinity get their own message; a layer or a class passed instead of the function
+is named. Decided (the contested cases):
+
+- a float64 map passes: a map is drawn, not fed to a next layer, and its values are the same;
+- the map may come back on the CPU whatever the model's device (the lesson's answer does, to plot it),
+  so the device is not checked;
+- the package's own answers (`fmnist_lab.interpret.most_confused_pairs`, `expected_calibration_error`,
+  `calibration_bins`, `occlusion_map`, `saliency_map`) are ruled out: the exercise is to write them.
+  A name bound to them before the check runs is not seen (the limit of `forbid_call`).
 """
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
@@ -19,14 +34,20 @@ from fmnist_lab import interpret
 from fmnist_lab.checks import Mismatch, exercise
 from fmnist_lab.checks.toolkit import (
     as_number,
+    call_unmodified,
     diagnose,
-    expect_callable,
     expect_close,
+    expect_finite,
+    expect_mode_restored,
     expect_number,
+    expect_plain_function,
     expect_tensor,
+    forbid_calls,
     is_close,
     one_thread,
+    other_input,
     random_cnn_batch,
+    watch_module,
 )
 
 # The test-set confusion matrix of the seed-0 original run (rows true, columns predicted).
@@ -45,6 +66,15 @@ SEED0_MATRIX = np.array(
     ],
     dtype=np.int64,
 )
+
+
+PACKAGE = "the package's own {} is the answer itself: write the function, as the exercise asks"
+MODEL_ADVICE = "leave the model's weights and batch-norm statistics alone"
+
+
+def without_package(*names: str):
+    """`forbid_calls` on `fmnist_lab.interpret`'s own versions of this exercise's answer."""
+    return forbid_calls(((interpret, name) for name in names), PACKAGE.format(f"interpret.{names[0]}"))
 
 
 def shuffled_matrix() -> np.ndarray:
@@ -92,13 +122,15 @@ def _same_pairs(got: list[tuple[str, str, int]], expected: list[tuple[str, str, 
     "and return (CLASS_NAMES[true], CLASS_NAMES[predicted], count)",
 )
 def check_most_confused_pairs(most_confused_pairs) -> str:
-    expect_callable(most_confused_pairs, "a function most_confused_pairs(matrix, k)")
+    expect_plain_function(most_confused_pairs, "a function most_confused_pairs(matrix, k)")
     for matrix, k, what in (
         (SEED0_MATRIX, 5, "the seed-0 model's confusion matrix, k=5"),
         (shuffled_matrix(), 8, "a shuffled matrix with small diagonals, k=8"),
     ):
         given = matrix.copy()
-        got = _pairs(most_confused_pairs(given, k), k)
+        with without_package("most_confused_pairs"):
+            answer = most_confused_pairs(given, k)
+        got = _pairs(answer, k)
         if not np.array_equal(given, matrix):
             raise Mismatch(f"{what}: your function changed the matrix it was given; work on a copy")
         expected = interpret.most_confused_pairs(matrix, k)
@@ -146,7 +178,19 @@ def random_predictions(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
     "weighted by the bin's share of all predictions (n_b / N), and add them up",
 )
 def check_expected_calibration_error(expected_calibration_error) -> str:
-    expect_callable(expected_calibration_error, "a function expected_calibration_error(confidences, correct, n_bins)")
+    expect_plain_function(
+        expected_calibration_error, "a function expected_calibration_error(confidences, correct, n_bins)"
+    )
+
+    def learner_ece(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int) -> float:
+        """The learner's ECE: inputs unchanged, no package shortcut, a finite number."""
+        with without_package("expected_calibration_error", "calibration_bins"):
+            value = call_unmodified(
+                expected_calibration_error, confidences, correct, n_bins, names=("confidences", "correct")
+            )
+        expect_finite(value, f"the ECE with {n_bins} bins")
+        return as_number(value, "the ECE")
+
     cases = [  # (groups of (confidence, n, right): n predictions at one confidence, the first `right` correct;
         #         what they are, their ECE, the mistakes that give a known value)
         (
@@ -183,7 +227,7 @@ def check_expected_calibration_error(expected_calibration_error) -> str:
     for groups, what, ece, mistakes in cases:
         confidences = torch.cat([torch.full((n,), confidence) for confidence, n, _ in groups])
         correct = torch.cat([torch.arange(n) < right for _, n, right in groups])
-        got = as_number(expected_calibration_error(confidences, correct, 10), "the ECE")
+        got = learner_ece(confidences, correct, 10)
         if not abs(got - ece) <= 1e-5:
             reason = diagnose(got, mistakes, close=1e-4)
             raise Mismatch(f"expected ECE {ece:g} (± 1e-5) for {what}, got {got:.4g}{': ' + reason if reason else ''}")
@@ -191,11 +235,17 @@ def check_expected_calibration_error(expected_calibration_error) -> str:
     for n_bins in (5, 10, 15):
         expected = interpret.expected_calibration_error(confidence, correct, n_bins)
         expect_number(
-            expected_calibration_error(confidence.clone(), correct.clone(), n_bins),
+            learner_ece(confidence, correct, n_bins),
             expected,
             f"ECE of 2,000 seeded predictions with {n_bins} bins",
             1e-5,
         )
+    expect_number(
+        learner_ece(confidence.double(), correct, 10),
+        interpret.expected_calibration_error(confidence, correct, 10),
+        "ECE of the same predictions with float64 confidences",
+        1e-5,
+    )
     ece10 = interpret.expected_calibration_error(confidence, correct, 10)
     return (
         f"0.1125 on the two-group example, 0 on calibrated data, 0.1 with confidences of 1.0, and "
@@ -211,6 +261,36 @@ def seeded_image() -> torch.Tensor:
     image = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(60))
     image[:, :, :5] = 0
     return image
+
+
+@contextlib.contextmanager
+def other_size(what: str) -> Iterator[None]:
+    """An error on the 12×12 case becomes Mismatch: the function has 16×16 written into it."""
+    with other_input("a 16×16 image", what):
+        yield
+
+
+def small_case() -> tuple[nn.Module, torch.Tensor]:
+    """A seeded 12×12 `CNNBatch` and a 12×12 crop of the image: a size written into the function shows up."""
+    return random_cnn_batch(6, image_size=12), seeded_image()[:, :12, :12].clone()
+
+
+def _run_on_image(function: Any, model: nn.Module, image: torch.Tensor, *rest: Any, what: str, package: str):
+    """The learner's map for (model, a copy of image, *rest), a finite (H, W) tensor; the inputs left as they were."""
+    given = image.clone()
+    with without_package(package), watch_module(model, "model", MODEL_ADVICE):
+        got = function(model, given, *rest)
+        expect_mode_restored(model, False, what)  # before the weights: a .train() changes the statistics too
+    if not torch.equal(given.detach(), image):
+        raise Mismatch(f"{what} changed the image it was given; work on a copy (image.clone())")
+    if given.requires_grad:
+        raise Mismatch(
+            f"{what} set requires_grad on the image it was given: make a copy that requires the gradient "
+            "(image.clone().requires_grad_(True)) and leave the caller's image as it was"
+        )
+    got = expect_tensor(got, what, tuple(image.shape[1:]))
+    expect_finite(got, what)
+    return got
 
 
 def _expect_map(got: torch.Tensor, expected: torch.Tensor, what: str, mistakes: list, close: float) -> None:
@@ -247,13 +327,11 @@ def _occlusion_variant(
 )
 @one_thread
 def check_occlusion_map(occlusion_map) -> str:
-    expect_callable(occlusion_map, "a function occlusion_map(model, image, label, patch)")
+    expect_plain_function(occlusion_map, "a function occlusion_map(model, image, label, patch)")
     model, image, maps = random_cnn_batch(6), seeded_image(), []
     for label, patch in ((5, 3), (0, 5)):
-        what, given = f"occlusion_map(model, image, label={label}, patch={patch})", image.clone()
-        got = expect_tensor(occlusion_map(model, given, label, patch), what, (16, 16))
-        if not torch.equal(given, image):
-            raise Mismatch(f"{what} changed the image it was given; occlude a copy (image.clone())")
+        what = f"occlusion_map(model, image, label={label}, patch={patch})"
+        got = _run_on_image(occlusion_map, model, image, label, patch, what=what, package="occlusion_map")
         maps.append(expected := interpret.occlusion_map(model, image, label, patch))
         _expect_map(
             got,
@@ -277,6 +355,11 @@ def check_occlusion_map(occlusion_map) -> str:
             ],
             close=1e-4,
         )
+    small_model, small_image = small_case()
+    what = "occlusion_map on a 12×12 image and model (label=3, patch=3)"
+    with other_size(what):
+        got = _run_on_image(occlusion_map, small_model, small_image, 3, 3, what=what, package="occlusion_map")
+    expect_close(got, interpret.occlusion_map(small_model, small_image, 3, 3), what, atol=1e-5)
     return (
         f"(16, 16) maps for patch 3 and 5 match the reference on a seeded CNNBatch within 1e-5 "
         f"(largest drop {maps[0].max().item():.3f}; 0 where the image is background)"
@@ -299,14 +382,12 @@ def _gradient(model: nn.Module, image: torch.Tensor, score: Any) -> torch.Tensor
 )
 @one_thread
 def check_saliency_map(saliency_map) -> str:
-    expect_callable(saliency_map, "a function saliency_map(model, image, label)")
+    expect_plain_function(saliency_map, "a function saliency_map(model, image, label)")
     model, image, maps = random_cnn_batch(6), seeded_image(), []
     score = "differentiate the class's score, the logit model(x)[0, label], before the softmax"
     for label in (5, 2):
-        what, given = f"saliency_map(model, image, label={label})", image.clone()
-        got = expect_tensor(saliency_map(model, given, label), what, (16, 16))
-        if not torch.equal(given.detach(), image):
-            raise Mismatch(f"{what} changed the image it was given; work on a copy (image.clone())")
+        what = f"saliency_map(model, image, label={label})"
+        got = _run_on_image(saliency_map, model, image, label, what=what, package="saliency_map")
         maps.append(expected := interpret.saliency_map(model, image, label))
         _expect_map(
             got,
@@ -330,6 +411,11 @@ def check_saliency_map(saliency_map) -> str:
             ],
             close=1e-5,
         )
+    small_model, small_image = small_case()
+    what = "saliency_map on a 12×12 image and model (label=3)"
+    with other_size(what):
+        got = _run_on_image(saliency_map, small_model, small_image, 3, what=what, package="saliency_map")
+    expect_close(got, interpret.saliency_map(small_model, small_image, 3), what, atol=1e-5)
     return (
         f"(16, 16) maps for two classes match the reference on a seeded CNNBatch within 1e-5 "
         f"(all ≥ 0, largest {maps[0].max().item():.3f})"

@@ -4,30 +4,68 @@ Each check runs the learner's function on small fixed, seeded inputs and compare
 the reference in `fmnist_lab.recipes`: the augmentation by invariants (every output image is a shifted,
 possibly mirrored copy of its input, shifts cover the whole range, the generator decides everything),
 the rest by values within a stated tolerance. Plausible mistakes get a message naming them.
+
+Beyond the values: no tensor argument may change in place (a model's weights and buffers included); the
+loss also runs on one image, an odd batch and 7 classes, must let gradients flow back to the logits,
+keep the logits' dtype and run on another device (PyTorch's `meta` device stands in for a GPU); the
+augmentation also runs on one image and on an odd 3-channel batch, and keeps float64; the averaging
+leaves both models in their mode; the test-time augmentation runs on one image and an odd batch, keeps
+a model given in eval mode in eval mode, returns no gradient, and keeps the dtype and the device. NaN and
+infinity get their own message; a layer or a class passed instead of the function is named (7.4 names
+`recipes.EMA`). Decided (the contested cases):
+
+- float64: the loss and the probabilities keep their input's dtype (a float64 result from float32
+  fails: it would not fit the next float32 step); a learning rate is a Python number;
+- 7.2 must return a tensor that backpropagates (`.item()` fails: a loss is for training). It may use
+  `F.cross_entropy`, even with `label_smoothing`: the lesson shows it right after the exercise as the
+  check of your formula, and rules nothing out;
+- 7.5 may leave a model given in training mode in eval mode (the lesson's answer calls `model.eval()`);
+- the package's own answers (`fmnist_lab.recipes.one_cycle_lr`, `label_smoothing_loss`,
+  `random_crop_flip`, `ema_update`, `evaluate.flip_tta_probs`) are ruled out: the exercise is to write
+  them. A name bound to them before the check runs is not seen (the limit of `forbid_call`);
+- 7.3's device is not checked: a seeded `torch.Generator` here is a CPU one, so its offsets are drawn on
+  the CPU whatever the images' device.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from fmnist_lab import recipes
+from fmnist_lab import evaluate, recipes
 from fmnist_lab.checks import Mismatch, exercise
 from fmnist_lab.checks.toolkit import (
     as_number,
     call_unmodified,
     diagnose,
-    expect_callable,
+    expect_device_kept,
+    expect_dtype_kept,
+    expect_finite,
+    expect_gradients,
+    expect_mode_restored,
+    expect_plain_function,
     expect_tensor,
+    forbid_calls,
     is_close,
     max_difference,
+    on_meta,
+    other_input,
     own_rng,
     seeded,
-    watch,
+    watch_module,
 )
+
+PACKAGE = "the package's own {} is the answer itself: write the function, as the exercise asks"
+
+
+def without_package(owner, name: str):
+    """`forbid_calls` on the package's own version of this exercise's answer."""
+    return forbid_calls(((owner, name),), PACKAGE.format(f"{owner.__name__.rsplit('.', 1)[-1]}.{name}"))
+
 
 # --- 7.1 one_cycle_lr ------------------------------------------------------------------------------
 
@@ -41,13 +79,16 @@ CYCLES = ((100, 0.1), (1000, 0.4), (50, 1.0))
     "lr = end + (max − end)·(1 + cos(π·(t − W)/(T − W)))/2 with end = lo/10⁴",
 )
 def check_one_cycle_lr(one_cycle_lr) -> str:
-    expect_callable(one_cycle_lr, "a function one_cycle_lr(step, total_steps, max_lr)")
+    expect_plain_function(one_cycle_lr, "a function one_cycle_lr(step, total_steps, max_lr)")
     for total, max_lr in CYCLES:
         peak = int(0.3 * total)
         for step in sorted({0, 1, peak // 2, peak - 1, peak, peak + 1, (peak + total) // 2, total - 1, total}):
             where = f"one_cycle_lr({step}, {total}, {max_lr})"
             expected = recipes.one_cycle_lr(step, total, max_lr)
-            got = as_number(one_cycle_lr(step, total, max_lr), where)
+            with without_package(recipes, "one_cycle_lr"):
+                answer = one_cycle_lr(step, total, max_lr)
+            expect_finite(answer, where)
+            got = as_number(answer, where)
             if abs(got - expected) <= 1e-9 + 1e-6 * max_lr:
                 continue
             phase = "warm-up (before 30% of the steps)" if step < peak else "annealing (after 30% of the steps)"
@@ -58,8 +99,16 @@ def check_one_cycle_lr(one_cycle_lr) -> str:
                     (f"expected {expected:.6g}, got max_lr: warm up from max_lr/25 first", max_lr),
                 ]
                 if step == 0
+                else [
+                    (
+                        f"expected {expected:.8g}, got {got:.8g}: the annealing ends at end = lo/10⁴ = "
+                        "max_lr/250,000, not at 0",
+                        max_lr * (1 + math.cos(math.pi * (step - 0.3 * total) / (total - 0.3 * total))) / 2,
+                    )
+                ]
+                if step >= peak
                 else [],
-                close=1e-9,
+                close=1e-12,
             )
             raise Mismatch(
                 f"{where}: {reason}" if reason else f"{where}, in the {phase}: expected {expected:.6g}, got {got:.6g}"
@@ -79,7 +128,7 @@ def check_one_cycle_lr(one_cycle_lr) -> str:
     "target q = (1 − ε)·one-hot + ε/K over ALL K classes; loss = mean over the batch of −Σ_k q_k·log_softmax(z)_k",
 )
 def check_label_smoothing_loss(label_smoothing_loss) -> str:
-    expect_callable(label_smoothing_loss, "a function label_smoothing_loss(logits, targets, smoothing)")
+    expect_plain_function(label_smoothing_loss, "a function label_smoothing_loss(logits, targets, smoothing)")
     generator = torch.Generator().manual_seed(72)
     logits = torch.randn(64, 10, generator=generator) * 3
     targets = torch.randint(0, 10, (64,), generator=generator)
@@ -88,10 +137,8 @@ def check_label_smoothing_loss(label_smoothing_loss) -> str:
     wrong_classes = log_probs.scatter(1, targets[:, None], 0.0).sum(1)  # Σ over the 9 wrong classes
     for smoothing in (0.1, 0.0, 0.3):
         expected = F.cross_entropy(logits.double(), targets, label_smoothing=smoothing).item()
-        got = as_number(
-            label_smoothing_loss(logits.clone(), targets.clone(), smoothing),
-            f"label_smoothing_loss(logits, targets, {smoothing})",
-        )
+        what = f"label_smoothing_loss(logits, targets, {smoothing})"
+        got = as_number(_loss(label_smoothing_loss, logits, targets, smoothing, what), what)
         if abs(got - expected) <= 1e-5:
             continue
         reason = diagnose(
@@ -114,10 +161,50 @@ def check_label_smoothing_loss(label_smoothing_loss) -> str:
             f"ε = {smoothing}: "
             + (reason or f"expected {expected:.5f} (F.cross_entropy with label_smoothing={smoothing}), got {got:.6g}")
         )
+    _loss_beyond_values(label_smoothing_loss, logits, targets)
     return (
         "equals F.cross_entropy(logits, targets, label_smoothing=ε) within 1e-5 for ε = 0.1, 0 and 0.3 "
         "on 64 fixed logits"
     )
+
+
+def _loss(label_smoothing_loss, logits: torch.Tensor, targets: torch.Tensor, smoothing: float, what: str):
+    """The learner's loss: its inputs unchanged, no package shortcut, a finite value."""
+    with without_package(recipes, "label_smoothing_loss"):
+        loss = call_unmodified(label_smoothing_loss, logits, targets, smoothing, names=("logits", "targets"))
+    expect_finite(loss, what)
+    return loss
+
+
+def _loss_beyond_values(label_smoothing_loss, logits: torch.Tensor, targets: torch.Tensor) -> None:
+    """One image, an odd batch, 7 classes; then gradients, the dtype and the device."""
+    generator = torch.Generator().manual_seed(73)
+    cases = [
+        (logits[:1], targets[:1], "one image"),
+        (logits[:7], targets[:7], "an odd batch of 7"),
+        (torch.randn(9, 7, generator=generator), torch.randint(0, 7, (9,), generator=generator), "7 classes"),
+    ]
+    for few_logits, few_targets, what in cases:
+        where = f"label_smoothing_loss on {what}"
+        expected = F.cross_entropy(few_logits.double(), few_targets, label_smoothing=0.1).item()
+        with other_input("64 images of 10 classes", where):
+            got = as_number(_loss(label_smoothing_loss, few_logits, few_targets, 0.1, where), where)
+        if not abs(got - expected) <= 1e-5:
+            raise Mismatch(
+                f"{where}: expected {expected:.5f}, got {got:.5f}: take the batch size and the number of classes K "
+                "from logits.shape, do not write 64 or 10 into the function"
+            )
+    what = "label_smoothing_loss(logits, targets, 0.1)"
+    expect_gradients(
+        label_smoothing_loss,
+        lambda x, t, smoothing: F.cross_entropy(x, t, label_smoothing=smoothing),
+        {"logits": logits[:8]},
+        targets[:8],
+        0.1,
+        what=what,
+    )
+    expect_dtype_kept(expect_tensor(label_smoothing_loss(logits.clone(), targets, 0.1), what), logits, what)
+    expect_device_kept(label_smoothing_loss, logits, targets, 0.1, what=what)
 
 
 # --- 7.3 random_crop_flip -----------------------------------------------------------------------
@@ -141,6 +228,22 @@ def _match(out: torch.Tensor, images: torch.Tensor, padding: int) -> tuple[list[
     return flips, shifts
 
 
+def _augment(random_crop_flip, images: torch.Tensor, padding: int, seed: int, what: str) -> torch.Tensor:
+    """The learner's augmented batch: the input unchanged, no package shortcut, finite, of the input's shape."""
+    with without_package(recipes, "random_crop_flip"):
+        out = call_unmodified(
+            random_crop_flip,
+            images,
+            padding,
+            torch.Generator().manual_seed(seed),
+            names=("batch",),
+            advice="return a new tensor",
+        )
+    out = expect_tensor(out, f"{what} on a {tuple(images.shape)} batch", tuple(images.shape))
+    expect_finite(out, what)
+    return out.detach().clone()  # a snapshot, whatever the next calls do
+
+
 @exercise(
     "7.3",
     "random_crop_flip",
@@ -150,21 +253,9 @@ def _match(out: torch.Tensor, images: torch.Tensor, padding: int) -> tuple[list[
 )
 @own_rng
 def check_random_crop_flip(random_crop_flip) -> str:
-    expect_callable(random_crop_flip, "a function random_crop_flip(images, padding, generator)")
+    expect_plain_function(random_crop_flip, "a function random_crop_flip(images, padding, generator)")
     images, padding = torch.rand(200, 1, 10, 12, generator=torch.Generator().manual_seed(71)), 2
-    out = call_unmodified(
-        random_crop_flip,
-        images,
-        padding,
-        torch.Generator().manual_seed(0),
-        names=("batch",),
-        advice="return a new tensor",
-    )
-    out = (
-        expect_tensor(out, "random_crop_flip(images, 2, generator) on a (200, 1, 10, 12) batch", tuple(images.shape))
-        .detach()
-        .clone()
-    )  # a snapshot, whatever the next calls do
+    out = _augment(random_crop_flip, images, padding, 0, "random_crop_flip(images, 2, generator)")
     flips, shifts = _match(out, images, padding)
     flipped, distinct = sum(flips), set(shifts)
     if flipped == 0:
@@ -191,6 +282,16 @@ def check_random_crop_flip(random_crop_flip) -> str:
     still = random_crop_flip(images.clone(), 0, torch.Generator().manual_seed(2))
     expect_tensor(still, "random_crop_flip(images, 0, generator)", tuple(images.shape))
     _match(still, images, 0)  # with padding 0, the only views are the image and its mirror
+    colour = torch.rand(7, 3, 5, 6, generator=torch.Generator().manual_seed(72))
+    for batch, what in ((colour[:1], "one 3×5×6 image"), (colour, "an odd batch of 7 images 3×5×6")):
+        where = f"random_crop_flip on {what}, padding 1"
+        with other_input("a batch of 200 one-channel images", where):
+            got = _augment(random_crop_flip, batch, 1, 3, where)
+        _match(got, batch, 1)
+    wide = images[:6].double()
+    expect_dtype_kept(
+        _augment(random_crop_flip, wide, padding, 4, "random_crop_flip on float64 images"), wide, "the batch"
+    )
     return (
         f"200 images (1×10×12): each output is its input shifted within ±{padding} px (zero fill) "
         f"and mirrored or not; {flipped} mirrored, {len(distinct)} of 25 shifts seen, same seed → "
@@ -219,12 +320,11 @@ def _small_model(seed: int) -> nn.Module:
     "torch.no_grad(); this includes BatchNorm's running_mean and running_var",
 )
 def check_ema_update(ema_update) -> str:
-    expect_callable(ema_update, "a function ema_update(ema_model, model, decay)")
+    expect_plain_function(ema_update, "a function ema_update(ema_model, model, decay)")
     current, ema = _small_model(1), _small_model(2)
     expected, old = copy.deepcopy(ema), copy.deepcopy(ema.state_dict())
     recipes.ema_update(expected, current, 0.9)
-    with watch(advice="update only the EMA copy", **{f"model.{k}": v for k, v in current.state_dict().items()}):
-        result = ema_update(ema, current, 0.9)
+    result = _average(ema_update, ema, current, 0.9)
     new = current.state_dict()
     got_state = (result if isinstance(result, nn.Module) and result is not ema else ema).state_dict()
     for name, want in expected.state_dict().items():
@@ -257,7 +357,7 @@ def check_ema_update(ema_update) -> str:
             )
         )
     target, copy_of = _small_model(3), _small_model(4)
-    ema_update(copy_of, target, 0.0)
+    _average(ema_update, copy_of.eval(), target.eval(), 0.0)
     for name, value in target.state_dict().items():
         if value.dtype.is_floating_point and not is_close(copy_of.state_dict()[name], value, atol=1e-6):
             raise Mismatch(f"with decay 0 the EMA must become a copy of the model, but {name} differs")
@@ -265,6 +365,26 @@ def check_ema_update(ema_update) -> str:
         "weights, biases and BatchNorm running statistics of a small conv net equal 0.9·ema + 0.1·current "
         "within 1e-6, the current model unchanged; decay 0 copies"
     )
+
+
+def _average(ema_update, ema: nn.Module, model: nn.Module, decay: float):
+    """The learner's update: the current model unchanged, both models left in their mode, finite averages."""
+    training = ema.training
+    try:
+        with without_package(recipes, "ema_update"), watch_module(model, "model", "update only the EMA copy"):
+            result = ema_update(ema, model, decay)
+    except RuntimeError as exc:
+        if "leaf variable" not in str(exc).lower():
+            raise
+        raise Mismatch(
+            "your update changes parameters that require gradients in place, which autograd refuses: do it under "
+            "torch.no_grad() (or on state_dict()'s tensors)"
+        ) from None
+    expect_mode_restored(ema, training, "ema_update (on the EMA model)")
+    expect_mode_restored(model, training, "ema_update (on the current model)")
+    for name, value in ema.state_dict().items():
+        expect_finite(value, f"the EMA model's {name}")
+    return result
 
 
 # --- 7.5 flip_tta_probs ----------------------------------------------------------------------------
@@ -287,6 +407,39 @@ def _lopsided() -> nn.Module:
     return model
 
 
+def _tta(flip_tta_probs, model: nn.Module, images: torch.Tensor):
+    """The learner's probabilities: the images unchanged, no package shortcut, finite."""
+    with without_package(evaluate, "flip_tta_probs"):
+        probabilities = call_unmodified(flip_tta_probs, model, images, names=("model", "images"))
+    expect_finite(probabilities, "flip_tta_probs(model, images)")
+    return probabilities
+
+
+def _tta_beyond_values(flip_tta_probs, reference: nn.Module, images: torch.Tensor) -> None:
+    """A model in eval mode stays so and keeps its weights; one image, an odd batch; no gradient; dtype, device."""
+    for batch, what in ((images[:1], "one image"), (images[:7], "an odd batch of 7")):
+        where = f"flip_tta_probs(model, images) on {what}"
+        model = copy.deepcopy(reference)
+        with watch_module(model, "model", "only read the model"), other_input("32 images", where):
+            got = _tta(flip_tta_probs, model, batch)
+        expect_mode_restored(model, False, "flip_tta_probs")
+        if isinstance(got, torch.Tensor) and len(batch) == 1 and tuple(got.shape) == (10,):
+            raise Mismatch("for one image flip_tta_probs returns shape (10,), expected (1, 10): keep the batch axis")
+        got = expect_tensor(got, where, (len(batch), 10))
+        if got.requires_grad:
+            raise Mismatch(
+                f"{where} returns probabilities that require a gradient: compute them under torch.no_grad(), "
+                "as the exercise asks (no graph is kept for test-time predictions)"
+            )
+        with torch.no_grad():
+            expected = (reference(batch).softmax(1) + reference(batch.flip(-1)).softmax(1)) / 2
+        if not is_close(got, expected, atol=1e-5):
+            raise Mismatch(f"{where} differs from the reference by up to {max_difference(got, expected):.3g}")
+    wide, what = copy.deepcopy(reference).double(), "flip_tta_probs on a float64 model and images"
+    expect_dtype_kept(expect_tensor(flip_tta_probs(wide, images.double()), what), images.double(), what)
+    expect_device_kept(lambda x: flip_tta_probs(on_meta(reference), x), images, what="flip_tta_probs")
+
+
 @exercise(
     "7.5",
     "flip_tta_probs",
@@ -294,7 +447,7 @@ def _lopsided() -> nn.Module:
     "softmax over the classes (dim=1)",
 )
 def check_flip_tta_probs(flip_tta_probs) -> str:
-    expect_callable(flip_tta_probs, "a function flip_tta_probs(model, images)")
+    expect_plain_function(flip_tta_probs, "a function flip_tta_probs(model, images)")
     images = torch.rand(32, 1, 8, 8, generator=torch.Generator().manual_seed(75))
     reference = seeded(75, _lopsided).eval()
     with torch.no_grad():
@@ -302,9 +455,10 @@ def check_flip_tta_probs(flip_tta_probs) -> str:
         logits_mean = ((reference(images) + reference(images.flip(-1))) / 2).softmax(1)
     expected = (plain + mirrored) / 2
     # the model is given in training mode: its dropout draws, if any, are seeded and leave the learner's RNG alone
-    got = seeded(75, lambda: flip_tta_probs(_lopsided().train(), images.clone()))
+    got = seeded(75, lambda: _tta(flip_tta_probs, _lopsided().train(), images))
     expect_tensor(got, "flip_tta_probs(model, images) on (32, 1, 8, 8)", (32, 10))
     if is_close(got, expected, atol=1e-5):
+        _tta_beyond_values(flip_tta_probs, reference, images)
         return (
             "(32, 10) probabilities equal the mean of softmax(model(x)) and softmax(model(x mirrored)) in "
             "eval mode within 1e-5 (a model given in training mode)"

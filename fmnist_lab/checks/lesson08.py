@@ -1,4 +1,22 @@
-"""Checks of lesson 8 (deployment): ONNX export, softmax in NumPy, ONNX Runtime predictions, preprocessing."""
+"""Checks of lesson 8 (deployment): ONNX export, softmax in NumPy, ONNX Runtime predictions, preprocessing.
+
+Beyond the values: no argument may be changed in place (the model's weights and buffers included); one
+image and odd-sized batches are tried (8.1: 1, 3 and 64; 8.2: one row; 8.3: 300 images in chunks of 128
+and 7 in chunks of 3, each chunk run at most `batch_size` images); NaN and infinity get their own
+message; a layer or a class passed instead of the function is named. Decided (the contested cases):
+
+- 8.2 may return float64 probabilities (NumPy's default; the values are the same). 8.3 may return
+  tensors or arrays. 8.4 must return a float32 NumPy array: it is fed to ONNX Runtime, which refuses
+  float64 and tensors. 8.3 must feed ONNX Runtime float32, for the same reason;
+- 8.2 is written in NumPy, as the lesson says ("without PyTorch you write it in NumPy"): `torch.softmax`,
+  `Tensor.softmax`, `F.softmax` and `scipy.special.softmax` are ruled out. The package's own answers
+  (`fmnist_lab.export.export_to_onnx`, `softmax_numpy`, `onnx_logits`, `onnx_predict`,
+  `preprocess_drawing`) are ruled out everywhere; its helpers `pad_to_square` and `resize_image`, which
+  the lesson hands you, are allowed. A name bound to a ruled-out function before the check runs is not
+  seen (the limit of `forbid_call`);
+- 8.1 may leave the model in eval mode (the lesson's answer calls `model.eval()`); the device is not
+  checked (an exported file and NumPy arrays have none).
+"""
 
 from __future__ import annotations
 
@@ -8,14 +26,37 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.nn import functional as F
 
+from fmnist_lab import export
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import as_array, as_pair, expect_callable, first_line, max_difference, random_cnn_batch
+from fmnist_lab.checks.toolkit import (
+    as_array,
+    as_pair,
+    call_unmodified,
+    expect_finite,
+    expect_plain_function,
+    first_line,
+    forbid_calls,
+    max_difference,
+    random_cnn_batch,
+    watch_module,
+)
 
 EXPORT_TOLERANCE = 1e-4  # ONNX Runtime's logits against PyTorch's (float32, different kernels)
 PROBABILITY_TOLERANCE = 1e-5
 PIXEL_TOLERANCE = 1e-4
 SEED = 8  # the reference model of every check: random_cnn_batch(SEED), a CNNBatch in eval mode
+NUMPY_ONLY = (
+    "write the softmax with NumPy (np.exp, np.sum), as the lesson says: the deployed model has no PyTorch, so "
+    "torch.softmax, F.softmax and scipy.special.softmax (and the package's export.softmax_numpy) are ruled out"
+)
+PACKAGE = "the package's own export.{} is the answer itself: write the function, as the exercise asks"
+
+
+def without_package(name: str, *more: tuple[object, str], why: str = ""):
+    """`forbid_calls` on the package's own version of this exercise's answer (and `more` shortcuts)."""
+    return forbid_calls(((export, name), *more), why or PACKAGE.format(name))
 
 
 @exercise(
@@ -28,11 +69,12 @@ def check_export_to_onnx(export_to_onnx) -> str:
     import onnx
     import onnxruntime
 
-    expect_callable(export_to_onnx, "a function export_to_onnx(model, path)")
-    reference = random_cnn_batch(SEED)
+    expect_plain_function(export_to_onnx, "a function export_to_onnx(model, path)")
+    reference, given = random_cnn_batch(SEED), random_cnn_batch(SEED)
     with tempfile.TemporaryDirectory(prefix="fmnist_lab_check_8_1_") as folder:
         path = Path(folder) / "model.onnx"
-        export_to_onnx(random_cnn_batch(SEED), path)
+        with without_package("export_to_onnx"), watch_module(given, "model", "export the model as it is"):
+            export_to_onnx(given, path)
         if not path.is_file():
             raise Mismatch(
                 f"expected export_to_onnx(model, path) to write a file at path, found none "
@@ -61,8 +103,14 @@ def check_export_to_onnx(export_to_onnx) -> str:
                     "make the batch dimension dynamic"
                 ) from None
             expected = reference(images).detach().numpy()
+            expect_finite(got, f"the file's logits for a batch of {batch}")
             if got.shape != expected.shape:
                 raise Mismatch(f"expected logits of shape {expected.shape} for a batch of {batch}, got {got.shape}")
+            if max_difference(got, torch.softmax(torch.from_numpy(expected), 1)) <= EXPORT_TOLERANCE:
+                raise Mismatch(
+                    "the file outputs probabilities, not logits: export the model itself (the softmax is "
+                    "applied after ONNX Runtime, in 8.2)"
+                )
             if not (gap := max_difference(got, expected)) <= EXPORT_TOLERANCE:
                 raise Mismatch(
                     f"on a batch of {batch} images the file's logits differ from PyTorch's in eval "
@@ -78,16 +126,10 @@ def check_export_to_onnx(export_to_onnx) -> str:
 )
 @np.errstate(all="ignore")  # the learner's overflow (on logits of ±1000) is reported, not warned about
 def check_softmax_numpy(softmax_numpy) -> str:
-    expect_callable(softmax_numpy, "a function softmax_numpy(logits)")
+    expect_plain_function(softmax_numpy, "a function softmax_numpy(logits)")
     logits = (torch.randn(5, 10, generator=torch.Generator().manual_seed(82)) * 3).numpy()
     expected = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
-    got = softmax_numpy(logits.copy())
-    if not isinstance(got, np.ndarray):  # the point: no PyTorch where the model is deployed
-        raise Mismatch(
-            f"expected softmax_numpy(logits) to return a NumPy array, got {type(got).__name__}: "
-            "use np.exp and np.sum, not torch"
-        )
-    got = as_array(got, "softmax_numpy(logits)")
+    got = _numpy_softmax(softmax_numpy, logits, "softmax_numpy(logits)")
     if got.shape != expected.shape:
         raise Mismatch(f"expected probabilities of shape {expected.shape}, got {got.shape}")
     sums = got.sum(axis=1)
@@ -98,6 +140,12 @@ def check_softmax_numpy(softmax_numpy) -> str:
         )
     if not (gap := max_difference(got, expected)) <= 1e-6:
         raise Mismatch(f"your probabilities differ from torch.softmax by up to {gap:.3g} (tolerance 1e-6)")
+    one = _numpy_softmax(softmax_numpy, logits[:1], "softmax_numpy(logits of one image)")
+    if one.shape != (1, 10):
+        raise Mismatch(
+            f"for the logits of one image, shape (1, 10), expected probabilities of shape (1, 10), got "
+            f"{one.shape}: keep the batch axis (no np.squeeze)"
+        )
     large = np.array([[1000.0, 999.0] + [0.0] * 8, [-1000.0] * 9 + [-998.0]], dtype=np.float32)
     expected_large = torch.softmax(torch.from_numpy(large).double(), dim=1).numpy()
     got_large = as_array(softmax_numpy(large.copy()), "softmax_numpy(large logits)", lists=False)
@@ -115,6 +163,21 @@ def check_softmax_numpy(softmax_numpy) -> str:
     return "(5, 10) probabilities equal torch.softmax within 1e-6; logits of ±1000 stay finite"
 
 
+def _numpy_softmax(softmax_numpy, logits: np.ndarray, what: str) -> np.ndarray:
+    """The learner's probabilities: NumPy only, `logits` unchanged, a finite NumPy array (as float64)."""
+    import scipy.special
+
+    torch_calls = ((torch, "softmax"), (torch.Tensor, "softmax"), (F, "softmax"), (scipy.special, "softmax"))
+    with without_package("softmax_numpy", *torch_calls, why=NUMPY_ONLY):
+        got = call_unmodified(softmax_numpy, logits, names=("logits",))
+    if not isinstance(got, np.ndarray):  # the point: no PyTorch where the model is deployed
+        raise Mismatch(
+            f"expected {what} to return a NumPy array, got {type(got).__name__}: use np.exp and np.sum, not torch"
+        )
+    expect_finite(got, what)
+    return as_array(got, what)
+
+
 @functools.lru_cache(maxsize=1)
 def _reference_session():
     """ONNX Runtime on the reference model, exported once per process by the package."""
@@ -122,6 +185,47 @@ def _reference_session():
 
     folder = Path(tempfile.mkdtemp(prefix="fmnist_lab_check_8_3_"))
     return onnx_session(export_to_onnx(random_cnn_batch(SEED), folder / "reference.onnx"))
+
+
+class RecordingSession:
+    """The reference ONNX Runtime session, recording each batch the learner runs and refusing a non-float32 one."""
+
+    def __init__(self, session) -> None:
+        self.session, self.sizes = session, []
+
+    def __getattr__(self, name: str):
+        return getattr(self.session, name)
+
+    def run(self, output_names, feeds, *args, **kwargs):
+        """`session.run`, after noting the batch size of every input (a float64 feed is named, not crashed on)."""
+        for value in dict(feeds).values():
+            dtype = getattr(value, "dtype", type(value).__name__)
+            if not isinstance(value, np.ndarray) or value.dtype != np.float32:
+                raise Mismatch(
+                    f"you fed ONNX Runtime images as {type(value).__name__} of {dtype}; the model takes a float32 "
+                    "NumPy array: images.numpy().astype(np.float32)"
+                )
+            self.sizes.append(len(value))
+        return self.session.run(output_names, feeds, *args, **kwargs)
+
+
+def _predict(onnx_predict, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The learner's (predicted, probabilities) as arrays, each chunk run at most `batch_size` images."""
+    what = f"onnx_predict(session, {len(images)} images, batch_size={batch_size})"
+    session = RecordingSession(_reference_session())
+    with without_package("onnx_predict", (export, "onnx_logits")):
+        answer = call_unmodified(onnx_predict, session, images, names=("session", "images"), batch_size=batch_size)
+    answer = as_pair(answer, what, "a pair (predicted, probabilities)")
+    predicted, probabilities = (
+        as_array(a, name, lists=False) for a, name in zip(answer, ("predicted", "probabilities"))
+    )
+    if session.sizes and max(session.sizes) > batch_size:
+        raise Mismatch(
+            f"{what} ran ONNX Runtime on {max(session.sizes)} images at once: run it on chunks of at most "
+            f"batch_size images, images[i:i + batch_size]"
+        )
+    expect_finite(probabilities, f"the probabilities of {what}")
+    return predicted, probabilities
 
 
 @exercise(
@@ -133,38 +237,37 @@ def _reference_session():
 def check_onnx_predict(onnx_predict) -> str:
     from fmnist_lab import data
 
-    expect_callable(onnx_predict, "a function onnx_predict(session, images, batch_size)")
-    images = data.load("test", 16)[0][:300]
-    expected = torch.softmax(random_cnn_batch(SEED)(images).detach().double(), dim=1).numpy()
-    answer = as_pair(
-        onnx_predict(_reference_session(), images.clone(), batch_size=128),
-        "onnx_predict(session, images, batch_size=128)",
-        "a pair (predicted, probabilities)",
-    )
-    predicted, probabilities = (
-        as_array(a, what, lists=False) for a, what in zip(answer, ("predicted", "probabilities"))
-    )
-    if probabilities.shape != expected.shape:
-        raise Mismatch(
-            f"expected probabilities of shape {expected.shape} for 300 images in batches of 128 "
-            f"(128 + 128 + 44), got {probabilities.shape}"
-        )
-    if predicted.shape != (len(images),):
-        raise Mismatch(f"expected {len(images)} predicted classes, shape ({len(images)},), got {predicted.shape}")
-    if not np.allclose(probabilities.sum(axis=1), 1, atol=1e-5):
-        raise Mismatch(
-            "expected each row of probabilities to sum to 1, got sums from "
-            f"{probabilities.sum(axis=1).min():.3g} to {probabilities.sum(axis=1).max():.3g}: "
-            "apply a softmax to the logits"
-        )
-    if not (gap := max_difference(probabilities, expected)) <= PROBABILITY_TOLERANCE:
-        raise Mismatch(
-            f"your probabilities differ from PyTorch's by up to {gap:.3g} "
-            f"(tolerance {PROBABILITY_TOLERANCE:g}): are the chunks kept in order?"
-        )
-    wrong = int((predicted != expected.argmax(axis=1)).sum())
-    if wrong:
-        raise Mismatch(f"expected the predicted class to be each row's most probable one, {wrong} of 300 differ")
+    expect_plain_function(onnx_predict, "a function onnx_predict(session, images, batch_size)")
+    all_images = data.load("test", 16)[0]
+    model = random_cnn_batch(SEED)
+    for images, batch_size, chunks in (
+        (all_images[:300], 128, "128 + 128 + 44"),
+        (all_images[300:307], 3, "3 + 3 + 1"),
+    ):
+        expected = torch.softmax(model(images).detach().double(), dim=1).numpy()
+        predicted, probabilities = _predict(onnx_predict, images.clone(), batch_size)
+        n = len(images)
+        if probabilities.shape != expected.shape:
+            raise Mismatch(
+                f"expected probabilities of shape {expected.shape} for {n} images in batches of {batch_size} "
+                f"({chunks}), got {probabilities.shape}"
+            )
+        if predicted.shape != (n,):
+            raise Mismatch(f"expected {n} predicted classes, shape ({n},), got {predicted.shape}")
+        if not np.allclose(probabilities.sum(axis=1), 1, atol=1e-5):
+            raise Mismatch(
+                "expected each row of probabilities to sum to 1, got sums from "
+                f"{probabilities.sum(axis=1).min():.3g} to {probabilities.sum(axis=1).max():.3g}: "
+                "apply a softmax to the logits"
+            )
+        if not (gap := max_difference(probabilities, expected)) <= PROBABILITY_TOLERANCE:
+            raise Mismatch(
+                f"your probabilities differ from PyTorch's by up to {gap:.3g} "
+                f"(tolerance {PROBABILITY_TOLERANCE:g}): are the chunks kept in order?"
+            )
+        wrong = int((predicted != expected.argmax(axis=1)).sum())
+        if wrong:
+            raise Mismatch(f"expected the predicted class to be each row's most probable one, {wrong} of {n} differ")
     return "300 images in batches of 128: predictions equal PyTorch's, probabilities within 1e-5, rows sum to 1"
 
 
@@ -220,17 +323,33 @@ def _pictures() -> list[tuple[str, np.ndarray, str]]:
 def check_preprocess_drawing(preprocess_drawing) -> str:
     from fmnist_lab.export import preprocess_drawing as reference
 
-    expect_callable(preprocess_drawing, "a function preprocess_drawing(rgba)")
+    expect_plain_function(preprocess_drawing, "a function preprocess_drawing(rgba)")
+    dtypes = []
     for description, rgba, hint in _pictures():
         expected = reference(rgba, 16).astype(np.float64)
-        got = as_array(preprocess_drawing(rgba.copy()), f"preprocess_drawing({description})", lists=False)
+        what = f"preprocess_drawing({description})"
+        with without_package("preprocess_drawing"):
+            answer = call_unmodified(preprocess_drawing, rgba, names=("rgba",))
+        if not isinstance(answer, np.ndarray):
+            raise Mismatch(
+                f"expected {what} to return a NumPy array, got {type(answer).__name__}: ONNX Runtime takes NumPy "
+                "arrays (.numpy(), or stay in NumPy)"
+            )
+        got, dtypes = as_array(answer, what, lists=False), [*dtypes, answer.dtype]
+        expect_finite(got, what)
         if got.shape != expected.shape:
             raise Mismatch(f"on {description} expected an input of shape {expected.shape}, got {got.shape}")
         if not (gap := max_difference(got, expected)) <= PIXEL_TOLERANCE:
             raise Mismatch(
                 f"on {description} your pixels differ from the reference by up to {gap:.3g} "
-                f"(tolerance {PIXEL_TOLERANCE:g}): {hint}"
+                f"(tolerance {PIXEL_TOLERANCE:g}): "
+                + ("the pixels go up to 255: divide the bytes by 255 first" if got.max() > 2 else hint)
             )
+    if (wrong := {str(dtype) for dtype in dtypes} - {"float32"}) != set():
+        raise Mismatch(
+            f"your pixels are right but {', '.join(sorted(wrong))}: ONNX Runtime refuses anything but float32 for "
+            "this model, so return .astype(np.float32)"
+        )
     return (
         "4 pictures (dark on white, light on black, transparent, coloured 60×40) give the reference "
         "(1, 1, 16, 16) input within 1e-4"

@@ -10,6 +10,11 @@ without raising, and none of it touches the learner's global random state.
     if not is_close(got, expected, atol=1e-5):
         reason = diagnose(got, [("you used the unbiased variance …", unbiased)], close=1e-5)
         ...
+
+Beyond the values: `expect_finite` (NaN and inf), `expect_dtype_kept`, `expect_device_kept` (on the
+`meta` device), `expect_gradients`, `forbid_call` (a library shortcut the lesson rules out) and
+`other_input` for functions; `expect_class`, `build_module`, `forward_batches` (other batch sizes, a
+squeezed output, the mode), `expect_model_gradients` and `expect_model_device_and_dtype` for models.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ import contextlib
 import functools
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from copy import deepcopy
 from typing import Any, TypeVar
 
 import numpy as np
@@ -261,13 +267,271 @@ def first_line(exc: BaseException, limit: int | None = None) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
+# --- what kind of answer: a function, a class, an instance ----------------------------------------
+
+
+def expect_function(answer: Any, what: str) -> None:
+    """A function, not a built layer: `check("3.1", batch_norm_forward)`, not `check("3.1", nn.BatchNorm2d(3))`."""
+    if isinstance(answer, nn.Module):
+        raise Mismatch(f"expected {what}, got a {type(answer).__name__} layer (an instance): write the function")
+    expect_callable(answer, what)
+
+
+def expect_class(answer: Any, what: str, example: str) -> None:
+    """A class, not an instance of it: `check("3.2", CNNBatch)`, not `check("3.2", CNNBatch())`."""
+    if isinstance(answer, nn.Module):
+        raise Mismatch(
+            f"expected {what}, got an instance of {type(answer).__name__}: pass the class itself, {example}, "
+            "without the parentheses that build a model"
+        )
+    expect_callable(answer, what)
+
+
+def expect_instance(answer: Any, what: str, example: str) -> nn.Module:
+    """A built module, not its class: `check("5.1", model)`, not `check("5.1", CNNBatch)`."""
+    if isinstance(answer, type):
+        raise Mismatch(
+            f"expected {what}, got the class {answer.__name__} itself: pass a model built from it, {example}"
+        )
+    if not isinstance(answer, nn.Module):
+        raise Mismatch(f"expected {what} (an nn.Module), got {type(answer).__name__}")
+    return answer
+
+
+def build_module(answer: Callable[..., Any], call: str, advice: str, **kwargs: Any) -> nn.Module:
+    """`answer(**kwargs)` as an nn.Module; a constructor that refuses the arguments says `advice`."""
+    try:
+        model = answer(**kwargs)
+    except TypeError as exc:
+        raise Mismatch(f"{call} raised {first_line(exc, 160)}: {advice}") from None
+    if not isinstance(model, nn.Module):
+        raise Mismatch(f"expected {call} to be an nn.Module, got {type(model).__name__}")
+    return model
+
+
+# --- the answer behaves like a PyTorch operation: finite, same dtype and device, differentiable ---
+
+
+def expect_finite(value: Any, what: str) -> None:
+    """NaN or infinity in the answer gets its own message instead of "differs by up to nan"."""
+    values = _float64(value)
+    if values is None:
+        return
+    nan, inf = int(torch.isnan(values).sum()), int(torch.isinf(values).sum())
+    if nan or inf:
+        found = " and ".join(
+            part for part in (f"{nan:,} NaN" if nan else "", f"{inf:,} infinite" if inf else "") if part
+        )
+        raise Mismatch(
+            f"{what} holds {found} value{'s' if nan + inf > 1 else ''} (of {values.numel():,}): look for a "
+            "division by zero, or the square root or logarithm of a negative number"
+        )
+
+
+def expect_dtype_kept(value: torch.Tensor, like: torch.Tensor, what: str) -> None:
+    """The result has its input's dtype, as every PyTorch layer's has: float64 from float32 would not fit the next layer."""
+    if value.dtype != like.dtype:
+        raise Mismatch(
+            f"expected {what} of dtype {like.dtype} like its input, got {value.dtype}: compute in the input's "
+            "dtype (no .double() or .float() on the way, no NumPy float64 round trip)"
+        )
+
+
+_DEVICE_ERRORS = ("same device", "expected device", "cannot copy out of meta")
+
+
+def expect_device_kept(fn: Callable[..., Any], *args: Any, what: str) -> None:
+    """Run `fn` on copies of its tensor arguments on PyTorch's `meta` device: every tensor it returns must be there too.
+
+    This machine has no GPU, so the `meta` device stands in for one: a result built with `torch.zeros(…)`
+    and no `device=` comes back on the CPU. A function that reads values (`.item()`, NumPy) cannot run on
+    `meta`; it is then checked on the CPU only, which is the limit of this check.
+    """
+    meta = tuple(a.detach().to("meta") if isinstance(a, torch.Tensor) else a for a in args)
+    advice = "create new tensors on the input's device (torch.zeros_like(x), or device=x.device)"
+    try:
+        result = fn(*meta)
+    except Exception as exc:  # noqa: BLE001 - only a device error is a mistake here
+        if any(text in str(exc).lower() for text in _DEVICE_ERRORS):
+            raise Mismatch(f"{what} fails for inputs on another device ({first_line(exc, 100)}): {advice}") from None
+        return
+    results = result if isinstance(result, (tuple, list)) else (result,)
+    for item in results:
+        if isinstance(item, torch.Tensor) and item.device.type != "meta":
+            raise Mismatch(f"{what} returns a tensor on the {item.device.type} for inputs on another device: {advice}")
+
+
+def expect_gradients(
+    fn: Callable[..., Any], reference: Callable[..., Any], inputs: dict[str, torch.Tensor], *rest: Any, what: str
+) -> None:
+    """Gradients flow from `fn(*inputs, *rest)` back to each input, equal to the reference's (both run in float64)."""
+    weights: list[torch.Tensor] = []
+
+    def backward(function: Callable[..., Any]) -> list[torch.Tensor]:
+        leaves = [value.detach().double().requires_grad_(True) for value in inputs.values()]
+        output = function(*leaves, *rest)
+        if not isinstance(output, torch.Tensor) or output.grad_fn is None:
+            raise Mismatch(
+                f"no gradient flows back through {what}: its output is cut off from its inputs (torch.no_grad(), "
+                ".detach(), .item() or NumPy inside); a network trains through this step, so keep it in tensors"
+            )
+        if not weights:  # random weights: with equal weights, batch norm's gradient for x would be 0
+            weights.append(torch.randn(output.shape, generator=torch.Generator().manual_seed(0), dtype=output.dtype))
+        (output * weights[0]).sum().backward()
+        return [leaf.grad for leaf in leaves]
+
+    mine, theirs = backward(fn), backward(reference)
+    for name, got, expected in zip(inputs, mine, theirs):
+        if got is None:
+            raise Mismatch(f"no gradient reaches {name} through {what}: keep {name} in the computation as a tensor")
+        if not is_close(got, expected, atol=1e-6, rtol=1e-4):
+            raise Mismatch(
+                f"{what} is right, but its gradient with respect to {name} differs from the reference's by up to "
+                f"{max_difference(got, expected):.3g}: part of the computation was detached (e.g. the mean or the "
+                "variance); keep every step differentiable"
+            )
+
+
+@contextlib.contextmanager
+def forbid_call(owner: Any, name: str, why: str) -> Iterator[None]:
+    """Raise Mismatch(`why`) when the block called `owner.name`: a library shortcut the lesson's text rules out.
+
+    It sees calls made through the attribute at call time (`F.batch_norm` and `nn.BatchNorm2d` both go
+    through `torch.batch_norm`); a name bound before the check runs, or a private alias, is not seen.
+    """
+    original, calls = getattr(owner, name), []
+
+    @functools.wraps(original)
+    def counted(*args: Any, **kwargs: Any) -> Any:
+        calls.append(name)
+        return original(*args, **kwargs)
+
+    setattr(owner, name, counted)
+    try:
+        yield
+    finally:
+        setattr(owner, name, original)
+    if calls:
+        raise Mismatch(why)
+
+
+@contextlib.contextmanager
+def other_input(first: str, now: str) -> Iterator[None]:
+    """An error on a second, differently sized input becomes Mismatch: the answer worked on `first`, not on `now`.
+
+    With `now == first` (the first input itself) an error is left as it is.
+    """
+    try:
+        yield
+    except Mismatch:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the learner's code on another size
+        from fmnist_lab.checks import is_stub_error  # defined after the toolkit is imported
+
+        if now == first or is_stub_error(exc):
+            raise
+        raise Mismatch(
+            f"your function works on {first} but fails on {now} ({first_line(exc, 100)}): do not write sizes "
+            "into it; take them from the input's shape"
+        ) from None
+
+
+# --- a model: other batch sizes, the mode it was set to, gradients, dtype and device ---------------
+
+
+def forward_batches(model: nn.Module, x: torch.Tensor, sizes: Sequence[int], classes: int) -> list[torch.Tensor]:
+    """The model's outputs (N, classes) for the first N images of x, each N in `sizes` (the first is the usual one).
+
+    A batch size written into `forward` (`x.reshape(100, -1)`) and a squeezed output (shape `(10,)` for
+    one image) are named, and so is a forward that switches the mode the caller chose.
+    """
+    outputs, training = [], model.training
+    for size in sizes:
+        try:
+            out = model(x[:size].clone())
+            expect_mode_kept(model, training, "your forward")
+        except Exception as exc:  # noqa: BLE001 - the learner's forward on another batch size
+            if size == sizes[0]:
+                raise
+            raise Mismatch(
+                f"your model works on {sizes[0]} images but fails on {size} ({first_line(exc, 100)}): do not write "
+                "the batch size into forward; flatten with torch.flatten(x, 1) or x.view(x.size(0), -1)"
+            ) from None
+        if isinstance(out, torch.Tensor) and size == 1 and tuple(out.shape) == (classes,):
+            raise Mismatch(
+                f"for one image your model returns shape ({classes},), expected (1, {classes}): keep the batch "
+                "dimension (no .squeeze())"
+            )
+        expect_tensor(out, f"the output for a batch of {size}", (size, classes))
+        expect_finite(out, f"the output for a batch of {size}")
+        outputs.append(out)
+    return outputs
+
+
+def expect_mode_kept(model: nn.Module, training: bool, what: str) -> None:
+    """After a forward pass every submodule is still in the mode the caller chose: forward never switches it."""
+    switched = [name or type(model).__name__ for name, module in model.named_modules() if module.training != training]
+    if switched:
+        mode, other = ("training", "eval") if training else ("eval", "training")
+        raise Mismatch(
+            f"{what} in {mode} mode left {', '.join(switched[:3])} in {other} mode: the caller chooses the mode, "
+            "so do not call .train() or .eval() inside forward"
+        )
+
+
+def expect_model_gradients(model: nn.Module, reference: nn.Module, x: torch.Tensor, what: str) -> None:
+    """In training mode, the loss's gradient reaches every parameter, equal to the reference's (same weights loaded)."""
+    model, reference = deepcopy(model).train(), deepcopy(reference).train()
+    out = model(x.clone())
+    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+        raise Mismatch(
+            f"no gradient flows from {what} back to the weights: forward runs under torch.no_grad() or detaches "
+            "(.detach(), .item(), NumPy); training needs the gradients"
+        )
+    weights = torch.randn(out.shape, generator=torch.Generator().manual_seed(0), dtype=out.dtype)
+    (out * weights).sum().backward()
+    (reference(x.clone()) * weights).sum().backward()
+    theirs = dict(reference.named_parameters())
+    for name, parameter in model.named_parameters():
+        if name not in theirs:
+            continue
+        if parameter.grad is None:
+            raise Mismatch(f"no gradient reaches {name} from {what}: that layer is cut off from the output")
+        if not is_close(parameter.grad, theirs[name].grad, atol=1e-4, rtol=1e-3):
+            raise Mismatch(
+                f"{what} is right, but the gradient of {name} differs from the reference's by up to "
+                f"{max_difference(parameter.grad, theirs[name].grad):.3g}: part of forward is detached"
+            )
+
+
+def expect_model_device_and_dtype(model: nn.Module, x: torch.Tensor, what: str) -> None:
+    """The model moved to float64 on the `meta` device (it stands in for a GPU) runs there and returns float64 there."""
+    try:
+        moved = deepcopy(model).to(device="meta", dtype=torch.float64)
+        out = moved(x.detach().to(device="meta", dtype=torch.float64))
+    except Exception as exc:  # noqa: BLE001 - the learner's forward on another device and dtype
+        raise Mismatch(
+            f"{what} fails once the model and its input are moved to float64 on another device "
+            f"({first_line(exc, 100)}): inside forward, create no tensor with a fixed device or dtype"
+        ) from None
+    if not isinstance(out, torch.Tensor):
+        return
+    if out.device.type != "meta" or out.dtype != torch.float64:
+        raise Mismatch(
+            f"{what} for a float64 model and input on another device comes back as {out.dtype} on the "
+            f"{out.device.type}: keep the input's device and dtype inside forward"
+        )
+
+
 # --- expectations: each raises Mismatch with "expected …, got …" -----------------------------------
 
 
 def expect_callable(answer: Any, what: str) -> None:
     """The answer must be a function or class."""
     if not callable(answer):
-        raise Mismatch(f"expected {what} (something callable), got {type(answer).__name__}")
+        result = isinstance(answer, (torch.Tensor, np.ndarray, numbers.Number, tuple, list))
+        called = ", a result: pass the function or class itself, without calling it" if result else ""
+        raise Mismatch(f"expected {what} (something callable), got {type(answer).__name__}{called}")
 
 
 def expect_tensor(
@@ -286,6 +550,7 @@ def expect_tensor(
 def expect_close(value: Any, expected: torch.Tensor, what: str, atol: float = 1e-5) -> torch.Tensor:
     """The value must be a tensor of the expected shape, equal within `atol`."""
     value = expect_tensor(value, what, tuple(expected.shape))
+    expect_finite(value, what)
     difference = max_difference(value, expected)
     if not difference <= atol:
         raise Mismatch(f"{what} differs from the reference by up to {difference:.3g} (tolerance {atol:g})")
@@ -320,3 +585,51 @@ def expect_int(value: Any, expected: int, what: str) -> int:
             f"{what} returned {item!r}, a {type(item).__name__}; a size or a count is a whole number: return an int"
         )
     return int(item)
+
+
+# --- helpers added for lessons 05-08 ---
+
+
+LIBRARIES = frozenset({"torch", "torchvision", "fmnist_lab", "sklearn", "numpy", "scipy", "onnx", "onnxruntime"})
+
+
+def expect_plain_function(answer: Any, what: str) -> None:
+    """A function, neither a built layer nor a layer's or a library's class: `ema_update`, not `recipes.EMA`.
+
+    A class of the learner's own that is not a layer is called like a function (it may be a stub).
+    """
+    if isinstance(answer, type) and (issubclass(answer, nn.Module) or answer.__module__.split(".")[0] in LIBRARIES):
+        raise Mismatch(f"expected {what}, got the class {answer.__name__}: pass your function, without building it")
+    expect_function(answer, what)
+
+
+@contextlib.contextmanager
+def forbid_calls(owners_and_names: Iterable[tuple[Any, str]], why: str) -> Iterator[None]:
+    """`forbid_call` for several shortcuts at once, e.g. the package's own copy of the answer and a library's."""
+    with contextlib.ExitStack() as stack:
+        for owner, name in owners_and_names:
+            if hasattr(owner, name):
+                stack.enter_context(forbid_call(owner, name, why))
+        yield
+
+
+def watch_module(model: nn.Module, what: str, advice: str) -> contextlib.AbstractContextManager[None]:
+    """`watch` over every tensor of `model.state_dict()` (weights and buffers), named `what.key`."""
+    return watch(advice=advice, **{f"{what}.{key}": value for key, value in model.state_dict().items()})
+
+
+def on_meta(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A copy of `model` on PyTorch's `meta` device (it stands in for a GPU), optionally in another dtype."""
+    return deepcopy(model).to(device="meta", dtype=dtype)
+
+
+def expect_mode_restored(model: nn.Module, training: bool, what: str) -> None:
+    """After a function (not a forward) used the model, every submodule is back in the mode the caller gave it."""
+    try:
+        expect_mode_kept(model, training, what)
+    except Mismatch:
+        given, left = ("training", "eval") if training else ("eval", "training")
+        raise Mismatch(
+            f"{what} was given the model in {given} mode and left it in {left} mode: the caller chooses the mode; "
+            "if you must switch it, restore it (was_training = model.training … model.train(was_training))"
+        ) from None
