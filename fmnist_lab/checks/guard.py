@@ -100,6 +100,8 @@ def arm(token: str, slot: str) -> None:
     genuine: Callable[..., Any] = checks.run_check
     result_type, registry = checks.CheckResult, checks.EXERCISES
     exercises = {key: (record, record.run, _code(record.run)) for key, record in registry.items()}
+    importlib.import_module("torch._dynamo")  # its import rewraps torch.manual_seed (torchvision and ONNX export
+    # import it too): imported before the snapshot, so a lesson that imports them is not taken for tampering
     entries = snapshot()
     state = {"busy": False}
 
