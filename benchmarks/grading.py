@@ -107,6 +107,15 @@ def _with_cell(nb: nbformat.NotebookNode, source: str) -> nbformat.NotebookNode:
     return nb
 
 
+def _edited_checks(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of the notebook whose check cells print a fake pass instead of checking."""
+    nb = nbformat.from_dict(nbformat.reads(nbformat.writes(nb), as_version=4))
+    for cell in nb.cells:
+        if cell.cell_type == "code" and check_ids(cell.source):
+            cell.source = f"print('✓ {check_ids(cell.source)[0]} matches the reference')"
+    return nb
+
+
 def submissions() -> dict[str, tuple[nbformat.NotebookNode, dict[str, str]]]:
     """30 notebooks by name, each with the status every exercise must get."""
     solution, lesson = nbformat.read(SOLUTION, as_version=4), nbformat.read(LESSON, as_version=4)
@@ -117,7 +126,7 @@ def submissions() -> dict[str, tuple[nbformat.NotebookNode, dict[str, str]]]:
         return dict.fromkeys(EXERCISES, status)
 
     made: dict[str, tuple[nbformat.NotebookNode, dict[str, str]]] = {}
-    for n in range(6):
+    for n in range(5):
         made[f"correct_{n + 1}"] = (solution, every(P))
     for n in range(4):
         made[f"not_attempted_{n + 1}"] = (lesson, every(N))
@@ -137,11 +146,8 @@ def submissions() -> dict[str, tuple[nbformat.NotebookNode, dict[str, str]]]:
     tampering = ("patched run_check", "patched exercise checks", "rewritten package", "rewritten reference")
     for name, source in FAKE_CELLS.items():
         made[f"fake_{name.replace(' ', '_')}"] = (_with_cell(lesson, source), every(E if name in tampering else N))
-    edited = nbformat.from_dict(nbformat.reads(nbformat.writes(lesson), as_version=4))
-    for cell in edited.cells:
-        if cell.cell_type == "code" and check_ids(cell.source):
-            cell.source = f"print('✓ {check_ids(cell.source)[0]} matches the reference')"
-    made["fake_edited_check_cells"] = (edited, every(N))
+    made["fake_edited_check_cells"] = (_edited_checks(lesson), every(N))  # the genuine verdict: not attempted
+    made["fake_edited_check_cells_solved"] = (_edited_checks(solution), every(E))  # right answers, but no credit
     deleted = nbformat.from_dict(nbformat.reads(nbformat.writes(solution), as_version=4))
     deleted.cells = [c for c in deleted.cells if not (c.cell_type == "code" and "3.2" in check_ids(c.source))]
     made["fake_deleted_check_cell"] = (deleted, {**every(P), "3.2": E})

@@ -171,10 +171,20 @@ def plan_checks(
         if index is None:
             plans.append(PlannedCheck(exercise_id, None, source, "check cell was deleted"))
             continue
-        note = "" if run.cells[index].source.strip() == source.strip() else "check cell was modified: restored"
+        note = "" if _same_code(run.cells[index].source, source) else MODIFIED
         run.cells[index] = _restored_cell(source)
         plans.append(PlannedCheck(exercise_id, index, source, note))
     return run, plans
+
+
+MODIFIED = "check cell was modified: restored"
+
+
+def _same_code(mine: str, pristine: str) -> bool:
+    """Whether a check cell is the lesson's, up to blank lines and trailing spaces (what an editor changes)."""
+    return [line.rstrip() for line in mine.splitlines() if line.strip()] == [
+        line.rstrip() for line in pristine.splitlines() if line.strip()
+    ]
 
 
 # Running a notebook --------------------------------------------------------------------------------
@@ -490,7 +500,13 @@ def _title(exercise_id: str) -> str:
 
 
 def _with_note(result: CheckResult, note: str) -> CheckResult:
-    """A verdict with what restoring its check cell did, in brackets."""
+    """A verdict with what restoring its check cell did, in brackets; a pass behind an edited check earns nothing."""
+    if note == MODIFIED and result.status == "passed":
+        message = (
+            f"no credit: the {note}; the restored check passed, so put the check cell back as the lesson has it "
+            "and check again"
+        )
+        return CheckResult(result.exercise, result.title, "error", message)
     return CheckResult(result.exercise, result.title, result.status, f"{result.message} ({note})") if note else result
 
 

@@ -112,12 +112,18 @@ def test_patching_the_checks_or_what_they_rely_on_is_tampering(tmp_path, target)
     assert "no credit" in result["message"]
 
 
-def test_an_edited_check_cell_is_restored_and_checked_for_real(tmp_path):
+def test_an_edited_check_cell_is_restored_and_earns_no_credit(tmp_path):
     for edited in (f"print({FAKE_LINE!r})", 'check("2.1", lambda *a: 1)'):
         result = verdict(tmp_path, lesson02(WRONG, check_source=edited))
         assert result["status"] == "failed" and result["message"].endswith("(check cell was modified: restored)")
     result = verdict(tmp_path, lesson02(RIGHT, check_source="check('2.1', conv_output_size)  # mine", check_id="x1"))
-    assert result["status"] == "passed" and "(check cell was modified: restored)" in result["message"]
+    assert result["status"] == "error", result
+    assert result["message"].startswith("no credit: the check cell was modified: restored; the restored check passed")
+
+
+def test_blank_lines_and_trailing_spaces_are_not_an_edit(tmp_path):
+    result = verdict(tmp_path, lesson02(RIGHT, check_source='\ncheck("2.1", conv_output_size)   \n\n'))
+    assert result["status"] == "passed", result
 
 
 def test_a_deleted_check_cell_earns_no_verdict(tmp_path):

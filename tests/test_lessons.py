@@ -40,6 +40,7 @@ def test_solution_follows_the_lesson_template(path):
         line for line in intro.split("Learning objectives", 1)[1].splitlines() if re.match(r"^\s*[-*] ", line)
     ]
     assert len(objectives) >= 3
+    assert f"`fmnist-lab check lessons/{path.name} --exercise {number}.1`" in intro, "say how to check one exercise"
     setup = next(c for c in nb.cells if c.cell_type == "code").source
     assert "seed_everything" in setup and "get_device" in setup and "check" in setup
     markdown = "\n".join(c.source for c in nb.cells if c.cell_type == "markdown")
