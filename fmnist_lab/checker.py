@@ -51,6 +51,10 @@ class Limits:
     cell: int = 600
     notebook: int | None = None
     memory_gb: float | None = None
+    threads: int | None = None  # torch/OpenMP threads in the kernel; grade sets cores ÷ jobs so kernels don't fight
+
+
+THREAD_VARIABLES = ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS")  # what torch and NumPy read
 
 
 @dataclass(frozen=True)
@@ -368,9 +372,10 @@ def _private_results(folder: Path) -> Path:
     return target
 
 
-def _kernel_env(package_parent: Path, results: Path) -> dict[str, str]:
+def _kernel_env(package_parent: Path, results: Path, threads: int | None = None) -> dict[str, str]:
     """The kernel's environment: the private package first on its path, private results, no inherited channels."""
     env = {key: value for key, value in os.environ.items() if key != "FMNIST_LAB_CHECK_LOG"}
+    env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)) if threads else {})
     env["PYTHONPATH"] = os.pathsep.join([str(package_parent), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["FMNIST_LAB_RESULTS"] = str(results)
     env["IPYTHONDIR"] = str(package_parent.parent / "ipython")  # no startup files, no shared history
@@ -429,7 +434,9 @@ def execute(
         try:
             if timer:
                 timer.start()
-            client.execute(stderr=subprocess.DEVNULL, env=_kernel_env(package.parent, _private_results(Path(tmp))))
+            client.execute(
+                stderr=subprocess.DEVNULL, env=_kernel_env(package.parent, _private_results(Path(tmp)), limits.threads)
+            )
         except DeadKernelError:
             stopped = "the kernel died (crashed, ran out of memory, or was killed)"
         except CellTimeoutError:

@@ -19,7 +19,7 @@ import multiprocessing
 import os
 import tempfile
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from fmnist_lab.checker import Limits, check_ids_of, lesson_of, plan_checks, pristine_checks, private_package, run_plans
@@ -159,6 +159,8 @@ def grade(
     exercises = lesson_exercises(lesson)
     number = lesson_of(exercises[0])
     pristine = pristine_checks()
+    if limits.threads is None:  # parallel kernels share the cores: oversubscribed torch threads run many times slower
+        limits = replace(limits, threads=max(1, (os.cpu_count() or 1) // jobs))
     rows: dict[int, Row] = {}
     with tempfile.TemporaryDirectory(prefix="fmnist-lab-grade-") as tmp:
         package = private_package(Path(tmp))  # the snapshot every submission's private copy is made from

@@ -190,3 +190,12 @@ def test_a_check_call_inside_the_learners_answer_cell_keeps_their_answer(tmp_pat
     nb.cells.insert(3, nbformat.v4.new_code_cell('check("2.1", conv_output_size)'))  # and once more, alone
     result = verdict(tmp_path, nb)
     assert result["status"] == "passed" and "modified" not in result["message"]
+
+
+def test_the_kernel_runs_with_the_threads_it_is_given(tmp_path):
+    # the answer is right only in a kernel with one torch thread: what grade gives each of 2 jobs on 2 cores
+    single = RIGHT + "\nimport torch\nif torch.get_num_threads() != 1:\n    conv_output_size = None"
+    path = tmp_path / "02_plain_cnn.ipynb"
+    nbformat.write(lesson02(single), path)
+    (result,) = check_notebook(path, exercise="2.1", limits=Limits(cell=120, threads=1))
+    assert result.status == "passed", result
