@@ -396,9 +396,16 @@ def resize_images(images: np.ndarray, size: int) -> np.ndarray:
         return images
     from PIL import Image
 
-    # PIL itself, image by image (about 1.5 s for the training set, once per process): torchvision's
-    # tensor resize differs from PIL by one grey level in about 2% of the pixels.
-    return np.stack([np.asarray(Image.fromarray(image).resize((size, size), Image.BILINEAR)) for image in images])
+    # PIL itself (torchvision's tensor resize differs from it by one grey level in about 2% of the pixels), in
+    # two calls over all images at once instead of one call per image (1.5 s for the training set): PIL resizes
+    # rows, then columns, so a tall stack resized in width and a wide row resized in height never mix two images.
+    # The tests compare every image with PIL's own per-image result.
+    n, height, width = images.shape
+    tall = Image.fromarray(np.ascontiguousarray(images).reshape(n * height, width))
+    narrow = np.asarray(tall.resize((size, n * height), Image.BILINEAR)).reshape(n, height, size)
+    side_by_side = np.ascontiguousarray(narrow.transpose(1, 0, 2)).reshape(height, n * size)
+    wide = np.asarray(Image.fromarray(side_by_side).resize((n * size, size), Image.BILINEAR))
+    return np.ascontiguousarray(wide.reshape(size, n, size).transpose(1, 0, 2))
 
 
 @functools.lru_cache(maxsize=8)

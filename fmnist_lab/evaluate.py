@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import classification_report as sk_classification_report
-from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 from torch import nn
 
 from fmnist_lab.data import CLASS_NAMES
@@ -69,14 +67,26 @@ def per_class_accuracy(labels: torch.Tensor | np.ndarray, predicted: torch.Tenso
 
 
 def confusion_matrix(labels: torch.Tensor | np.ndarray, predicted: torch.Tensor | np.ndarray) -> np.ndarray:
-    """10×10 counts: row = true class, column = predicted class."""
-    return sk_confusion_matrix(np.asarray(labels), np.asarray(predicted), labels=range(len(CLASS_NAMES)))
+    """10×10 counts: row = true class, column = predicted class.
+
+    The same as scikit-learn's `confusion_matrix` (the tests compare them), counted with NumPy, so that
+    `fmnist-lab train` does not spend most of a second importing scikit-learn.
+    """
+    classes = len(CLASS_NAMES)
+    labels, predicted = np.asarray(labels, dtype=np.int64), np.asarray(predicted, dtype=np.int64)
+    ids = np.concatenate([labels.ravel(), predicted.ravel()])
+    if ids.size and (ids.min() < 0 or ids.max() >= classes):
+        raise FmnistLabError(f"class ids must be 0 … {classes - 1}")
+    pairs = labels * classes + predicted
+    return np.bincount(pairs, minlength=classes * classes).reshape(classes, classes)
 
 
 def classification_report(
     labels: torch.Tensor | np.ndarray, predicted: torch.Tensor | np.ndarray, output_dict: bool = False
 ) -> str | dict:
     """Precision, recall and F1 per class, with class names (scikit-learn's report)."""
+    from sklearn.metrics import classification_report as sk_classification_report
+
     return sk_classification_report(
         np.asarray(labels),
         np.asarray(predicted),

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import matplotlib.pyplot as plt
 import numpy as np
-import seaborn as sns
 import torch
 from matplotlib.figure import Figure
 
@@ -42,27 +41,27 @@ def training_curves(history: list[dict], title: str = "Training cost and validat
 
 
 def confusion_matrix(matrix: np.ndarray, title: str = "Confusion matrix (test set)", normalize: bool = False) -> Figure:
-    """A seaborn heatmap of a 10×10 confusion matrix, rows true and columns predicted, class names on both."""
+    """A heatmap of a 10×10 confusion matrix, rows true and columns predicted, class names on both, counts written in.
+
+    The original drew it with seaborn's `heatmap`; matplotlib alone draws the same picture without importing
+    seaborn and pandas (half a second in every `fmnist-lab train`).
+    """
     values = matrix / matrix.sum(axis=1, keepdims=True) if normalize else matrix
     with plt.rc_context(STYLE):
         fig, ax = plt.subplots(figsize=(8, 7), layout="constrained")
-        sns.heatmap(
-            values,
-            annot=True,
-            fmt=".2f" if normalize else "d",
-            cmap="Blues",
-            cbar=True,
-            xticklabels=CLASS_NAMES,
-            yticklabels=CLASS_NAMES,
-            ax=ax,
-            annot_kws={"fontsize": 8},
-            square=True,
-        )
+        image = ax.imshow(values, cmap="Blues")
+        fig.colorbar(image, ax=ax)
+        ticks = range(len(CLASS_NAMES))
+        ax.set_xticks(ticks, CLASS_NAMES, rotation=45, ha="right", rotation_mode="anchor")
+        ax.set_yticks(ticks, CLASS_NAMES)
+        threshold = (values.max() + values.min()) / 2
+        for (row, column), value in np.ndenumerate(values):
+            text = f"{value:.2f}" if normalize else f"{int(value)}"
+            colour = "white" if value > threshold else "black"  # readable on dark and light cells
+            ax.text(column, row, text, ha="center", va="center", fontsize=8, color=colour)
         ax.set_xlabel("predicted class")
         ax.set_ylabel("true class")
         ax.set_title(title)
-        ax.tick_params(axis="x", labelrotation=45)
-        ax.tick_params(axis="y", labelrotation=0)
     return fig
 
 

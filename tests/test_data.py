@@ -61,6 +61,15 @@ def test_16_pixel_images_equal_the_originals_resize_and_to_tensor():
         assert torch.equal(ours[i], original(pil)), f"image {i} differs from Resize((16,16)) + ToTensor()"
 
 
+@pytest.mark.parametrize("split", ["train", "test"])
+def test_every_resized_image_equals_pils_own_per_image_resize(split):
+    raw = (data.load(split, 28)[0][:, 0] * 255).round().to(torch.uint8).numpy()
+    ours = (data.load(split, 16)[0][:, 0] * 255).round().to(torch.uint8).numpy()
+    for i, image in enumerate(raw):
+        expected = np.asarray(Image.fromarray(image).resize((16, 16), Image.BILINEAR))
+        assert np.array_equal(ours[i], expected), f"{split} image {i} differs from PIL's resize"
+
+
 def test_load_returns_fresh_tensors_each_call():
     first, _ = data.load("test", 16)
     first.zero_()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from sklearn.metrics import confusion_matrix as sk_confusion_matrix
 
 from fmnist_lab import evaluate
 from fmnist_lab.errors import FmnistLabError
@@ -37,6 +38,17 @@ def test_confusion_matrix_rows_are_true_classes():
     matrix = evaluate.confusion_matrix(LABELS, PREDICTED)
     assert matrix.shape == (10, 10) and matrix.sum() == 8
     assert matrix[0, 6] == 1 and matrix[6, 0] == 1 and matrix[6, 6] == 2 and matrix[9, 7] == 1
+
+
+def test_confusion_matrix_equals_scikit_learns_and_refuses_unknown_ids():
+    generator = np.random.default_rng(0)
+    labels, predicted = generator.integers(0, 10, 5000), generator.integers(0, 10, 5000)
+    expected = sk_confusion_matrix(labels, predicted, labels=range(10))
+    assert np.array_equal(evaluate.confusion_matrix(labels, predicted), expected)
+    assert np.array_equal(evaluate.confusion_matrix(torch.tensor(labels), torch.tensor(predicted)), expected)
+    assert evaluate.confusion_matrix([], []).sum() == 0
+    with pytest.raises(FmnistLabError, match="class ids must be 0 … 9"):
+        evaluate.confusion_matrix([0, 10], [0, 1])
 
 
 def test_per_class_accuracy_by_class_name():
