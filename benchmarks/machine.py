@@ -34,6 +34,7 @@ def machine() -> dict:
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "date": dt.date.today().isoformat(),
+        "load_average_1min": round(os.getloadavg()[0], 2),  # the machine is shared: how busy it was at the end
     }
 
 
