@@ -57,7 +57,15 @@ def test_sample_predictions_mark_mistakes_in_red():
 
 def test_sample_images_has_one_labelled_row_per_class():
     labels = torch.arange(10).repeat(3)
-    fig = plots.sample_images(torch.rand(30, 1, 28, 28), labels, per_class=3)
-    assert len(fig.axes) == 30
-    assert [fig.axes[3 * i].get_ylabel() for i in range(10)] == CLASS_NAMES
-    assert sum(len(ax.images) for ax in fig.axes) == 30
+    images = torch.rand(30, 1, 28, 28)
+    fig = plots.sample_images(images, labels, per_class=3)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_yticklabels()] == CLASS_NAMES
+    mosaic = ax.images[0].get_array()
+    for class_id in range(10):  # row = class, column = the class's first, second, third image
+        for column in range(3):
+            top, left = class_id * 32, column * 32
+            expected = images[column * 10 + class_id, 0].numpy()
+            assert np.array_equal(mosaic[top : top + 28, left : left + 28], expected)
+        label_y = ax.get_yticks()[class_id]
+        assert class_id * 32 <= label_y <= class_id * 32 + 27  # each label sits beside its row
