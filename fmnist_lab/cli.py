@@ -549,6 +549,11 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return run_doctor(requirements=Path(args.requirements) if args.requirements else None)
 
 
+def _flag(parser: argparse.ArgumentParser, name: str, help_text: str) -> None:
+    """An on/off option (off unless given): --force, --no-progress, --json …"""
+    parser.add_argument(name, action="store_true", help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every sub-command."""
     parser = argparse.ArgumentParser(prog="fmnist-lab", description=__doc__.splitlines()[0])
@@ -566,11 +571,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=_seed, default=0, help=f"0 … 2**32−1 = {SEED_MAX} (default 0)")
     p.add_argument("--image-size", type=int, choices=[16, 28], default=ORIGINAL.image_size)
     p.add_argument("--out", default="results", help="folder for the results (default: results)")
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="replace weights or metrics in --out that fmnist-lab did not write, keeping a copy as NAME.bak-…",
+    _flag(p, "--no-progress", "no progress bars")
+    _flag(
+        p, "--force", "replace weights or metrics in --out that fmnist-lab did not write, keeping a copy as NAME.bak-…"
     )
     p.set_defaults(func=cmd_train)
 
@@ -584,10 +587,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("export", help="export saved weights to ONNX (dynamic batch) and check it")
     p.add_argument("weights", help="a model_weights.pth (ours or the original notebook's)")
     p.add_argument("--out", default="model.onnx", help="the ONNX file to write (default: model.onnx)")
-    p.add_argument(
+    _flag(
+        p,
         "--force",
-        action="store_true",
-        help="write a name not ending in .onnx, or replace a file fmnist-lab did not write (kept as NAME.bak-…)",
+        "write a name not ending in .onnx, or replace a file fmnist-lab did not write (kept as NAME.bak-…)",
     )
     p.set_defaults(func=cmd_export)
 
@@ -595,11 +598,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--solutions", help="default: solutions/ of the course checkout")
     p.add_argument("--lessons", help="default: lessons/ of the course checkout")
     p.add_argument("--check", action="store_true", help="write nothing; exit 1 and name the lessons that differ")
-    p.add_argument(
-        "--force",
-        action="store_true",
-        help="replace lessons edited by hand too, keeping a copy of each as NAME.bak-YYYYmmdd-HHMMSS",
-    )
+    _flag(p, "--force", "replace lessons edited by hand too, keeping a copy of each as NAME.bak-YYYYmmdd-HHMMSS")
     p.set_defaults(func=cmd_build_lessons)
 
     p = commands.add_parser("check", help="run notebooks on a copy and report every exercise")
@@ -628,8 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--notebook-timeout", type=int, default=3600, help="seconds one whole notebook may run (default 3600)"
     )
     p.add_argument("--memory", type=float, default=4.0, help="GB of memory each kernel may use (default 4)")
-    p.add_argument("--force", action="store_true", help="replace --out (and its JSON) if they exist")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _flag(p, "--force", "replace --out (and its JSON) if they exist")
+    _flag(p, "--no-progress", "no progress bar")
     p.set_defaults(func=cmd_grade)
 
     p = commands.add_parser("solution", help="print the reference solution of one exercise")
