@@ -8,6 +8,7 @@ import json
 import math
 import os
 import sys
+import threading
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -294,6 +295,19 @@ def _write_results(out: Path, model, history: list[dict], metrics: dict, figures
     return weights
 
 
+def _import_in_background(module: str) -> threading.Thread:
+    """Import `module` on a thread while the main thread does work that releases the GIL (unzip, hash, resize)."""
+    import importlib
+
+    def load() -> None:
+        with contextlib.suppress(Exception):  # a failure shows where the module is used, in the main thread
+            importlib.import_module(module)
+
+    thread = threading.Thread(target=load, daemon=True)
+    thread.start()
+    return thread
+
+
 def _train_into(args: argparse.Namespace, out: Path, foreign: list[Path], world: World | None = None) -> int:
     """`cmd_train` once `out` is ready and locked: train, then (rank 0 only, with several ranks) report and write."""
     import matplotlib
@@ -308,8 +322,10 @@ def _train_into(args: argparse.Namespace, out: Path, foreign: list[Path], world:
 
     main = world is None or world.is_main
     say = print if main else lambda *lines: None
+    preload = _import_in_background("torch._dynamo")  # the optimizer imports it: a second, hidden behind the data
     train_data = data.load("train", args.image_size)
     test_data = data.load("test", args.image_size)
+    preload.join()
     seed_everything(args.seed)
     model = build_model(args.model, args.image_size)
     device = device_for_rank(get_device())
