@@ -447,36 +447,17 @@ TRICKS: dict[str, dict] = {
 }
 """Each trick alone, as the changes it makes to `BASELINE`."""
 
-CNN_BATCH_RECIPE = Recipe(
-    epochs=5,
-    batch_size=100,
-    lr=0.2,
-    warmup=0.2,
-    momentum=0.9,
-    nesterov=True,
-    schedule="onecycle",
-    normalize=True,
-    ema_decay=0.998,
-)
+SHARED_TRICKS: dict = {"momentum": 0.9, "nesterov": True, "schedule": "onecycle", "normalize": True, "ema_decay": 0.998}
+"""What both trained-better recipes share: Nesterov momentum 0.9, the one-cycle schedule, normalised inputs, an EMA."""
+
+CNN_BATCH_RECIPE = Recipe(epochs=5, batch_size=100, lr=0.2, warmup=0.2, **SHARED_TRICKS)
 """The original CNNBatch, 16×16, 5 epochs, trained better: the tricks that helped, chosen on the validation split."""
 
 RESNET_ARCHITECTURE: dict = {"channels": (32, 64, 128), "blocks": (1, 1, 1), "stem_stride": 2}
 """The small ResNet of lesson 07 (arguments of `fmnist_lab.resnet.ResNet`): a stride-2 stem, then stages at
 14×14, 7×7 and 4×4 with 32, 64 and 128 channels."""
 
-RESNET_RECIPE = Recipe(
-    epochs=16,
-    batch_size=128,
-    lr=0.1,
-    momentum=0.9,
-    nesterov=True,
-    schedule="onecycle",
-    weight_decay=5e-4,
-    normalize=True,
-    label_smoothing=0.1,
-    crop_padding=2,
-    flip=True,
-    ema_decay=0.998,
-    tta=True,
+RESNET_RECIPE = Recipe(epochs=16, batch_size=128, lr=0.1, **SHARED_TRICKS).but(
+    weight_decay=5e-4, label_smoothing=0.1, crop_padding=2, flip=True, tta=True
 )
 """The ResNet's recipe: every trick, including the augmentations a bigger model trained longer can use."""

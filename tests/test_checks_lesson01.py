@@ -6,16 +6,8 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from check_cases import fails, passes
 from PIL import Image
-
-from fmnist_lab.checks import run_check
-
-
-def _fails(exercise_id, answer, fragment):
-    result = run_check(exercise_id, answer)
-    assert result.status == "failed", result.message
-    assert fragment in result.message and "hint:" in result.message
-
 
 # 1.1 to_batch ---------------------------------------------------------------------------------------
 
@@ -40,9 +32,8 @@ def to_batch_in_place(images_uint8):
 
 @pytest.mark.parametrize("answer", [to_batch, to_batch_numpy, to_batch_from_numpy])
 def test_1_1_correct_answers_pass(answer):
-    result = run_check("1.1", answer)
-    assert result.status == "passed", result.message
-    assert "(N, 1, 28, 28) float32" in result.message and "within 1e-6" in result.message
+    message = passes("1.1", answer).message
+    assert "(N, 1, 28, 28) float32" in message and "within 1e-6" in message, message
 
 
 MISTAKES_1_1 = [
@@ -68,7 +59,7 @@ MISTAKES_1_1 = [
 
 @pytest.mark.parametrize("wrong,fragment", MISTAKES_1_1)
 def test_1_1_mistakes_fail_saying_what_differs(wrong, fragment):
-    _fails("1.1", wrong, fragment)
+    fails("1.1", wrong, fragment=fragment)
 
 
 # 1.2 class_counts -----------------------------------------------------------------------------------
@@ -88,9 +79,7 @@ def class_counts_one_hot(labels):  # written differently: one-hot rows added up
 
 @pytest.mark.parametrize("answer", [class_counts, class_counts_loop, class_counts_one_hot])
 def test_1_2_correct_answers_pass(answer):
-    result = run_check("1.2", answer)
-    assert result.status == "passed", result.message
-    assert "10,000 test labels (1,000 per class)" in result.message
+    passes("1.2", answer, fragment="10,000 test labels (1,000 per class)")
 
 
 def _sorted_in_place(labels):
@@ -126,7 +115,7 @@ MISTAKES_1_2 = [
 
 @pytest.mark.parametrize("wrong,fragment", MISTAKES_1_2)
 def test_1_2_mistakes_fail_saying_what_differs(wrong, fragment):
-    _fails("1.2", wrong, fragment)
+    fails("1.2", wrong, fragment=fragment)
 
 
 # 1.3 pixel_mean_std ---------------------------------------------------------------------------------
@@ -149,9 +138,8 @@ def pixel_mean_std_numpy(images):  # written differently: NumPy, a list
 
 @pytest.mark.parametrize("answer", [pixel_mean_std, pixel_mean_std_by_hand, pixel_mean_std_numpy])
 def test_1_3_correct_answers_pass(answer):
-    result = run_check("1.3", answer)
-    assert result.status == "passed", result.message
-    assert "test set mean 0.2868, std 0.3524" in result.message and "within 0.0001" in result.message
+    message = passes("1.3", answer).message
+    assert "test set mean 0.2868, std 0.3524" in message and "within 0.0001" in message, message
 
 
 def _centred_in_place(images):
@@ -176,7 +164,7 @@ MISTAKES_1_3 = [
 
 @pytest.mark.parametrize("wrong,fragment", MISTAKES_1_3)
 def test_1_3_mistakes_fail_saying_what_differs(wrong, fragment):
-    _fails("1.3", wrong, fragment)
+    fails("1.3", wrong, fragment=fragment)
 
 
 # 1.4 mean_image_per_class ---------------------------------------------------------------------------
@@ -206,9 +194,8 @@ def _new_cpu_tensor(images, labels):
 
 @pytest.mark.parametrize("answer", [mean_image_per_class, mean_image_per_class_onehot, mean_image_per_class_index_add])
 def test_1_4_correct_answers_pass(answer):
-    result = run_check("1.4", answer)
-    assert result.status == "passed", result.message
-    assert "(10, 28, 28)" in result.message and "within 1e-5" in result.message
+    message = passes("1.4", answer).message
+    assert "(10, 28, 28)" in message and "within 1e-5" in message, message
 
 
 def _squeezed_in_place(images, labels):
@@ -239,7 +226,7 @@ MISTAKES_1_4 = [
 
 @pytest.mark.parametrize("wrong,fragment", MISTAKES_1_4)
 def test_1_4_mistakes_fail_saying_what_differs(wrong, fragment):
-    _fails("1.4", wrong, fragment)
+    fails("1.4", wrong, fragment=fragment)
 
 
 # 1.5 resize_batch -----------------------------------------------------------------------------------
@@ -265,9 +252,7 @@ def resize_batch_int_size(images, size):  # written differently: one int for bot
 
 @pytest.mark.parametrize("answer", [resize_batch, resize_batch_pil, resize_batch_int_size])
 def test_1_5_correct_answers_pass(answer):
-    result = run_check("1.5", answer)
-    assert result.status == "passed", result.message
-    assert "within one grey level (1/255)" in result.message
+    passes("1.5", answer, fragment="within one grey level (1/255)")
 
 
 def _scaled_in_place(images, size):
@@ -298,4 +283,4 @@ MISTAKES_1_5 = [
 
 @pytest.mark.parametrize("wrong,fragment", MISTAKES_1_5)
 def test_1_5_mistakes_fail_saying_what_differs(wrong, fragment):
-    _fails("1.5", wrong, fragment)
+    fails("1.5", wrong, fragment=fragment)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from check_cases import fails, passes
 from torch import nn
 
 from fmnist_lab import models
@@ -21,9 +22,7 @@ def conv_output_size(n, kernel, padding=0, stride=1):
 
 
 def test_2_1_reference_passes():
-    result = run_check("2.1", conv_output_size)
-    assert result.status == "passed", result.message
-    assert "9 cases match the sizes F.conv2d gives" in result.message
+    passes("2.1", conv_output_size, fragment="9 cases match the sizes F.conv2d gives")
 
 
 def test_2_1_written_differently_passes():
@@ -77,9 +76,7 @@ def convolve2d(image, kernel, padding=0):
 
 
 def test_2_2_reference_passes():
-    result = run_check("2.2", convolve2d)
-    assert result.status == "passed", result.message
-    assert "match F.conv2d within 0.0001" in result.message
+    passes("2.2", convolve2d, fragment="match F.conv2d within 0.0001")
 
 
 def test_2_2_unfold_and_numpy_pass():
@@ -167,9 +164,7 @@ def count_linear_parameters(in_features, out_features):
 
 
 def test_2_3_reference_passes():
-    result = run_check("2.3", count_conv_parameters, count_linear_parameters)
-    assert result.status == "passed", result.message
-    assert "cnn1 416, cnn2 12,832, fc1 5,130" in result.message
+    passes("2.3", count_conv_parameters, count_linear_parameters, fragment="cnn1 416, cnn2 12,832, fc1 5,130")
 
 
 def test_2_3_written_differently_passes():
@@ -183,8 +178,7 @@ def test_2_3_written_differently_passes():
         return np.int64(cout * (cin * k**2 + 1))  # a NumPy integer is a whole number too
 
     for answers in ((conv, linear), (conv_numpy, count_linear_parameters)):
-        result = run_check("2.3", *answers)
-        assert result.status == "passed", result.message
+        passes("2.3", *answers)
 
 
 MISTAKES_2_3 = [
@@ -261,8 +255,7 @@ class Functional(nn.Module):
 
 
 def test_2_4_reference_passes():
-    result = run_check("2.4", CNN)
-    assert result.status == "passed", result.message
+    result = passes("2.4", CNN)
     assert result.message == (
         "18,378 parameters, output (100, 10), matches the reference with its weights loaded (within 1e-5)"
     )
@@ -270,8 +263,7 @@ def test_2_4_reference_passes():
 
 @pytest.mark.parametrize("answer", [models.CNN, Functional])
 def test_2_4_written_differently_passes(answer):
-    result = run_check("2.4", answer)
-    assert result.status == "passed", result.message
+    passes("2.4", answer)
 
 
 class NoPadding(CNN):
@@ -402,5 +394,4 @@ MISTAKES = [
 
 @pytest.mark.parametrize("exercise_id, answers, fragment", MISTAKES)
 def test_mistakes_fail_naming_their_cause(exercise_id, answers, fragment):
-    result = run_check(exercise_id, *answers)
-    assert result.status == "failed" and fragment in result.message and "— hint: " in result.message, result.message
+    fails(exercise_id, *answers, fragment=fragment)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
+from check_cases import fails, passes
 from torch import nn
 
 from fmnist_lab import models
@@ -110,12 +111,6 @@ def bn_forward_new_cpu_tensor(x, gamma, beta, eps=1e-5):
     out = torch.zeros(x.shape, dtype=x.dtype)  # no device=x.device
     out[:] = bn_forward_reference(x, gamma, beta, eps)
     return out
-
-
-def test_3_1_reference_passes():
-    result = run_check("3.1", bn_forward_reference)
-    assert result.status == "passed", result.message
-    assert "match nn.BatchNorm2d in training mode within 1e-5" in result.message
 
 
 MISTAKES_3_1 = [
@@ -342,8 +337,7 @@ class CNNBatchFloat32Only(CNNBatchReference):
 
 
 def test_3_2_reference_passes_with_the_design_message():
-    result = run_check("3.2", CNNBatchReference)
-    assert result.status == "passed", result.message
+    result = passes("3.2", CNNBatchReference)
     assert result.line() == "✓ 3.2 CNNBatch: 18,494 parameters, output (100, 10), matches the reference"
 
 
@@ -475,12 +469,6 @@ def running_new_cpu_tensors(running_mean, running_var, x, momentum=0.1):
     return new_mean, new_var
 
 
-def test_3_3_reference_passes():
-    result = run_check("3.3", running_reference)
-    assert result.status == "passed", result.message
-    assert "follow nn.BatchNorm2d's buffers over 4 batches (momentum 0.1 and 0.3) within 1e-5" in result.message
-
-
 MISTAKES_3_3 = [
     (running_biased, "unbiased batch variance"),
     (running_swapped, "momentum weighs the new batch"),
@@ -555,12 +543,6 @@ def eval_no_grad(x, running_mean, running_var, gamma, beta, eps=1e-5):
         return eval_reference(x, running_mean, running_var, gamma, beta, eps)
 
 
-def test_3_4_reference_passes():
-    result = run_check("3.4", eval_reference)
-    assert result.status == "passed", result.message
-    assert "matches nn.BatchNorm2d in eval mode within 1e-5" in result.message
-
-
 MISTAKES_3_4 = [
     (eval_batch_stats, "uses the batch's own mean and variance"),
     (eval_eps_outside, "eps belongs inside the square root"),
@@ -595,22 +577,24 @@ MISTAKES_3_4 = [
 
 # ------------------------------------------------------------------ every exercise: correct answers and mistakes
 
-CORRECT = [
-    ("3.1", bn_forward_by_channel_loop),
-    ("3.1", bn_forward_var_mean),
-    ("3.2", models.CNNBatch),
-    ("3.2", CNNBatchFunctional),
-    ("3.3", running_lerp),
-    ("3.3", running_var_mean),
-    ("3.4", eval_folded),
-    ("3.4", eval_indexing),
+CORRECT = [  # (exercise, answer, what its message says): the references, then answers written differently
+    ("3.1", bn_forward_reference, "match nn.BatchNorm2d in training mode within 1e-5"),
+    ("3.3", running_reference, "follow nn.BatchNorm2d's buffers over 4 batches (momentum 0.1 and 0.3) within 1e-5"),
+    ("3.4", eval_reference, "matches nn.BatchNorm2d in eval mode within 1e-5"),
+    ("3.1", bn_forward_by_channel_loop, ""),
+    ("3.1", bn_forward_var_mean, ""),
+    ("3.2", models.CNNBatch, ""),
+    ("3.2", CNNBatchFunctional, ""),
+    ("3.3", running_lerp, ""),
+    ("3.3", running_var_mean, ""),
+    ("3.4", eval_folded, ""),
+    ("3.4", eval_indexing, ""),
 ]
 
 
-@pytest.mark.parametrize("exercise_id, answer", CORRECT)
-def test_correct_answers_written_differently_pass(exercise_id, answer):
-    result = run_check(exercise_id, answer)
-    assert result.status == "passed", result.message
+@pytest.mark.parametrize("exercise_id, answer, fragment", CORRECT)
+def test_correct_answers_pass(exercise_id, answer, fragment):
+    passes(exercise_id, answer, fragment=fragment)
 
 
 MISTAKES = [
@@ -623,5 +607,4 @@ MISTAKES = [
 
 @pytest.mark.parametrize("exercise_id, answer, fragment", MISTAKES)
 def test_mistakes_fail_naming_their_cause(exercise_id, answer, fragment):
-    result = run_check(exercise_id, answer)
-    assert result.status == "failed" and fragment in result.message and "— hint: " in result.message, result.message
+    fails(exercise_id, answer, fragment=fragment)

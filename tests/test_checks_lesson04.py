@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from check_cases import fails, passes
 from torch import nn
 
 from fmnist_lab.checks import run_check
@@ -80,9 +81,8 @@ def _loop(model, batches, optimizer, criterion, *, train=True, order="zero backw
 
 @pytest.mark.parametrize("answer", [train_one_epoch, train_one_epoch_other, train_one_epoch_indexed])
 def test_4_1_correct_answers_pass(answer):
-    result = run_check("4.1", answer)
-    assert result.status == "passed", result.message
-    assert "sum of 5 batch losses" in result.message and "within 1e-05" in result.message
+    message = passes("4.1", answer).message
+    assert "sum of 5 batch losses" in message and "within 1e-05" in message, message
 
 
 @pytest.mark.parametrize(
@@ -102,9 +102,7 @@ def test_4_1_correct_answers_pass(answer):
     ],
 )
 def test_4_1_mistakes_fail_and_say_what_differs(options, fragment):
-    result = run_check("4.1", lambda *args: _loop(*args, **options))
-    assert result.status == "failed", result.message
-    assert fragment in result.message
+    fails("4.1", lambda *args: _loop(*args, **options), fragment=fragment)
 
 
 def _normalises_in_place(model, batches, optimizer, criterion):
@@ -114,15 +112,19 @@ def _normalises_in_place(model, batches, optimizer, criterion):
 
 
 def test_4_1_changing_the_batches_in_place_fails():
-    result = run_check("4.1", _normalises_in_place)
-    assert result.status == "failed"
-    assert "changed its input images of batch 1 in place; leave the batches as they are" in result.message
+    fails(
+        "4.1",
+        _normalises_in_place,
+        fragment="changed its input images of batch 1 in place; leave the batches as they are",
+    )
 
 
 def test_4_1_a_list_instead_of_a_number_fails():
-    result = run_check("4.1", lambda model, batches, opt, crit: [train_one_epoch(model, batches, opt, crit)])
-    assert result.status == "failed"
-    assert "expected the returned cost to be a number, got list" in result.message
+    fails(
+        "4.1",
+        lambda model, batches, opt, crit: [train_one_epoch(model, batches, opt, crit)],
+        fragment="expected the returned cost to be a number, got list",
+    )
 
 
 # --- 4.2 mean_loss_from_cost ---------------------------------------------------------------------
@@ -134,9 +136,7 @@ def mean_loss_from_cost(cost, n_images, batch_size):
 
 
 def test_4_2_reference_and_other_correct_answer_pass():
-    result = run_check("4.2", mean_loss_from_cost)
-    assert result.status == "passed"
-    assert "297.99 over 600 batches = 0.4967" in result.message
+    passes("4.2", mean_loss_from_cost, fragment="297.99 over 600 batches = 0.4967")
     # Ceiling division by negating floor division, returned as a tensor: also correct.
     other = run_check("4.2", lambda cost, n, b: torch.tensor(cost, dtype=torch.float64) / -(-n // b))
     assert other.status == "passed", other.message
@@ -161,9 +161,7 @@ def test_4_2_reference_and_other_correct_answer_pass():
     ],
 )
 def test_4_2_mistakes_fail(answer, fragment):
-    result = run_check("4.2", answer)
-    assert result.status == "failed"
-    assert fragment in result.message
+    fails("4.2", answer, fragment=fragment)
 
 
 # --- 4.3 evaluate_accuracy -----------------------------------------------------------------------
@@ -199,9 +197,7 @@ def evaluate_accuracy_package(model, images, labels):
 
 @pytest.mark.parametrize("answer", [evaluate_accuracy, evaluate_accuracy_other, evaluate_accuracy_package])
 def test_4_3_correct_answers_pass(answer):
-    result = run_check("4.3", answer)
-    assert result.status == "passed", result.message
-    assert "75.00% on 300 images" in result.message
+    passes("4.3", answer, fragment="75.00% on 300 images")
 
 
 def _without_eval(model, images, labels):
@@ -262,15 +258,15 @@ def _normalised_in_place(model, images, labels):
     ],
 )
 def test_4_3_mistakes_fail(answer, fragment):
-    result = run_check("4.3", answer)
-    assert result.status == "failed"
-    assert fragment in result.message
+    fails("4.3", answer, fragment=fragment)
 
 
 def test_4_3_a_tensor_of_predictions_fails():
-    result = run_check("4.3", lambda m, x, y: m.eval()(x).argmax(1))
-    assert result.status == "failed"
-    assert "expected the returned accuracy to be one number, got a tensor of shape (300,)" in result.message
+    fails(
+        "4.3",
+        lambda m, x, y: m.eval()(x).argmax(1),
+        fragment="expected the returned accuracy to be one number, got a tensor of shape (300,)",
+    )
 
 
 # --- 4.4 save_and_load ---------------------------------------------------------------------------
@@ -305,9 +301,8 @@ def save_and_load_file_objects(model, path):
 
 @pytest.mark.parametrize("answer", [save_and_load, save_and_load_other, save_and_load_file_objects])
 def test_4_4_correct_answers_pass(answer):
-    result = run_check("4.4", answer)
-    assert result.status == "passed", result.message
-    assert "state dict of 21 entries" in result.message and "identical logits on 50 images" in result.message
+    message = passes("4.4", answer).message
+    assert "state dict of 21 entries" in message and "identical logits on 50 images" in message, message
 
 
 def _whole_model(model, path):
@@ -380,9 +375,7 @@ def _other_file(model, path):
 )
 def test_4_4_mistakes_fail(answer, fragment, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # a wrong answer may write beside the current folder
-    result = run_check("4.4", answer)
-    assert result.status == "failed"
-    assert fragment in result.message
+    fails("4.4", answer, fragment=fragment)
 
 
 def test_checks_leave_the_global_random_state_alone():

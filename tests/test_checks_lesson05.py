@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from check_cases import fails, passes
 from conftest import assert_check_fails
 
 from fmnist_lab.checks import run_check
@@ -129,9 +130,7 @@ def precision_recall_f1_mean(matrix, class_id):
     ],
 )
 def test_correct_answers_pass(exercise_id, answer, fragment):
-    result = run_check(exercise_id, answer)
-    assert result.status == "passed", result.message
-    assert fragment in result.message
+    passes(exercise_id, answer, fragment=fragment)
 
 
 def test_reference_messages_give_the_numbers():
@@ -201,10 +200,7 @@ def test_reference_messages_give_the_numbers():
     ],
 )
 def test_plausible_mistakes_fail_and_say_what_differs(exercise_id, answer, fragment):
-    result = run_check(exercise_id, answer)
-    assert result.status == "failed", result.message
-    assert fragment in result.message
-    assert "— hint: " in result.message
+    fails(exercise_id, answer, fragment=fragment)
 
 
 def test_missing_minlength_that_crashes_is_an_error_with_the_hint():

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from check_cases import fails, passes
 from conftest import assert_check_fails
 
 from fmnist_lab.checks import run_check
@@ -72,29 +73,10 @@ def pairs_in_place(matrix, k):
 
 @pytest.mark.parametrize("answer", [pairs_reference, pairs_numpy, pairs_torch])
 def test_6_1_correct_answers_pass(answer):
-    result = run_check("6.1", answer)
-    assert result.status == "passed", result.message
+    result = passes("6.1", answer)
     assert result.message == (
         "top 5 of the seed-0 matrix (first Shirt → T-shirt/top, 196) and top 8 of a shuffled matrix match the reference"
     )
-
-
-@pytest.mark.parametrize(
-    "answer,fragment",
-    [
-        (pairs_with_diagonal, "('Bag', 'Bag', 977), a correct prediction from the diagonal"),
-        (pairs_transposed, "got ('T-shirt/top', 'Shirt', 196): rows are the true class"),
-        (pairs_ascending, "expected the largest counts first [196, 108, 95, 80, 57], got counts [57, 80"),
-        (pairs_ids, "expected class names (strings from CLASS_NAMES), got (6, 0, 196)"),
-        (pairs_in_place, "your function changed the matrix it was given"),
-        (lambda matrix, k: pairs_reference(matrix, k - 1), "expected 5 pairs for k=5, got 4"),
-        (lambda matrix, k: {"Shirt": "T-shirt/top"}, "expected a list of (true name, predicted name, count)"),
-    ],
-)
-def test_6_1_mistakes_fail_and_say_why(answer, fragment):
-    result = run_check("6.1", answer)
-    assert result.status == "failed"
-    assert fragment in result.message
 
 
 # ------------------------------------------------------------------------ 6.2 expected_calibration_error
@@ -150,32 +132,6 @@ def ece_drops_certain(confidences, correct, n_bins=10):
 
 def ece_fixed_bins(confidences, correct, n_bins=10):
     return ece_reference(confidences, correct, 10)
-
-
-@pytest.mark.parametrize("answer", [ece_reference, ece_numpy])
-def test_6_2_correct_answers_pass(answer):
-    result = run_check("6.2", answer)
-    assert result.status == "passed", result.message
-    assert result.message.startswith(
-        "0.1125 on the two-group example, 0 on calibrated data, 0.1 with confidences of 1.0, and 0."
-    )
-    assert result.message.endswith("on 2,000 seeded predictions, with 5, 10, 15 bins, within 1e-5")
-
-
-@pytest.mark.parametrize(
-    "answer,fragment",
-    [
-        (ece_global, "got 0.0375: that is |mean confidence − accuracy| over all predictions"),
-        (ece_unweighted, "got 0.175: that is the plain mean of the bins' gaps"),
-        (ece_drops_certain, "predictions with confidence exactly 1.0 belong to the last bin"),
-        (ece_fixed_bins, "ECE of 2,000 seeded predictions with 5 bins"),
-        (lambda c, k, n=10: "0.1", "expected the ECE to be a number, got str"),
-    ],
-)
-def test_6_2_mistakes_fail_and_say_why(answer, fragment):
-    result = run_check("6.2", answer)
-    assert result.status == "failed"
-    assert fragment in result.message
 
 
 # ------------------------------------------------------------------------------------ 6.3 occlusion_map
@@ -247,38 +203,6 @@ def occlusion_in_place(model, image, label, patch=3):
     return occlusion_reference(model, image, label, patch) * 0 + base
 
 
-@pytest.mark.parametrize("answer", [occlusion_reference, occlusion_padded])
-def test_6_3_correct_answers_pass(answer):
-    result = run_check("6.3", answer)
-    assert result.status == "passed", result.message
-    assert result.message.startswith(
-        "(16, 16) maps for patch 3 and 5 match the reference on a seeded CNNBatch within 1e-5 (largest drop 0."
-    )
-
-
-@pytest.mark.parametrize(
-    "answer,fragment",
-    [
-        (occlusion_reversed, "has the opposite sign"),
-        (occlusion_logits, "matches a drop in the logit: apply softmax"),
-        (occlusion_top_left, "matches a patch whose top-left corner is at (i, j): centre it"),
-        (occlusion_in_place, "changed the image it was given"),
-        (
-            lambda m, x, label, patch: occlusion_reference(m, x, label, patch).unsqueeze(0),
-            "expected occlusion_map(model, image, label=5, patch=3) of shape (16, 16), got (1, 16, 16)",
-        ),
-        (
-            lambda m, x, label, patch: occlusion_reference(m, x, label, 3),
-            "occlusion_map(model, image, label=0, patch=5) differs from the reference by up to",
-        ),
-    ],
-)
-def test_6_3_mistakes_fail_and_say_why(answer, fragment):
-    result = run_check("6.3", answer)
-    assert result.status == "failed"
-    assert fragment in result.message
-
-
 # ------------------------------------------------------------------------------------- 6.4 saliency_map
 
 
@@ -314,30 +238,69 @@ def saliency_loss(model, image, label):
     return x.grad.abs()[0, 0]
 
 
-@pytest.mark.parametrize("answer", [saliency_reference, saliency_batched])
-def test_6_4_correct_answers_pass(answer):
-    result = run_check("6.4", answer)
-    assert result.status == "passed", result.message
-    assert result.message.startswith(
-        "(16, 16) maps for two classes match the reference on a seeded CNNBatch within 1e-5 (all ≥ 0, largest 0."
-    )
+MISTAKES = [
+    ("6.1", pairs_with_diagonal, "('Bag', 'Bag', 977), a correct prediction from the diagonal"),
+    ("6.1", pairs_transposed, "got ('T-shirt/top', 'Shirt', 196): rows are the true class"),
+    ("6.1", pairs_ascending, "expected the largest counts first [196, 108, 95, 80, 57], got counts [57, 80"),
+    ("6.1", pairs_ids, "expected class names (strings from CLASS_NAMES), got (6, 0, 196)"),
+    ("6.1", pairs_in_place, "your function changed the matrix it was given"),
+    ("6.1", lambda matrix, k: pairs_reference(matrix, k - 1), "expected 5 pairs for k=5, got 4"),
+    ("6.1", lambda matrix, k: {"Shirt": "T-shirt/top"}, "expected a list of (true name, predicted name, count)"),
+    ("6.2", ece_global, "got 0.0375: that is |mean confidence − accuracy| over all predictions"),
+    ("6.2", ece_unweighted, "got 0.175: that is the plain mean of the bins' gaps"),
+    ("6.2", ece_drops_certain, "predictions with confidence exactly 1.0 belong to the last bin"),
+    ("6.2", ece_fixed_bins, "ECE of 2,000 seeded predictions with 5 bins"),
+    ("6.2", lambda c, k, n=10: "0.1", "expected the ECE to be a number, got str"),
+    ("6.3", occlusion_reversed, "has the opposite sign"),
+    ("6.3", occlusion_logits, "matches a drop in the logit: apply softmax"),
+    ("6.3", occlusion_top_left, "matches a patch whose top-left corner is at (i, j): centre it"),
+    ("6.3", occlusion_in_place, "changed the image it was given"),
+    (
+        "6.3",
+        lambda m, x, label, patch: occlusion_reference(m, x, label, patch).unsqueeze(0),
+        "expected occlusion_map(model, image, label=5, patch=3) of shape (16, 16), got (1, 16, 16)",
+    ),
+    (
+        "6.3",
+        lambda m, x, label, patch: occlusion_reference(m, x, label, 3),
+        "occlusion_map(model, image, label=0, patch=5) differs from the reference by up to",
+    ),
+    ("6.4", saliency_signed, "has negative values: take the absolute value"),
+    ("6.4", saliency_probability, "matches the gradient of the probability: differentiate the class's score"),
+    ("6.4", saliency_loss, "matches the gradient of the loss"),
+    ("6.4", lambda m, x, label: saliency_reference(m, x, label)[None], "of shape (16, 16), got (1, 16, 16)"),
+    ("6.4", lambda m, x, label: saliency_reference(m, x, 0), "saliency_map(model, image, label=5) differs"),
+    ("6.4", lambda m, x, label: saliency_reference(m, x, label).tolist(), "to be a torch.Tensor, got list"),
+]
 
 
-@pytest.mark.parametrize(
-    "answer,fragment",
-    [
-        (saliency_signed, "has negative values: take the absolute value"),
-        (saliency_probability, "matches the gradient of the probability: differentiate the class's score"),
-        (saliency_loss, "matches the gradient of the loss"),
-        (lambda m, x, label: saliency_reference(m, x, label)[None], "of shape (16, 16), got (1, 16, 16)"),
-        (lambda m, x, label: saliency_reference(m, x, 0), "saliency_map(model, image, label=5) differs"),
-        (lambda m, x, label: saliency_reference(m, x, label).tolist(), "to be a torch.Tensor, got list"),
-    ],
+@pytest.mark.parametrize("exercise_id,answer,fragment", MISTAKES)
+def test_mistakes_fail_and_say_why(exercise_id, answer, fragment):
+    fails(exercise_id, answer, fragment=fragment)
+
+
+ECE_START = "0.1125 on the two-group example, 0 on calibrated data, 0.1 with confidences of 1.0, and 0."
+ECE_END = "on 2,000 seeded predictions, with 5, 10, 15 bins, within 1e-5"
+OCCLUSION_START = (
+    "(16, 16) maps for patch 3 and 5 match the reference on a seeded CNNBatch within 1e-5 (largest drop 0."
 )
-def test_6_4_mistakes_fail_and_say_why(answer, fragment):
-    result = run_check("6.4", answer)
-    assert result.status == "failed"
-    assert fragment in result.message
+SALIENCY_START = (
+    "(16, 16) maps for two classes match the reference on a seeded CNNBatch within 1e-5 (all ≥ 0, largest 0."
+)
+CORRECT = [  # (exercise, answer, how its message starts, how it ends)
+    ("6.2", ece_reference, ECE_START, ECE_END),
+    ("6.2", ece_numpy, ECE_START, ECE_END),
+    ("6.3", occlusion_reference, OCCLUSION_START, ""),
+    ("6.3", occlusion_padded, OCCLUSION_START, ""),
+    ("6.4", saliency_reference, SALIENCY_START, ""),
+    ("6.4", saliency_batched, SALIENCY_START, ""),
+]
+
+
+@pytest.mark.parametrize("exercise_id,answer,start,end", CORRECT)
+def test_correct_answers_pass(exercise_id, answer, start, end):
+    message = passes(exercise_id, answer).message
+    assert message.startswith(start) and message.endswith(end), message
 
 
 # --- issue 12: the package's answer, in place, the mode, other sizes, NaN, a class or a layer instead ------

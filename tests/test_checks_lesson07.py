@@ -7,6 +7,7 @@ import math
 import numpy as np
 import pytest
 import torch
+from check_cases import fails, passes
 from conftest import assert_check_fails
 from torch.nn import functional as F
 
@@ -242,63 +243,52 @@ def tta_training_mode(model, images):
 # --- the tests -------------------------------------------------------------------------------------
 
 
-def passes(exercise, answer, fragment=""):
-    result = run_check(exercise, answer)
-    assert result.status == "passed", result.message
-    assert fragment in result.message
-    return result
+CORRECT = [
+    ("7.1", one_cycle_lr, "3 cycles"),
+    ("7.1", one_cycle_lr_numpy, ""),
+    ("7.2", label_smoothing_loss, "F.cross_entropy(logits, targets, label_smoothing=ε) within 1e-5"),
+    ("7.2", label_smoothing_loss_targets, ""),
+    ("7.2", label_smoothing_loss_builtin, ""),
+    ("7.3", random_crop_flip, "each output is its input shifted within ±2 px"),
+    ("7.3", random_crop_flip_loop, ""),
+    ("7.3", random_crop_flip_flip_first_numpy, ""),
+    ("7.4", ema_update, "0.9·ema + 0.1·current"),
+    ("7.4", ema_update_lerp, ""),
+    ("7.4", ema_update_params_and_buffers, ""),
+    ("7.5", flip_tta_probs, "eval mode within 1e-5"),
+    ("7.5", flip_tta_probs_functional, ""),
+]
 
 
-def fails(exercise, answer, fragment):
-    result = run_check(exercise, answer)
-    assert result.status == "failed", result
-    assert fragment in result.message, result.message
-    return result
+@pytest.mark.parametrize("exercise_id,answer,fragment", CORRECT)
+def test_correct_answers_pass(exercise_id, answer, fragment):
+    passes(exercise_id, answer, fragment=fragment)
 
 
-def test_random_crop_flip():
-    passes("7.3", random_crop_flip, "each output is its input shifted within ±2 px")
-    passes("7.3", random_crop_flip_loop)
-    passes("7.3", random_crop_flip_flip_first_numpy)
-    fails("7.3", crop_same_shift_for_the_batch, "one offset per image")
-    fails("7.3", crop_with_roll, "zeros filling in")
-    fails("7.3", crop_without_generator, "draw every random number from `generator`")
-    fails("7.3", random_crop_flip_noflip, "no image of 200 was mirrored")
-    fails("7.3", crop_flip_upside_down, "possibly mirrored left-right")
+MISTAKES = [
+    ("7.1", one_cycle_from_zero, "warm-up starts at max_lr/25"),
+    ("7.1", one_cycle_linear, "in the warm-up"),
+    ("7.2", smoothing_over_wrong_classes, "over the 9 wrong classes"),
+    ("7.2", smoothing_sum, "MEAN over the batch"),
+    ("7.2", smoothing_ignored, "the smoothing is not applied"),
+    ("7.3", crop_same_shift_for_the_batch, "one offset per image"),
+    ("7.3", crop_with_roll, "zeros filling in"),
+    ("7.3", crop_without_generator, "draw every random number from `generator`"),
+    ("7.3", random_crop_flip_noflip, "no image of 200 was mirrored"),
+    ("7.3", crop_flip_upside_down, "possibly mirrored left-right"),
+    ("7.4", ema_swapped, "swapped"),
+    ("7.4", ema_parameters_only, "running statistics included"),
+    ("7.4", ema_updates_the_model, "update only the EMA copy"),
+    ("7.5", tta_no_flip, "average them with those of the mirrored images"),
+    ("7.5", tta_logits_mean, "averaged the logits"),
+    ("7.5", tta_upside_down, "upside down"),
+    ("7.5", tta_training_mode, "model.eval()"),
+]
 
 
-def test_label_smoothing_loss():
-    passes("7.2", label_smoothing_loss, "F.cross_entropy(logits, targets, label_smoothing=ε) within 1e-5")
-    passes("7.2", label_smoothing_loss_targets)
-    passes("7.2", label_smoothing_loss_builtin)
-    fails("7.2", smoothing_over_wrong_classes, "over the 9 wrong classes")
-    fails("7.2", smoothing_sum, "MEAN over the batch")
-    fails("7.2", smoothing_ignored, "the smoothing is not applied")
-
-
-def test_one_cycle_lr():
-    passes("7.1", one_cycle_lr, "3 cycles")
-    passes("7.1", one_cycle_lr_numpy)
-    fails("7.1", one_cycle_from_zero, "warm-up starts at max_lr/25")
-    fails("7.1", one_cycle_linear, "in the warm-up")
-
-
-def test_ema_update():
-    passes("7.4", ema_update, "0.9·ema + 0.1·current")
-    passes("7.4", ema_update_lerp)
-    passes("7.4", ema_update_params_and_buffers)
-    fails("7.4", ema_swapped, "swapped")
-    fails("7.4", ema_parameters_only, "running statistics included")
-    fails("7.4", ema_updates_the_model, "update only the EMA copy")
-
-
-def test_flip_tta_probs():
-    passes("7.5", flip_tta_probs, "eval mode within 1e-5")
-    passes("7.5", flip_tta_probs_functional)
-    fails("7.5", tta_no_flip, "average them with those of the mirrored images")
-    fails("7.5", tta_logits_mean, "averaged the logits")
-    fails("7.5", tta_upside_down, "upside down")
-    fails("7.5", tta_training_mode, "model.eval()")
+@pytest.mark.parametrize("exercise_id,answer,fragment", MISTAKES)
+def test_mistakes_fail_and_say_why(exercise_id, answer, fragment):
+    fails(exercise_id, answer, fragment=fragment)
 
 
 def test_wrong_types_fail_without_crashing():

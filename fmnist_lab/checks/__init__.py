@@ -32,6 +32,7 @@ from fmnist_lab.checks.toolkit import (  # noqa: E402,F401
     expect_number,
     expect_tensor,
     first_line,
+    isolated,
 )
 
 
@@ -92,7 +93,8 @@ def run_check(exercise_id: str, *answer: Any) -> CheckResult:
     try:
         if not answer or answer[0] is None:
             raise Mismatch("got None: define your answer in the exercise cell above, then run this cell")
-        message = found.run(*answer)
+        with isolated():  # the learner's RNG untouched, one thread
+            message = found.run(*answer)
         return CheckResult(found.id, found.title, "passed", message)
     except Mismatch as exc:
         return CheckResult(found.id, found.title, "failed", f"{exc} — hint: {found.hint}")

@@ -11,28 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (
-    as_pair,
-    call_unmodified,
-    diagnose,
-    expect_close,
-    expect_device_kept,
-    expect_dtype_kept,
-    expect_finite,
-    expect_function,
-    expect_number,
-    expect_tensor,
-    is_close,
-    max_difference,
-    other_input,
-)
+from fmnist_lab.checks import toolkit as tk
 
 GREY_LEVEL = 1 / 255
+NO_CHANNEL_AXIS = "add the channel axis with unsqueeze(1)"
+CHANNEL_AXIS_SECOND = "the channel axis comes second, (N, 1, H, W): unsqueeze(1), not unsqueeze(0) or unsqueeze(-1)"
 
 
-def _test_images(count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def _test_images(count: int | None = None) -> tuple[Tensor, Tensor]:
     """The first `count` test images (N, 1, 28, 28) in [0, 1] and their labels."""
     from fmnist_lab import data
 
@@ -40,7 +29,7 @@ def _test_images(count: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     return (images, labels) if count is None else (images[:count], labels[:count])
 
 
-def _as_uint8(images: torch.Tensor) -> np.ndarray:
+def _as_uint8(images: Tensor) -> np.ndarray:
     """(N, 1, H, W) floats in [0, 1] back to the file's (N, H, W) uint8 grey levels (a writable copy)."""
     return (images[:, 0] * 255).round().to(torch.uint8).numpy().copy()
 
@@ -52,7 +41,7 @@ def _as_uint8(images: torch.Tensor) -> np.ndarray:
 )
 def check_to_batch(to_batch) -> str:
     """Equal to data.load on 1,000 test images, then on a (3, 5, 7) array; the usual scale and axis mistakes named."""
-    expect_function(to_batch, "a function to_batch(images_uint8)")
+    tk.expect_function(to_batch, "a function to_batch(images_uint8)")
     small = torch.randint(0, 256, (3, 5, 7), generator=torch.Generator().manual_seed(1), dtype=torch.uint8)
     small[0, 0, 0], small[0, 0, 1] = 0, 255
     images, _ = _test_images(1000)
@@ -61,43 +50,33 @@ def check_to_batch(to_batch) -> str:
         (_as_uint8(images), images, "to_batch(1,000 test images)", first),
         (small.numpy(), small.float().div(255).unsqueeze(1), "to_batch(a (3, 5, 7) uint8 array)", "a (3, 5, 7) array"),
     ):
-        with other_input(first, size):
-            got = call_unmodified(to_batch, array, names=("images_uint8",))
-        if isinstance(got, torch.Tensor) and got.shape != expected.shape and got.numel() == expected.numel():
-            axis = (
-                "add the channel axis with unsqueeze(1)"
-                if got.ndim == 3
-                else "the channel axis comes second, (N, 1, H, W): unsqueeze(1), not unsqueeze(0) or unsqueeze(-1)"
-            )
-            raise Mismatch(f"expected {what} of shape {tuple(expected.shape)}, got {tuple(got.shape)}: {axis}")
-        expect_tensor(got, what, tuple(expected.shape), torch.float32)
-        if not is_close(got, expected, atol=1e-6):
-            scale = diagnose(got, [("you divided by 256; the grey levels go from 0 to 255", expected * 255 / 256)])
-            if scale:
-                raise Mismatch(f"{what} differs from the reference: {scale}")
-        expect_close(got, expected, what, atol=1e-6)
+        with tk.other_input(first, size):
+            got = tk.call_unmodified(to_batch, array, names=("images_uint8",))
+        reshaped = isinstance(got, Tensor) and got.numel() == expected.numel()
+        axis = (NO_CHANNEL_AXIS if got.ndim == 3 else CHANNEL_AXIS_SECOND) if reshaped else ""
+        tk.expect_tensor(got, what, tuple(expected.shape), torch.float32, why=axis)
+        scale = [("you divided by 256; the grey levels go from 0 to 255", expected * 255 / 256)]
+        tk.expect_same(got, expected, what, scale, atol=1e-6, close=1e-5, found=f"{what} differs from the reference: ")
     return (
         "(N, 28, 28) uint8 → (N, 1, 28, 28) float32 in [0, 1], equal to data.load('test') on 1,000 "
         "images (and on a (3, 5, 7) array) within 1e-6"
     )
 
 
-def _expect_counts(value, expected: torch.Tensor, what: str) -> torch.Tensor:
+MINLENGTH = "a class that never appears needs its 0 too (minlength=10)"
+
+
+def _expect_counts(value, expected: Tensor, what: str) -> Tensor:
     """Ten counts equal to bincount's; fractions, a (values, counts) pair and a short result named."""
     if isinstance(value, tuple) and len(value) == 2:
         raise Mismatch(
             f"expected {what} to be one tensor of 10 counts, got a pair: torch.unique(..., return_counts=True) "
             "returns (values, counts), and skips a class that never appears"
         )
-    got = expect_tensor(value, what)
-    if got.ndim == 1 and len(got) < len(expected):
-        raise Mismatch(
-            f"expected {what} of shape {tuple(expected.shape)}, got {tuple(got.shape)}: a class that never "
-            "appears needs its 0 too (minlength=10)"
-        )
-    got = expect_tensor(value, what, tuple(expected.shape))
+    short = tk.expect_tensor(value, what).ndim == 1 and len(value) < len(expected)
+    got = tk.expect_tensor(value, what, tuple(expected.shape), why=MINLENGTH if short else "")
     if not torch.equal(got.detach().cpu().double(), expected.double()):
-        if is_close(got, expected / expected.sum(), atol=1e-6):
+        if tk.is_close(got, expected / expected.sum(), atol=1e-6):
             raise Mismatch(f"expected {what} to be counts, got fractions: do not divide by the number of labels")
         shown = [int(v) if float(v).is_integer() else float(v) for v in got.detach().cpu().double().tolist()]
         raise Mismatch(f"expected {what} = {expected.tolist()}, got {shown}")
@@ -107,7 +86,7 @@ def _expect_counts(value, expected: torch.Tensor, what: str) -> torch.Tensor:
 @exercise("1.2", "class_counts", "torch.bincount(labels, minlength=10) counts every class, even one that never appears")
 def check_class_counts(class_counts) -> str:
     """Counts on 37 labels without class 9, on one label, and on the test labels; any numeric dtype is accepted."""
-    expect_function(class_counts, "a function class_counts(labels)")
+    tk.expect_function(class_counts, "a function class_counts(labels)")
     # An uneven set in which class 9 never appears: bincount without minlength returns only 9 counts.
     uneven = torch.tensor([0] * 5 + [1] * 1 + [2] * 7 + [3] * 2 + [4] * 4 + [5] * 3 + [6] * 8 + [7] * 6 + [8] * 1)
     uneven = uneven[torch.randperm(len(uneven), generator=torch.Generator().manual_seed(0))]
@@ -117,8 +96,8 @@ def check_class_counts(class_counts) -> str:
         (torch.tensor([3]), "class_counts of a single label, tensor([3])", "a single label"),
         (_test_images()[1], "class_counts(test labels)", "the 10,000 test labels"),
     ):
-        with other_input(first, size):
-            answer = call_unmodified(class_counts, labels, names=("labels",))
+        with tk.other_input(first, size):
+            answer = tk.call_unmodified(class_counts, labels, names=("labels",))
         got = _expect_counts(answer, torch.bincount(labels, minlength=10), what)
     return (
         f"10 counts, {int(got.sum()):,} test labels ({int(got[0]):,} per class), and "
@@ -133,31 +112,23 @@ def check_class_counts(class_counts) -> str:
 )
 def check_pixel_mean_std(pixel_mean_std) -> str:
     """Mean and std of 200 and of 37 random images and of the test set; any kind of number is accepted."""
-    expect_function(pixel_mean_std, "a function pixel_mean_std(images)")
+    tk.expect_function(pixel_mean_std, "a function pixel_mean_std(images)")
     tolerance = 1e-4
     # Large inputs, so the biased and the unbiased std agree far below the tolerance.
     generator = torch.Generator().manual_seed(0)
+    uniform = torch.rand(200, 1, 28, 28, generator=generator)
+    darker = torch.rand(37, 1, 28, 28, generator=generator) * 0.5
     first = "200 images"
     for images, of_mean, of_std, size in (
-        (
-            torch.rand(200, 1, 28, 28, generator=generator),
-            "the mean of 200 uniform random images",
-            "the std of 200 uniform random images",
-            first,
-        ),
-        (
-            torch.rand(37, 1, 28, 28, generator=generator) * 0.5,
-            "the mean of 37 random images in [0, 0.5]",
-            "the std of 37 random images in [0, 0.5]",
-            "37 images",
-        ),
+        (uniform, "the mean of 200 uniform random images", "the std of 200 uniform random images", first),
+        (darker, "the mean of 37 random images in [0, 0.5]", "the std of 37 random images in [0, 0.5]", "37 images"),
         (_test_images()[0], "the mean pixel of the test set", "the pixel std of the test set", "the test set"),
     ):
-        with other_input(first, size):
-            answer = call_unmodified(pixel_mean_std, images, names=("images",))
-        mean, std = as_pair(answer, "pixel_mean_std(images)", "two numbers (mean, std)")
-        mean = expect_number(mean, images.double().mean().item(), of_mean, tolerance)
-        std = expect_number(std, images.double().std().item(), of_std, tolerance)
+        with tk.other_input(first, size):
+            answer = tk.call_unmodified(pixel_mean_std, images, names=("images",))
+        mean, std = tk.as_pair(answer, "pixel_mean_std(images)", "two numbers (mean, std)")
+        mean = tk.expect_number(mean, images.double().mean().item(), of_mean, tolerance)
+        std = tk.expect_number(std, images.double().std().item(), of_std, tolerance)
     return f"test set mean {mean:.4f}, std {std:.4f} (and 200 random images) match the reference within {tolerance:g}"
 
 
@@ -169,7 +140,7 @@ def check_pixel_mean_std(pixel_mean_std) -> str:
 )
 def check_mean_image_per_class(mean_image_per_class) -> str:
     """Class means of 50 and of 13 random images (7 classes with one image) and of the test set."""
-    expect_function(mean_image_per_class, "a function mean_image_per_class(images, labels)")
+    tk.expect_function(mean_image_per_class, "a function mean_image_per_class(images, labels)")
     generator = torch.Generator().manual_seed(0)
     small = torch.rand(50, 1, 6, 8, generator=generator)
     small_labels = torch.arange(10).repeat(5)[torch.randperm(50, generator=generator)]
@@ -182,26 +153,17 @@ def check_mean_image_per_class(mean_image_per_class) -> str:
         (_test_images(), "mean_image_per_class(test images, test labels)", "the test set"),
     ):
         expected = torch.stack([images[labels == c, 0].mean(0) for c in range(10)])
-        with other_input(first, size):
-            got = call_unmodified(mean_image_per_class, images, labels, names=("images", "labels"))
-        expect_tensor(got, what, tuple(expected.shape))
-        expect_finite(got, f"{what}, with a mean for each class 0, 1, …, 9,")
-        if not is_close(got, expected, atol=1e-5):
-            totals = torch.stack([images[labels == c, 0].sum(0) for c in range(10)])
-            reason = diagnose(
-                got,
-                [
-                    ("you added the images up; divide by the number of images of the class (.mean(dim=0))", totals),
-                    (
-                        "you divided by the number of all images; divide by the number of the class",
-                        totals / len(images),
-                    ),
-                ],
-            )
-            if reason:
-                raise Mismatch(f"{what} differs from the reference: {reason}")
-        expect_close(got, expected, what, atol=1e-5)
-    expect_device_kept(mean_image_per_class, small, small_labels, what="mean_image_per_class")
+        with tk.other_input(first, size):
+            got = tk.call_unmodified(mean_image_per_class, images, labels, names=("images", "labels"))
+        tk.expect_tensor(got, what, tuple(expected.shape))
+        tk.expect_finite(got, f"{what}, with a mean for each class 0, 1, …, 9,")
+        totals = torch.stack([images[labels == c, 0].sum(0) for c in range(10)])
+        mistakes = [
+            ("you added the images up; divide by the number of images of the class (.mean(dim=0))", totals),
+            ("you divided by the number of all images; divide by the number of the class", totals / len(images)),
+        ]
+        tk.expect_same(got, expected, what, mistakes, found=f"{what} differs from the reference: ")
+    tk.expect_device_kept(mean_image_per_class, small, small_labels, what="mean_image_per_class")
     return "(10, 28, 28) class means of the 10,000 test images (and of 50 random 6×8 images) within 1e-5"
 
 
@@ -215,24 +177,24 @@ def check_resize_batch(resize_batch) -> str:
     """Within one grey level of PIL's bilinear Resize on 200 and on 7 test images; float32 in, float32 out."""
     from fmnist_lab import data
 
-    expect_function(resize_batch, "a function resize_batch(images, size)")
+    tk.expect_function(resize_batch, "a function resize_batch(images, size)")
     images, _ = _test_images(200)
     tolerance = GREY_LEVEL + 1e-6
     first = "200 images"
     for batch, size, where in ((images, 16, first), (images, 20, first), (images[:7], 16, "7 images")):
         expected = torch.tensor(data.resize_images(_as_uint8(batch), size)).float().div(255).unsqueeze(1)
         what = f"resize_batch({len(batch)} test images, {size})"
-        with other_input(first, where):
-            got = call_unmodified(resize_batch, batch, size, names=("images",))
-        got = expect_tensor(got, what, (len(batch), 1, size, size))
+        with tk.other_input(first, where):
+            got = tk.call_unmodified(resize_batch, batch, size, names=("images",))
+        got = tk.expect_tensor(got, what, (len(batch), 1, size, size))
         if not got.is_floating_point():
             raise Mismatch(f"expected {what} to hold floats in [0, 1], got dtype {got.dtype}")
-        expect_dtype_kept(got, batch, what)
-        expect_finite(got, what)
-        if not (difference := max_difference(got, expected)) <= tolerance:
+        tk.expect_dtype_kept(got, batch, what)
+        tk.expect_finite(got, what)
+        if not (difference := tk.max_difference(got, expected)) <= tolerance:
             raise Mismatch(
                 f"{what} differs from PIL's Resize(({size}, {size})) by up to "
                 f"{difference * 255:.3g} grey levels (tolerance: 1 grey level = 1/255)"
             )
-    expect_device_kept(resize_batch, images[:7], 16, what="resize_batch")
+    tk.expect_device_kept(resize_batch, images[:7], 16, what="resize_batch")
     return "(200, 1, 16, 16) and (200, 1, 20, 20) within one grey level (1/255) of PIL's bilinear Resize"

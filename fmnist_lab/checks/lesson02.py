@@ -14,32 +14,10 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (
-    as_number,
-    as_scalar,
-    build_module,
-    call_unmodified,
-    diagnose,
-    expect_class,
-    expect_finite,
-    expect_function,
-    expect_int,
-    expect_model_device_and_dtype,
-    expect_model_gradients,
-    expect_tensor,
-    first_line,
-    forbid_call,
-    forward_batches,
-    is_close,
-    max_difference,
-    other_input,
-    own_rng,
-    seeded,
-    state_shapes,
-)
+from fmnist_lab.checks import toolkit as tk
 from fmnist_lab.models import CNN as ReferenceCNN  # noqa: N811 - the reference, beside the learner's CNN
 from fmnist_lab.models import count_parameters
 
@@ -48,17 +26,8 @@ CNN_PARAMETERS = 18_378
 
 # ---------------------------------------------------------------- 2.1 conv_output_size
 
-SIZE_CASES = [  # (n, kernel, padding, stride)
-    (28, 3, 0, 1),
-    (16, 5, 0, 1),
-    (16, 5, 2, 1),
-    (8, 5, 2, 1),
-    (5, 5, 0, 1),
-    (16, 2, 0, 2),
-    (28, 3, 1, 2),
-    (7, 3, 0, 2),
-    (10, 4, 1, 3),
-]
+SIZE_CASES = [(28, 3, 0, 1), (16, 5, 0, 1), (16, 5, 2, 1), (8, 5, 2, 1), (5, 5, 0, 1)]  # (n, kernel, padding, stride)
+SIZE_CASES += [(16, 2, 0, 2), (28, 3, 1, 2), (7, 3, 0, 2), (10, 4, 1, 3)]  # strided: the floor division shows
 
 
 def _torch_size(n: int, kernel: int, padding: int, stride: int) -> int:
@@ -85,18 +54,18 @@ SIZE_MISTAKES = [  # (explanation, the wrong formula)
 )
 def check_conv_output_size(conv_output_size) -> str:
     """Nine (n, kernel, padding, stride) cases against the sizes F.conv2d gives; the usual slips named."""
-    expect_function(conv_output_size, "a function conv_output_size(n, kernel, padding, stride)")
+    tk.expect_function(conv_output_size, "a function conv_output_size(n, kernel, padding, stride)")
     why = "your function runs a convolution (F.conv2d or nn.Conv2d) to measure the size: use the formula instead"
     for n, kernel, padding, stride in SIZE_CASES:
         call = f"conv_output_size({n}, {kernel}, {padding}, {stride})"
         expected = _torch_size(n, kernel, padding, stride)
-        with forbid_call(F, "conv2d", why):
+        with tk.forbid_call(F, "conv2d", why):
             got = conv_output_size(n, kernel, padding, stride)
-        if as_number(got, call) != expected:
+        if tk.as_number(got, call) != expected:
             for explanation, formula in SIZE_MISTAKES:
-                if as_number(got, call) == formula(n, kernel, padding, stride):
-                    raise Mismatch(f"expected {call} = {expected}, got {as_scalar(got, call)!r}: {explanation}")
-        expect_int(got, expected, call)
+                if tk.as_number(got, call) == formula(n, kernel, padding, stride):
+                    raise Mismatch(f"expected {call} = {expected}, got {tk.as_scalar(got, call)!r}: {explanation}")
+        tk.expect_int(got, expected, call)
     return (
         f"{len(SIZE_CASES)} cases match the sizes F.conv2d gives, e.g. 16 with 5×5 and padding 2 → 16, "
         "28 with 3×3, padding 1, stride 2 → 14"
@@ -106,7 +75,7 @@ def check_conv_output_size(conv_output_size) -> str:
 # ---------------------------------------------------------------- 2.2 convolve2d
 
 
-def _conv_cases() -> list[tuple[torch.Tensor, torch.Tensor, int]]:
+def _conv_cases() -> list[tuple[Tensor, Tensor, int]]:
     """Seeded (image, kernel, padding) cases: non-square images, asymmetric kernels."""
     g = torch.Generator().manual_seed(2)
     return [
@@ -117,11 +86,11 @@ def _conv_cases() -> list[tuple[torch.Tensor, torch.Tensor, int]]:
     ]
 
 
-def _reference_conv(image: torch.Tensor, kernel: torch.Tensor, padding: int) -> torch.Tensor:
+def _reference_conv(image: Tensor, kernel: Tensor, padding: int) -> Tensor:
     return F.conv2d(image[None, None], kernel[None, None], padding=padding)[0, 0]
 
 
-def _convolution_mistakes(image: torch.Tensor, kernel: torch.Tensor, padding: int) -> list[tuple[str, torch.Tensor]]:
+def _convolution_mistakes(image: Tensor, kernel: Tensor, padding: int) -> list[tuple[str, Tensor]]:
     """What each usual slip of a convolution by hand gives."""
     k = kernel.shape[0] * kernel.shape[1]
     return [
@@ -137,6 +106,9 @@ def _convolution_mistakes(image: torch.Tensor, kernel: torch.Tensor, padding: in
     ]
 
 
+NOT_SQUARE = "images need not be square; take the output's height and width from the padded image's two sides"
+
+
 @exercise(
     "2.2",
     "convolve2d",
@@ -145,7 +117,7 @@ def _convolution_mistakes(image: torch.Tensor, kernel: torch.Tensor, padding: in
 )
 def check_convolve2d(convolve2d) -> str:
     """Four seeded cases (non-square images, paddings 0–2, kernels 2×2–5×5) against F.conv2d."""
-    expect_function(convolve2d, "a function convolve2d(image, kernel, padding)")
+    tk.expect_function(convolve2d, "a function convolve2d(image, kernel, padding)")
     tolerance = 1e-4
     why = "your function calls F.conv2d (or an nn.Conv2d layer): write the sliding window yourself"
     cases = _conv_cases()
@@ -156,33 +128,37 @@ def check_convolve2d(convolve2d) -> str:
             f"{kernel.shape[0]}×{kernel.shape[1]}, padding={padding})"
         )
         where = first if image is cases[0][0] else what.removeprefix("convolve2d(")[:-1]
-        with forbid_call(F, "conv2d", why), other_input(first, where):
-            got = call_unmodified(convolve2d, image, kernel, padding, names=("image", "kernel"))
+        with tk.forbid_call(F, "conv2d", why), tk.other_input(first, where):
+            got = tk.call_unmodified(convolve2d, image, kernel, padding, names=("image", "kernel"))
         got = torch.from_numpy(got) if isinstance(got, np.ndarray) else got
         expected = _reference_conv(image, kernel, padding)
-        if (
-            isinstance(got, torch.Tensor)
-            and got.ndim == 2
-            and got.shape != expected.shape
-            and got.shape[0] == got.shape[1]
-        ):
-            raise Mismatch(
-                f"expected {what} of shape {tuple(expected.shape)}, got {tuple(got.shape)}: images need not be "
-                "square; take the output's height and width from the padded image's two sides"
-            )
-        if is_close(expect_tensor(got, what, tuple(expected.shape)), expected, tolerance):
-            continue
-        expect_finite(got, what)
-        reason = diagnose(got, _convolution_mistakes(image, kernel, padding), tolerance)
-        raise Mismatch(
-            f"{what} {reason}"
-            if reason
-            else f"{what} differs from F.conv2d by up to {max_difference(got, expected):.3g} (tolerance {tolerance:g})"
-        )
+        square = isinstance(got, Tensor) and got.ndim == 2 and got.shape[0] == got.shape[1]
+        tk.expect_tensor(got, what, tuple(expected.shape), why=NOT_SQUARE if square else "")
+        tk.expect_finite(got, what)
+        mistakes = _convolution_mistakes(image, kernel, padding)
+        gap = f"{what} differs from F.conv2d by up to {tk.max_difference(got, expected):.3g} (tolerance {tolerance:g})"
+        tk.expect_same(got, expected, what, mistakes, atol=tolerance, otherwise=gap)
     return f"4 cases (paddings 0, 1, 2; kernels 2×2, 3×3, 5×5; non-square images) match F.conv2d within {tolerance:g}"
 
 
 # ---------------------------------------------------------------- 2.3 parameter counts
+
+
+CONV_LAYERS = [(1, 16, 5), (16, 32, 5), (3, 8, 3), (2, 4, 1)]  # (in_channels, out_channels, kernel_size)
+LINEAR_LAYERS = [(512, 10), (7, 3)]  # (in_features, out_features)
+
+
+def _count_mistakes(kind: type, *args: int) -> list[tuple[str, int]]:
+    """The counts the usual slips give for a layer of this kind and these sizes."""
+    if kind is nn.Linear:
+        fin, fout = args
+        return [("one bias per output feature, not per input feature", fout * fin + fin)]
+    cin, cout, k = args
+    return [
+        ("one bias per output channel, not per input channel", cout * cin * k * k + cin),
+        ("one k×k kernel for each pair of input and output channel: out·in·k·k", cout * k * k + cout),
+        ("a kernel holds k·k weights, not k", cout * cin * k + cout),
+    ]
 
 
 @exercise(
@@ -193,62 +169,40 @@ def check_convolve2d(convolve2d) -> str:
 )
 def check_count_parameters(count_conv_parameters, count_linear_parameters=None) -> str:
     """Six layers' counts against the parameters PyTorch creates; building the layer is ruled out."""
-    expect_function(count_conv_parameters, "a function count_conv_parameters(in_channels, out_channels, kernel_size)")
+    tk.expect_function(
+        count_conv_parameters, "a function count_conv_parameters(in_channels, out_channels, kernel_size)"
+    )
     if count_linear_parameters is None:
         raise Mismatch('expected two functions: check("2.3", count_conv_parameters, count_linear_parameters)')
-    expect_function(count_linear_parameters, "a function count_linear_parameters(in_features, out_features)")
-    conv = [
-        (
-            "count_conv_parameters",
-            count_conv_parameters,
-            (cin, cout, k),
-            nn.Conv2d(cin, cout, k),
-            cout * cin * k * k,
-            "one bias per output channel",
-            [
-                ("one bias per output channel, not per input channel", cout * cin * k * k + cin),
-                ("one k×k kernel for each pair of input and output channel: out·in·k·k", cout * k * k + cout),
-                ("a kernel holds k·k weights, not k", cout * cin * k + cout),
-            ],
-        )
-        for cin, cout, k in [(1, 16, 5), (16, 32, 5), (3, 8, 3), (2, 4, 1)]
-    ]
-    linear = [
-        (
-            "count_linear_parameters",
-            count_linear_parameters,
-            (fin, fout),
-            nn.Linear(fin, fout),
-            fin * fout,
-            "one bias per output",
-            [("one bias per output feature, not per input feature", fout * fin + fin)],
-        )
-        for fin, fout in [(512, 10), (7, 3)]
-    ]
+    tk.expect_function(count_linear_parameters, "a function count_linear_parameters(in_features, out_features)")
+    layers = [("count_conv_parameters", count_conv_parameters, nn.Conv2d, args) for args in CONV_LAYERS]
+    layers += [("count_linear_parameters", count_linear_parameters, nn.Linear, args) for args in LINEAR_LAYERS]
     why = "your function builds the layer to count its parameters: use the formula instead"
-    for name, count, args, layer, weights, bias, mistakes in conv + linear:
-        call, expected = f"{name}({', '.join(map(str, args))})", sum(p.numel() for p in layer.parameters())
+    for name, count, kind, args in layers:
+        layer, call = kind(*args), f"{name}({', '.join(map(str, args))})"
+        expected = sum(p.numel() for p in layer.parameters())
         try:
-            with forbid_call(nn.Conv2d, "__init__", why), forbid_call(nn.Linear, "__init__", why):
-                got = as_scalar(count(*args), call)
+            with tk.forbid_call(nn.Conv2d, "__init__", why), tk.forbid_call(nn.Linear, "__init__", why):
+                got = tk.as_scalar(count(*args), call)
         except TypeError as exc:
             raise Mismatch(
-                f"{call} raised {first_line(exc, 80)}: pass the convolution's function first, "
+                f"{call} raised {tk.first_line(exc, 80)}: pass the convolution's function first, "
                 'check("2.3", count_conv_parameters, count_linear_parameters)'
             ) from None
-        if as_number(got, call) == weights:
+        if tk.as_number(got, call) == expected - layer.bias.numel():
+            bias = "one bias per output channel" if kind is nn.Conv2d else "one bias per output"
             raise Mismatch(f"expected {call} = {expected:,}, got {got!r}: the weights alone; add {bias}")
-        for explanation, wrong in mistakes:
-            if as_number(got, call) == wrong != expected:
+        for explanation, wrong in _count_mistakes(kind, *args):
+            if tk.as_number(got, call) == wrong != expected:
                 raise Mismatch(f"expected {call} = {expected:,}, got {got!r}: {explanation}")
-        expect_int(got, expected, call)
+        tk.expect_int(got, expected, call)
     return "6 layers match PyTorch's counts: cnn1 416, cnn2 12,832, fc1 5,130 (and three other shapes)"
 
 
 # ---------------------------------------------------------------- 2.4 CNN
 
 
-def _variant(state: dict, x: torch.Tensor, relu: bool = True, pool: str = "max") -> torch.Tensor:
+def _variant(state: dict, x: Tensor, relu: bool = True, pool: str = "max") -> Tensor:
     """The plain CNN with the reference's weights and one thing changed (to name a mistake)."""
     pooling = F.max_pool2d if pool == "max" else F.avg_pool2d
     act = torch.relu if relu else (lambda t: t)
@@ -262,25 +216,57 @@ def _names(keys: list[str], limit: int = 3) -> str:
     return ", ".join(keys[:limit]) + (f" and {len(keys) - limit} more" if len(keys) > limit else "")
 
 
+LOADED = "with the reference's weights loaded, "
+SOFTMAX = (
+    "are the (log-)softmax of the reference's: return the raw scores (logits), "
+    "CrossEntropyLoss applies the softmax itself"
+)
+
+
 @exercise(
     "2.4",
     "CNN",
     "cnn1 = Conv2d(1, 16, 5, padding=2), cnn2 = Conv2d(16, 32, 5, padding=2), "
     "fc1 = Linear(32·4·4, 10); forward: conv → ReLU → max-pool 2, twice, then flatten and fc1",
 )
-@own_rng
 def check_cnn(CNN) -> str:  # noqa: N803 - the learner's class keeps its name
     """Parameters and names, outputs with the reference's weights on batches of 100, 7 and 1, gradients,
     float64 on another device (the `meta` device stands in for a GPU) and the constructor arguments."""
-    expect_class(CNN, "a class CNN(nn.Module)", 'check("2.4", CNN)')
-    model = build_module(
+    tk.expect_class(CNN, "a class CNN(nn.Module)", 'check("2.4", CNN)')
+    model = tk.build_module(
         CNN,
         "CNN()",
         "CNN() must build the original with no arguments (give every argument a default, e.g. out_1=16, out_2=32)",
     )
-    reference = seeded(0, ReferenceCNN)
-    wanted, found, count = state_shapes(reference), state_shapes(model), count_parameters(model)
+    reference = tk.seeded(0, ReferenceCNN)
+    _expect_layers(model, reference)
+    x, atol = torch.rand(100, 1, 16, 16, generator=torch.Generator().manual_seed(0)), 1e-5
+    with torch.no_grad():
+        tk.expect_tensor(model(x), "CNN()(x) for x of shape (100, 1, 16, 16)", (100, 10))
+        model.load_state_dict(state := reference.state_dict())
+        for got in tk.forward_batches(model.train(), x, (100, 7, 1), 10):
+            batch = x[: len(got)]
+            expected = reference(batch)
+            mistakes = [
+                ("equal a network without the ReLUs", _variant(state, batch, relu=False)),
+                ("equal average pooling instead of max pooling", _variant(state, batch, pool="avg")),
+                (SOFTMAX, expected.softmax(dim=1)),
+                (SOFTMAX, expected.log_softmax(1)),
+            ]
+            what = f"your outputs for a batch of {len(batch)}"
+            gap = f"{LOADED}{what} differ by up to {tk.max_difference(got, expected):.3g} (tolerance {atol:g})"
+            tk.expect_same(got, expected, what, mistakes, atol=atol, found=LOADED + "your outputs ", otherwise=gap)
+    tk.expect_model_gradients(model, reference, x[:7], "your output")
+    tk.expect_model_device_and_dtype(model, x[:7], "your model")
+    tk.expect_constructor_arguments(CNN, "CNN", ReferenceCNN)
+    return (
+        f"{CNN_PARAMETERS:,} parameters, output (100, 10), matches the reference with its weights loaded (within 1e-5)"
+    )
 
+
+def _expect_layers(model: nn.Module, reference: nn.Module) -> None:
+    """The original's parameter count, layer names and shapes; every difference named."""
+    wanted, found, count = tk.state_shapes(reference), tk.state_shapes(model), count_parameters(model)
     problems = [
         f"{k} is {found[k]}, the reference's is {wanted[k]}" for k in wanted if k in found and found[k] != wanted[k]
     ]
@@ -299,52 +285,3 @@ def check_cnn(CNN) -> str:  # noqa: N803 - the learner's class keeps its name
         )
     if problems:
         raise Mismatch(f"{CNN_PARAMETERS:,} parameters, but {'; '.join(problems)}")
-
-    x, atol = torch.rand(100, 1, 16, 16, generator=torch.Generator().manual_seed(0)), 1e-5
-    with torch.no_grad():
-        expect_tensor(model(x), "CNN()(x) for x of shape (100, 1, 16, 16)", (100, 10))
-        model.load_state_dict(state := reference.state_dict())
-        for got in forward_batches(model.train(), x, (100, 7, 1), 10):
-            batch = x[: len(got)]
-            if is_close(got, expected := reference(batch), atol):
-                continue
-            softmax = (
-                "are the (log-)softmax of the reference's: return the raw scores (logits), "
-                "CrossEntropyLoss applies the softmax itself"
-            )
-            reason = diagnose(
-                got,
-                [
-                    ("equal a network without the ReLUs", _variant(state, batch, relu=False)),
-                    ("equal average pooling instead of max pooling", _variant(state, batch, pool="avg")),
-                    (softmax, expected.softmax(dim=1)),
-                    (softmax, expected.log_softmax(1)),
-                ],
-                atol,
-            )
-            raise Mismatch(
-                f"with the reference's weights loaded, your outputs {reason}"
-                if reason
-                else f"with the reference's weights loaded, your outputs for a batch of {len(batch)} differ "
-                f"by up to {max_difference(got, expected):.3g} (tolerance {atol:g})"
-            )
-    expect_model_gradients(model, reference, x[:7], "your output")
-    expect_model_device_and_dtype(model, x[:7], "your model")
-    _expect_constructor_arguments(CNN)
-    return (
-        f"{CNN_PARAMETERS:,} parameters, output (100, 10), matches the reference with its weights loaded (within 1e-5)"
-    )
-
-
-OTHER_SIZES = {"out_1": 8, "out_2": 12, "number_of_classes": 7}  # non-default constructor arguments for 2.4
-
-
-def _expect_constructor_arguments(CNN) -> None:  # noqa: N803 - the learner's class
-    """`CNN(out_1=8, out_2=12, number_of_classes=7)` builds its layers from the arguments."""
-    call = "CNN(" + ", ".join(f"{k}={v}" for k, v in OTHER_SIZES.items()) + ")"
-    use = "build the layers from out_1, out_2 and number_of_classes instead of the numbers 16, 32 and 10"
-    small = build_module(CNN, call, f"keep the constructor's arguments and {use}", **OTHER_SIZES)
-    got = state_shapes(small)
-    for key, shape in state_shapes(ReferenceCNN(**OTHER_SIZES)).items():
-        if key in got and got[key] != shape:
-            raise Mismatch(f"{call} gives {key} the shape {got[key]}, expected {shape}: {use}")

@@ -20,50 +20,31 @@ from typing import Any
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from fmnist_lab import models
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (
-    as_pair,
-    build_module,
-    call_unmodified,
-    diagnose,
-    expect_class,
-    expect_close,
-    expect_device_kept,
-    expect_dtype_kept,
-    expect_finite,
-    expect_function,
-    expect_gradients,
-    expect_model_device_and_dtype,
-    expect_model_gradients,
-    expect_tensor,
-    first_line,
-    forbid_call,
-    forward_batches,
-    is_close,
-    max_difference,
-    own_rng,
-    random_cnn_batch,
-    state_shapes,
-)
+from fmnist_lab.checks import toolkit as tk
 from fmnist_lab.models import count_parameters
 
 ATOL, ATOL_TEXT = 1e-5, "1e-5"
 MODEL_ATOL, MODEL_ATOL_TEXT = 1e-4, "1e-4"
 EXPECTED_PARAMETERS = 18_494
 STATE_KEYS_HINT = "cnn1, conv1_bn, cnn2, conv2_bn, fc1, bn_fc1"
-OTHER_SIZES = {"out_1": 8, "out_2": 12, "number_of_classes": 7}  # non-default constructor arguments for 3.2
+RUNNING = ([0.5, -1.0, 2.0], [0.25, 4.0, 1.0])  # the running mean and variance of 3.3 and 3.4
+FORBIDDEN = (
+    "your function calls F.batch_norm (or an nn.BatchNorm layer, which calls it): the exercise is to write "
+    "the equations yourself with tensor operations (mean, var, sqrt)"
+)
 
 
-def _channel_batch(shape: tuple[int, ...], means: list[float], stds: list[float], seed: int) -> torch.Tensor:
+def _channel_batch(shape: tuple[int, ...], means: list[float], stds: list[float], seed: int) -> Tensor:
     """A float32 batch (N, C, H, W) whose channels have clearly different means and spreads."""
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
     return x * torch.tensor(stds).view(1, -1, 1, 1) + torch.tensor(means).view(1, -1, 1, 1)
 
 
-def _per_channel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def _per_channel(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Batch mean, biased and unbiased variance of each channel, each shaped (1, C, 1, 1)."""
     dims = (0, 2, 3)
     return (
@@ -73,17 +54,31 @@ def _per_channel(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Ten
     )
 
 
-def _c(v: torch.Tensor) -> torch.Tensor:
+def _c(v: Tensor) -> Tensor:
     """A (C,) vector as (1, C, 1, 1)."""
     return v.view(1, -1, 1, 1)
+
+
+def _expect_batch_norm(
+    function: Any, cases: list, reference: Any, mistakes: Any, names: tuple[str, ...], mode: str
+) -> None:
+    """Each case `(arguments, eps, what)`: no library batch norm, no argument changed, a finite tensor in x's dtype
+    equal to the reference's, else the mistake it matches (`mistakes(*arguments, eps)`)."""
+    for arguments, eps, what in cases:
+        with tk.forbid_call(torch, "batch_norm", FORBIDDEN):
+            got = tk.call_unmodified(function, *arguments, eps, names=names)
+        expected = reference(*arguments, eps)
+        tk.expect_tensor(got, what, tuple(expected.shape))
+        tk.expect_finite(got, what)
+        tk.expect_dtype_kept(got, arguments[0], what)
+        found = f"{what} differs from nn.BatchNorm2d in {mode}: "
+        tk.expect_same(got, expected, what, mistakes(*arguments, eps), atol=ATOL, found=found)
 
 
 # --- 3.1 batch_norm_forward (train mode) -----------------------------------------------------
 
 
-def _bn_train_mistakes(
-    x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float
-) -> list[tuple[str, torch.Tensor]]:
+def _bn_train_mistakes(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> list[tuple[str, Tensor]]:
     """What each usual mistake got wrong, with its train-mode output."""
     mean, var, var_unbiased = _per_channel(x)
     g, b = _c(gamma), _c(beta)
@@ -91,24 +86,18 @@ def _bn_train_mistakes(
     batch_mean, batch_var = x.mean(dim=0, keepdim=True), x.var(dim=0, unbiased=False, keepdim=True)
     return [
         (
-            (
-                "you used the unbiased variance (divide by M − 1); batch norm normalises with the biased "
-                "variance (divide by M = N·H·W)"
-            ),
+            "you used the unbiased variance (divide by M − 1); batch norm normalises with the biased "
+            "variance (divide by M = N·H·W)",
             g * (x - mean) / torch.sqrt(var_unbiased + eps) + b,
         ),
         (
-            (
-                "you used one mean and variance for the whole batch; batch norm uses one per channel "
-                "(average over N, H and W, not over C)"
-            ),
+            "you used one mean and variance for the whole batch; batch norm uses one per channel "
+            "(average over N, H and W, not over C)",
             g * (x - x.mean()) / torch.sqrt(x.var(unbiased=False) + eps) + b,
         ),
         (
-            (
-                "you averaged over H and W of each image separately; batch norm averages each channel over "
-                "the whole batch (N, H and W)"
-            ),
+            "you averaged over H and W of each image separately; batch norm averages each channel over "
+            "the whole batch (N, H and W)",
             g * (x - image_mean) / torch.sqrt(image_var + eps) + b,
         ),
         (
@@ -139,28 +128,9 @@ def _bn_train_mistakes(
     ]
 
 
-FORBIDDEN = (
-    "your function calls F.batch_norm (or an nn.BatchNorm layer, which calls it): the exercise is to write "
-    "the equations yourself with tensor operations (mean, var, sqrt)"
-)
-
-
-def _no_library_batch_norm() -> Any:
-    """Fail when the learner's function lets PyTorch's batch norm do the work (`torch.batch_norm` underneath)."""
-    return forbid_call(torch, "batch_norm", FORBIDDEN)
-
-
-def _bn_train_reference(x: torch.Tensor, gamma: torch.Tensor, beta: torch.Tensor, eps: float) -> torch.Tensor:
+def _bn_train_reference(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> Tensor:
     """PyTorch's training-mode batch norm, the reference of 3.1."""
     return F.batch_norm(x, None, None, gamma, beta, training=True, eps=eps)
-
-
-def _expect_bn_output(got: Any, expected: torch.Tensor, x: torch.Tensor, what: str) -> torch.Tensor:
-    """A tensor of the expected shape, finite, in x's dtype: what every batch-norm output must be."""
-    expect_tensor(got, what, tuple(expected.shape))
-    expect_finite(got, what)
-    expect_dtype_kept(got, x, what)
-    return got
 
 
 @exercise(
@@ -177,7 +147,7 @@ def check_batch_norm_forward(batch_norm_forward: Any) -> str:
     layer fails, since the lesson asks for the equations (the check sees calls through `torch.batch_norm`
     only). No argument may be changed in place, and gradients must reach x, gamma and beta.
     """
-    expect_function(batch_norm_forward, "a function batch_norm_forward(x, gamma, beta, eps)")
+    tk.expect_function(batch_norm_forward, "a function batch_norm_forward(x, gamma, beta, eps)")
     cases = [
         # a channel with a tiny spread makes eps matter; W != C so a wrong broadcast cannot pass
         (
@@ -203,21 +173,19 @@ def check_batch_norm_forward(batch_norm_forward: Any) -> str:
             "eps=1e-5) on one float64 image (1, 2, 3, 5)",
         ),
     ]
-    for x, gamma, beta, eps, case in cases:
-        what = f"batch_norm_forward(x, gamma, beta, {case}"
-        with _no_library_batch_norm():
-            got = call_unmodified(batch_norm_forward, x, gamma, beta, eps, names=("x", "gamma", "beta"))
-        expected = _bn_train_reference(x, gamma, beta, eps)
-        if is_close(_expect_bn_output(got, expected, x, what), expected, ATOL):
-            continue
-        if reason := diagnose(got, _bn_train_mistakes(x, gamma, beta, eps), ATOL):
-            raise Mismatch(f"{what} differs from nn.BatchNorm2d in training mode: {reason}")
-        expect_close(got, expected, what, atol=ATOL)
+    _expect_batch_norm(
+        batch_norm_forward,
+        [((x, gamma, beta), eps, f"batch_norm_forward(x, gamma, beta, {case}") for x, gamma, beta, eps, case in cases],
+        _bn_train_reference,
+        _bn_train_mistakes,
+        ("x", "gamma", "beta"),
+        "training mode",
+    )
     x, gamma, beta, eps, _ = cases[0]
-    expect_gradients(
+    tk.expect_gradients(
         batch_norm_forward, _bn_train_reference, {"x": x, "gamma": gamma, "beta": beta}, eps, what="batch_norm_forward"
     )
-    expect_device_kept(batch_norm_forward, x, gamma, beta, eps, what="batch_norm_forward")
+    tk.expect_device_kept(batch_norm_forward, x, gamma, beta, eps, what="batch_norm_forward")
     return (
         "outputs (4, 3, 2, 2) and (6, 2, 3, 3) match nn.BatchNorm2d in training mode "
         f"within {ATOL_TEXT} (eps 1e-5 and 0.5)"
@@ -265,7 +233,7 @@ def _norm_layer_problem(found: dict[str, tuple[int, ...]]) -> str | None:
 
 def _expect_architecture(model: nn.Module, reference: nn.Module) -> None:
     """The original's parameter count, state-dict keys and shapes, each difference named."""
-    wanted, got = state_shapes(reference), state_shapes(model)
+    wanted, got = tk.state_shapes(reference), tk.state_shapes(model)
     if problem := _norm_layer_problem(got):
         raise Mismatch(problem)
     found = count_parameters(model)
@@ -287,41 +255,27 @@ def _expect_architecture(model: nn.Module, reference: nn.Module) -> None:
             raise Mismatch(f"expected {key} of shape {shape} (as in the original), got {got[key]}")
 
 
-def _expect_constructor_arguments(CNNBatch: Any) -> None:  # noqa: N803 - the learner's class
-    """`CNNBatch(out_1=8, out_2=12, number_of_classes=7)` builds the layers from its arguments."""
-    call = "CNNBatch(" + ", ".join(f"{k}={v}" for k, v in OTHER_SIZES.items()) + ")"
-    use = "build the layers from out_1, out_2 and number_of_classes instead of the numbers 16, 32 and 10"
-    small = build_module(CNNBatch, call, f"keep the constructor's arguments and {use}", **OTHER_SIZES)
-    wanted, got = state_shapes(models.CNNBatch(**OTHER_SIZES)), state_shapes(small)
-    for key, shape in wanted.items():
-        if key in got and got[key] != shape:
-            raise Mismatch(f"{call} gives {key} the shape {got[key]}, expected {shape}: {use}")
-    with torch.no_grad():
-        out = small.eval()(torch.rand(5, 1, 16, 16, generator=torch.Generator().manual_seed(4)))
-    expect_tensor(out, f"the output of {call} for 5 images", (5, OTHER_SIZES["number_of_classes"]))
-
-
-def _pool_before_norm(reference: nn.Module, x: torch.Tensor) -> torch.Tensor:
+def _pool_before_norm(reference: nn.Module, x: Tensor) -> Tensor:
     """The reference with each max-pool moved before its batch norm: equal in eval mode, not in training mode."""
     x = torch.relu(reference.conv1_bn(reference.maxpool1(reference.cnn1(x))))
     x = torch.relu(reference.conv2_bn(reference.maxpool2(reference.cnn2(x))))
     return reference.bn_fc1(reference.fc1(torch.flatten(x, 1)))
 
 
-def _training_mode_reason(fresh: nn.Module, x: torch.Tensor, got: torch.Tensor) -> str:
+def _training_mode_reason(fresh: nn.Module, x: Tensor, got: Tensor) -> str:
     """Why eval mode matches and training mode does not: dropout, a forced eval mode, or pooling before batch norm."""
     first, second = (deepcopy(fresh).train()(x.clone()) for _ in range(2))
-    if not is_close(first, second, MODEL_ATOL):
+    if not tk.is_close(first, second, MODEL_ATOL):
         return (
             "your training-mode output changes from one call to the next on the same images: remove the "
             "dropout (or other randomness), the original has none"
         )
-    if is_close(got, random_cnn_batch(0).eval()(x), MODEL_ATOL):
+    if tk.is_close(got, tk.random_cnn_batch(0).eval()(x), MODEL_ATOL):
         return (
             "in training mode your model still uses the running statistics: call the nn.BatchNorm layers "
             "themselves (F.batch_norm(..., training=False) or a forced mode ignores model.train())"
         )
-    if is_close(got, _pool_before_norm(random_cnn_batch(0).train(), x), MODEL_ATOL):
+    if tk.is_close(got, _pool_before_norm(tk.random_cnn_batch(0).train(), x), MODEL_ATOL):
         return (
             "in training mode your output matches max-pooling before batch norm: batch norm comes right after "
             "each convolution (conv → batch norm → ReLU → max-pool); in eval mode the two orders happen to agree"
@@ -333,7 +287,6 @@ def _training_mode_reason(fresh: nn.Module, x: torch.Tensor, got: torch.Tensor) 
 
 
 @exercise("3.2", "CNNBatch", "conv → BatchNorm2d → ReLU → max-pool, twice; then fc1 and BatchNorm1d after fc1")
-@own_rng
 def check_cnn_batch(CNNBatch: Any) -> str:  # noqa: N803 - the learner's class
     """Architecture, constructor arguments, then outputs equal to the package's CNNBatch with the same weights.
 
@@ -341,61 +294,55 @@ def check_cnn_batch(CNNBatch: Any) -> str:  # noqa: N803 - the learner's class
     by BatchNorm1d in training mode); then the mode, the running statistics, the gradients, float64 on
     another device (the `meta` device stands in for a GPU), and the constructor arguments.
     """
-    expect_class(CNNBatch, "a class CNNBatch (an nn.Module)", 'check("3.2", CNNBatch)')
-    model = build_module(CNNBatch, "CNNBatch()", "give every constructor argument its default (16, 32 and 10)")
-    reference = random_cnn_batch(0)  # seeded weights and batch-norm statistics far from the defaults
+    tk.expect_class(CNNBatch, "a class CNNBatch (an nn.Module)", 'check("3.2", CNNBatch)')
+    model = tk.build_module(CNNBatch, "CNNBatch()", "give every constructor argument its default (16, 32 and 10)")
+    reference = tk.random_cnn_batch(0)  # seeded weights and batch-norm statistics far from the defaults
     _expect_architecture(model, reference)
     try:
         model.load_state_dict({k: v.clone() for k, v in reference.state_dict().items()})
     except Exception as exc:  # noqa: BLE001 - e.g. a custom load_state_dict
-        raise Mismatch(f"the original's weights do not load into your model ({first_line(exc)})") from None
+        raise Mismatch(f"the original's weights do not load into your model ({tk.first_line(exc)})") from None
     fresh = deepcopy(model)
     x = torch.rand(100, 1, 16, 16, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
-        outputs = forward_batches(model.eval(), x, (100, 7, 1), 10)
-        for out in outputs:
-            if not is_close(out, expected := reference.eval()(x[: len(out)]), MODEL_ATOL):
+        for out in tk.forward_batches(model.eval(), x, (100, 7, 1), 10):
+            if not tk.is_close(out, expected := reference.eval()(x[: len(out)]), MODEL_ATOL):
                 raise Mismatch(
                     f"with the original's weights loaded, your eval-mode output for {len(out)} images differs from "
-                    f"the original's by up to {max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): "
+                    f"the original's by up to {tk.max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): "
                     "check the order conv → batch norm → ReLU → max-pool, and that forward ends with bn_fc1(fc1(…))"
                 )
-        outputs = forward_batches(model.train(), x, (100, 7), 10)
-        for out in outputs:
-            if not is_close(out, expected := reference.train()(x[: len(out)]), MODEL_ATOL):
+        for out in tk.forward_batches(model.train(), x, (100, 7), 10):
+            if not tk.is_close(out, expected := reference.train()(x[: len(out)]), MODEL_ATOL):
                 raise Mismatch(
                     f"eval mode matches, but in training mode your output for {len(out)} images differs from the "
-                    f"original's by up to {max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): "
+                    f"original's by up to {tk.max_difference(out, expected):.3g} (tolerance {MODEL_ATOL_TEXT}): "
                     + _training_mode_reason(fresh, x[: len(out)], out)
                 )
     mine, theirs = model.state_dict(), reference.state_dict()
     for key in theirs:
-        if key.endswith(("running_mean", "running_var")) and not is_close(mine[key], theirs[key], MODEL_ATOL):
+        if key.endswith(("running_mean", "running_var")) and not tk.is_close(mine[key], theirs[key], MODEL_ATOL):
             raise Mismatch(
                 f"after two training-mode batches, your {key} differs from the original's: "
                 "keep nn.BatchNorm's default momentum 0.1"
             )
-    expect_model_gradients(fresh, random_cnn_batch(0), x[:7], "your training-mode output")
-    expect_model_device_and_dtype(fresh.eval(), x[:7], "your model")
-    _expect_constructor_arguments(CNNBatch)
+    tk.expect_model_gradients(fresh, tk.random_cnn_batch(0), x[:7], "your training-mode output")
+    tk.expect_model_device_and_dtype(fresh.eval(), x[:7], "your model")
+    tk.expect_constructor_arguments(CNNBatch, "CNNBatch", models.CNNBatch, images=5)
     return f"{EXPECTED_PARAMETERS:,} parameters, output (100, 10), matches the reference"
 
 
 # --- 3.3 update_running_stats ----------------------------------------------------------------
 
 
-def _running_mistakes(
-    mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor, m: float
-) -> list[tuple[str, tuple[torch.Tensor, torch.Tensor]]]:
+def _running_mistakes(mean: Tensor, var: Tensor, x: Tensor, m: float) -> list[tuple[str, tuple[Tensor, Tensor]]]:
     """What each usual mistake got wrong, with the (running_mean, running_var) it gives (m: the momentum)."""
     batch_mean, batch_var, batch_var_unbiased = (s.flatten() for s in _per_channel(x))
     right_mean = (1 - m) * mean + m * batch_mean
     return [
         (
-            (
-                "running_var must be updated with the unbiased batch variance (divide by M − 1), "
-                "not the biased one used for normalising"
-            ),
+            "running_var must be updated with the unbiased batch variance (divide by M − 1), "
+            "not the biased one used for normalising",
             (right_mean, (1 - m) * var + m * batch_var),
         ),
         (
@@ -403,14 +350,12 @@ def _running_mistakes(
             (m * mean + (1 - m) * batch_mean, m * var + (1 - m) * batch_var_unbiased),
         ),
         (
-            (
-                "momentum weighs the new batch (new = (1 − momentum)·old + momentum·batch), and running_var "
-                "uses the unbiased variance"
-            ),
+            "momentum weighs the new batch (new = (1 − momentum)·old + momentum·batch), and running_var "
+            "uses the unbiased variance",
             (m * mean + (1 - m) * batch_mean, m * var + (1 - m) * batch_var),
         ),
         (
-            ("you returned the batch statistics; blend them with the old values: (1 − momentum)·old + momentum·batch"),
+            "you returned the batch statistics; blend them with the old values: (1 − momentum)·old + momentum·batch",
             (batch_mean, batch_var_unbiased),
         ),
         (
@@ -429,9 +374,9 @@ def _running_mistakes(
     ]
 
 
-def _both_close(got: tuple[Any, Any], want: tuple[torch.Tensor, torch.Tensor]) -> bool:
+def _both_close(got: tuple[Any, Any], want: tuple[Tensor, Tensor]) -> bool:
     """Both running statistics within ATOL: one mistake table entry covers the pair."""
-    return is_close(got[0], want[0], ATOL) and is_close(got[1], want[1], ATOL)
+    return tk.is_close(got[0], want[0], ATOL) and tk.is_close(got[1], want[1], ATOL)
 
 
 RUNNING_STEPS = [  # (shape of the batch, momentum): one image and odd sizes among them
@@ -442,14 +387,14 @@ RUNNING_STEPS = [  # (shape of the batch, momentum): one image and odd sizes amo
 ]
 
 
-def _running_batches() -> list[tuple[torch.Tensor, float]]:
+def _running_batches() -> list[tuple[Tensor, float]]:
     """Seeded training batches whose three channels have different means and spreads, with their momentum."""
     generator = torch.Generator().manual_seed(5)
     spread, centre = _c(torch.tensor([1.0, 3.0, 0.5])), _c(torch.tensor([2.0, -1.0, 0.0]))
     return [(torch.randn(*shape, generator=generator) * spread + centre, m) for shape, m in RUNNING_STEPS]
 
 
-def _update_reference(mean: torch.Tensor, var: torch.Tensor, x: torch.Tensor, momentum: float) -> tuple:
+def _update_reference(mean: Tensor, var: Tensor, x: Tensor, momentum: float) -> tuple:
     """nn.BatchNorm2d's buffers after one training-mode batch from (mean, var)."""
     bn = nn.BatchNorm2d(x.shape[1], momentum=momentum).to(x.dtype)
     bn.running_mean, bn.running_var = mean.clone(), var.clone()
@@ -472,37 +417,37 @@ def check_update_running_stats(update_running_stats: Any) -> str:
     (running statistics are not trained); the results keep the inputs' dtype (float32 and float64 are
     both checked); letting nn.BatchNorm2d or F.batch_norm do the update fails, as the lesson says.
     """
-    expect_function(update_running_stats, "a function update_running_stats(running_mean, running_var, x, momentum)")
-    mean, var = torch.tensor([0.5, -1.0, 2.0]), torch.tensor([0.25, 4.0, 1.0])
+    tk.expect_function(update_running_stats, "a function update_running_stats(running_mean, running_var, x, momentum)")
+    mean, var = (torch.tensor(values) for values in RUNNING)
     batches = _running_batches()
     for step, (x, momentum) in enumerate(batches, 1):
         what = f"after batch {step} of shape {tuple(x.shape)} (momentum {momentum:g})"
-        with _no_library_batch_norm():
-            result = call_unmodified(
+        with tk.forbid_call(torch, "batch_norm", FORBIDDEN):
+            result = tk.call_unmodified(
                 update_running_stats, mean, var, x, momentum, names=("running_mean", "running_var", "x")
             )
-        new = as_pair(result, "update_running_stats", "a pair (new_running_mean, new_running_var)")
+        new = tk.as_pair(result, "update_running_stats", "a pair (new_running_mean, new_running_var)")
         expected = _update_reference(mean, var, x, momentum)
         for value, name in zip(new, ("running_mean", "running_var")):
-            expect_tensor(value, f"the new {name} {what}", (3,))
-            expect_finite(value, f"the new {name} {what}")
-            expect_dtype_kept(value, x, f"the new {name} {what}")
+            tk.expect_tensor(value, f"the new {name} {what}", (3,))
+            tk.expect_finite(value, f"the new {name} {what}")
+            tk.expect_dtype_kept(value, x, f"the new {name} {what}")
         if not _both_close(new, expected):
-            if reason := diagnose(new, _running_mistakes(mean, var, x, momentum), _both_close):
+            if reason := tk.diagnose(new, _running_mistakes(mean, var, x, momentum), _both_close):
                 raise Mismatch(f"{what}, your running statistics differ from nn.BatchNorm2d's: {reason}")
-            expect_close(new[0], expected[0], f"the new running_mean {what}", atol=ATOL)
-            expect_close(new[1], expected[1], f"the new running_var {what}", atol=ATOL)
+            tk.expect_close(new[0], expected[0], f"the new running_mean {what}", atol=ATOL)
+            tk.expect_close(new[1], expected[1], f"the new running_var {what}", atol=ATOL)
         mean, var = new[0].detach().clone(), new[1].detach().clone()
     x = batches[0][0].double()
-    got = as_pair(
+    got = tk.as_pair(
         update_running_stats(mean.double(), var.double(), x, 0.1), "update_running_stats", "a pair of tensors"
     )
     for value, name in zip(got, ("running_mean", "running_var")):
-        expect_tensor(value, f"the new {name} for float64 inputs")
-        expect_dtype_kept(value, x, f"the new {name} for float64 inputs")
+        tk.expect_tensor(value, f"the new {name} for float64 inputs")
+        tk.expect_dtype_kept(value, x, f"the new {name} for float64 inputs")
     if not _both_close(got, _update_reference(mean.double(), var.double(), x, 0.1)):
         raise Mismatch("your running statistics are right for float32 inputs but differ for float64 ones")
-    expect_device_kept(update_running_stats, mean, var, x, 0.1, what="update_running_stats")
+    tk.expect_device_kept(update_running_stats, mean, var, x, 0.1, what="update_running_stats")
     return (
         f"running_mean and running_var follow nn.BatchNorm2d's buffers over {len(batches)} batches "
         f"(momentum 0.1 and 0.3) within {ATOL_TEXT}"
@@ -513,13 +458,8 @@ def check_update_running_stats(update_running_stats: Any) -> str:
 
 
 def _bn_eval_mistakes(
-    x: torch.Tensor,
-    running_mean: torch.Tensor,
-    running_var: torch.Tensor,
-    gamma: torch.Tensor,
-    beta: torch.Tensor,
-    eps: float,
-) -> list[tuple[str, torch.Tensor]]:
+    x: Tensor, running_mean: Tensor, running_var: Tensor, gamma: Tensor, beta: Tensor, eps: float
+) -> list[tuple[str, Tensor]]:
     """What each usual mistake got wrong, with its eval-mode output."""
     rm, rv, g, b = _c(running_mean), _c(running_var), _c(gamma), _c(beta)
     mean, var, _ = _per_channel(x)
@@ -547,9 +487,11 @@ def _bn_eval_mistakes(
     ]
 
 
-def _bn_eval_reference(x: torch.Tensor, *statistics: torch.Tensor, eps: float) -> torch.Tensor:
-    """PyTorch's eval-mode batch norm with (running_mean, running_var, gamma, beta): the reference of 3.4."""
-    return F.batch_norm(x, *statistics, training=False, eps=eps)
+def _bn_eval_reference(
+    x: Tensor, running_mean: Tensor, running_var: Tensor, gamma: Any, beta: Any, eps: float
+) -> Tensor:
+    """PyTorch's eval-mode batch norm, the reference of 3.4."""
+    return F.batch_norm(x, running_mean, running_var, gamma, beta, training=False, eps=eps)
 
 
 @exercise(
@@ -563,36 +505,25 @@ def check_batch_norm_eval(batch_norm_eval: Any) -> str:
     Decided as in 3.1: the result keeps x's dtype; F.batch_norm and nn.BatchNorm layers are ruled out;
     no argument may change; gradients must reach x, gamma and beta.
     """
-    expect_function(batch_norm_eval, "a function batch_norm_eval(x, running_mean, running_var, gamma, beta, eps)")
-    statistics = (
-        torch.tensor([0.5, -1.0, 2.0]),
-        torch.tensor([0.25, 4.0, 1.0]),  # running mean and var
-        torch.tensor([1.5, -0.7, 2.0]),
-        torch.tensor([0.3, -1.2, 0.5]),
-    )  # gamma and beta
+    tk.expect_function(batch_norm_eval, "a function batch_norm_eval(x, running_mean, running_var, gamma, beta, eps)")
+    mean, var = (torch.tensor(values) for values in RUNNING)
+    gamma, beta = torch.tensor([1.5, -0.7, 2.0]), torch.tensor([0.3, -1.2, 0.5])
     x = _channel_batch((5, 3, 4, 2), [1.0, 0.0, 2.5], [2.0, 1.0, 0.3], seed=7)
-    for batch, stats, eps, what in [
-        (x, statistics, 1e-5, "a (5, 3, 4, 2) batch"),
-        (x, statistics, 0.5, "a (5, 3, 4, 2) batch with eps 0.5"),
-        (x[:1], statistics, 1e-5, "a single image (1, 3, 4, 2)"),
-        (x[:3].double(), tuple(s.double() for s in statistics), 1e-5, "a float64 batch (3, 3, 4, 2)"),
-    ]:
-        expected, label = _bn_eval_reference(batch, *stats, eps=eps), f"batch_norm_eval on {what}"
-        with _no_library_batch_norm():
-            got = call_unmodified(
-                batch_norm_eval, batch, *stats, eps, names=("x", "running_mean", "running_var", "gamma", "beta")
-            )
-        if is_close(_expect_bn_output(got, expected, batch, label), expected, ATOL):
-            continue
-        if reason := diagnose(got, _bn_eval_mistakes(batch, *stats, eps), ATOL):
-            raise Mismatch(f"{label} differs from nn.BatchNorm2d in eval mode: {reason}")
-        expect_close(got, expected, label, atol=ATOL)
-    mean, var, gamma, beta = statistics
-    expect_gradients(
+    statistics, wide = (mean, var, gamma, beta), x[:3].double()
+    cases = [
+        ((x, *statistics), 1e-5, "a (5, 3, 4, 2) batch"),
+        ((x, *statistics), 0.5, "a (5, 3, 4, 2) batch with eps 0.5"),
+        ((x[:1], *statistics), 1e-5, "a single image (1, 3, 4, 2)"),
+        ((wide, *(s.double() for s in statistics)), 1e-5, "a float64 batch (3, 3, 4, 2)"),
+    ]
+    names = ("x", "running_mean", "running_var", "gamma", "beta")
+    cases = [(arguments, eps, f"batch_norm_eval on {what}") for arguments, eps, what in cases]
+    _expect_batch_norm(batch_norm_eval, cases, _bn_eval_reference, _bn_eval_mistakes, names, "eval mode")
+    tk.expect_gradients(
         lambda x, g, b: batch_norm_eval(x, mean.to(x.dtype), var.to(x.dtype), g, b, 1e-5),
-        lambda x, g, b: _bn_eval_reference(x, mean.to(x.dtype), var.to(x.dtype), g, b, eps=1e-5),
+        lambda x, g, b: _bn_eval_reference(x, mean.to(x.dtype), var.to(x.dtype), g, b, 1e-5),
         {"x": x, "gamma": gamma, "beta": beta},
         what="batch_norm_eval",
     )
-    expect_device_kept(batch_norm_eval, x, *statistics, 1e-5, what="batch_norm_eval")
+    tk.expect_device_kept(batch_norm_eval, x, *statistics, 1e-5, what="batch_norm_eval")
     return f"matches nn.BatchNorm2d in eval mode within {ATOL_TEXT} on a batch (eps 1e-5 and 0.5) and on one image"

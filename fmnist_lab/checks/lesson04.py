@@ -20,41 +20,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (
-    as_number,
-    call_unmodified,
-    diagnose,
-    expect_function,
-    is_close,
-    max_difference,
-    one_thread,
-    other_input,
-    own_rng,
-    seeded,
-    watch,
-)
+from fmnist_lab.checks import toolkit as tk
 from fmnist_lab.models import CNNBatch
 
 ATOL_WEIGHTS, RTOL_COST = 1e-5, 1e-5
-_cost_close = functools.partial(is_close, atol=1e-7, rtol=RTOL_COST)
+_cost_close = functools.partial(tk.is_close, atol=1e-7, rtol=RTOL_COST)
 
 
 def _max_difference(model_a: nn.Module, model_b: nn.Module, parameters_only: bool = False) -> float:
     """The largest absolute difference between two models' parameters (and float buffers); NaN if any is NaN."""
-    names = {name for name, _ in model_a.named_parameters()}
-    return float(
-        np.max(
-            [
-                max_difference(a, b)
-                for (name, a), b in zip(model_a.state_dict().items(), model_b.state_dict().values())
-                if a.is_floating_point() and (name in names or not parameters_only)
-            ],
-            initial=0.0,
-        )
-    )
+    names, pairs = dict(model_a.named_parameters()), zip(model_a.state_dict().items(), model_b.state_dict().values())
+    kept = [(a, b) for (name, a), b in pairs if a.is_floating_point() and (name in names or not parameters_only)]
+    return float(np.max([tk.max_difference(a, b) for a, b in kept], initial=0.0))
+
+
+def _same_weights(mine: nn.Module, variant: nn.Module) -> bool:
+    """Whether two models' weights agree within ATOL_WEIGHTS: how the variant of a known mistake is recognised."""
+    return _max_difference(mine, variant) <= ATOL_WEIGHTS
 
 
 # --- 4.1 train_one_epoch -------------------------------------------------------------------------
@@ -62,9 +47,9 @@ def _max_difference(model_a: nn.Module, model_b: nn.Module, parameters_only: boo
 N_BATCHES, BATCH = 5, 12
 
 
-def _epoch_setup() -> tuple[CNNBatch, list[tuple[torch.Tensor, torch.Tensor]]]:
+def _epoch_setup() -> tuple[CNNBatch, list[tuple[Tensor, Tensor]]]:
     """A small CNNBatch (8×8 inputs) and five fixed batches of 12 random images with labels."""
-    model = seeded(4, lambda: CNNBatch(image_size=8))
+    model = tk.seeded(4, lambda: CNNBatch(image_size=8))
     g = torch.Generator().manual_seed(41)
     batches = [
         (torch.rand(BATCH, 1, 8, 8, generator=g), torch.randint(0, 10, (BATCH,), generator=g)) for _ in range(N_BATCHES)
@@ -94,10 +79,9 @@ def _reference_epoch(
     "model.train(), then for each batch: optimizer.zero_grad(), logits = model(images), "
     "loss = criterion(logits, labels), loss.backward(), optimizer.step(); add up loss.item()",
 )
-@one_thread
 def check_train_one_epoch(train_one_epoch) -> str:
     """Five batches from an eval-mode CNNBatch: the updated weights, then the summed cost."""
-    expect_function(train_one_epoch, "a function train_one_epoch(model, batches, optimizer, criterion)")
+    tk.expect_function(train_one_epoch, "a function train_one_epoch(model, batches, optimizer, criterion)")
     initial, batches = _epoch_setup()
     reference, cost, losses = _reference_epoch(initial, batches)
     learner = copy.deepcopy(initial).eval()  # as after an evaluation: the function must switch to training
@@ -107,7 +91,7 @@ def check_train_one_epoch(train_one_epoch) -> str:
         f"{kind} of batch {i}": t for i, pair in enumerate(given, 1) for kind, t in zip(("images", "labels"), pair)
     }
     try:
-        with watch(advice="leave the batches as they are (normalise a copy if you must)", **watched):
+        with tk.watch(advice="leave the batches as they are (normalise a copy if you must)", **watched):
             result = train_one_epoch(learner, given, optimizer, nn.CrossEntropyLoss())
     except RuntimeError as exc:
         if "does not require grad" not in str(exc):
@@ -116,12 +100,12 @@ def check_train_one_epoch(train_one_epoch) -> str:
             "loss.backward() found no gradient: the forward pass ran under torch.no_grad() (or its output was "
             "detached); training needs the graph"
         ) from None
-    if isinstance(result, torch.Tensor) and result.requires_grad:
+    if isinstance(result, Tensor) and result.requires_grad:
         raise Mismatch(
             "you returned a tensor that still holds the graph of every batch: add loss.item() (a Python number) "
             "to the cost, not loss"
         )
-    got = as_number(result, "the returned cost")
+    got = tk.as_number(result, "the returned cost")
     where = f"after one epoch of {N_BATCHES} batches (SGD lr 0.1)"
     if not (difference := _max_difference(learner, reference)) <= ATOL_WEIGHTS:
         if _max_difference(learner, initial, parameters_only=True) == 0.0:
@@ -129,51 +113,35 @@ def check_train_one_epoch(train_one_epoch) -> str:
                 f"{where} the weights did not change: call loss.backward() and then optimizer.step() for every "
                 "batch, with optimizer.zero_grad() before the backward pass, not between it and the step"
             )
-        reason = diagnose(
-            learner,
-            [
-                (
-                    "the weights match a loop without optimizer.zero_grad(): the gradients of earlier batches piled up",
-                    lambda: _reference_epoch(initial, batches, zero_grad=False)[0],
-                ),
-                (
-                    (
-                        "the weights match a model left in eval mode (the check hands you a model in eval mode): call "
-                        "model.train() first"
-                    ),
-                    lambda: _reference_epoch(initial, batches, train_mode=False)[0],
-                ),
-                (
-                    "the weights match training on the first batch only: loop over every batch",
-                    lambda: _reference_epoch(initial, batches[:1])[0],
-                ),
-            ],
-            lambda mine, variant: _max_difference(mine, variant) <= ATOL_WEIGHTS,
-        )
-        raise Mismatch(
-            f"{where} {reason}"
-            if reason
-            else f"{where} the weights differ from the reference's by up "
-            f"to {difference:.3g} (tolerance {ATOL_WEIGHTS:g})"
-        )
+        mistakes = [
+            (
+                "the weights match a loop without optimizer.zero_grad(): the gradients of earlier batches piled up",
+                lambda: _reference_epoch(initial, batches, zero_grad=False)[0],
+            ),
+            (
+                "the weights match a model left in eval mode (the check hands you a model in eval mode): call "
+                "model.train() first",
+                lambda: _reference_epoch(initial, batches, train_mode=False)[0],
+            ),
+            (
+                "the weights match training on the first batch only: loop over every batch",
+                lambda: _reference_epoch(initial, batches[:1])[0],
+            ),
+        ]
+        gap = f"the weights differ from the reference's by up to {difference:.3g} (tolerance {ATOL_WEIGHTS:g})"
+        tk.name_the_mistake(learner, mistakes, _same_weights, found=f"{where} ", otherwise=f"{where} {gap}")
     if not _cost_close(got, cost):
-        reason = diagnose(
-            got,
-            [
-                (": that is the mean batch loss; add the batch losses up instead", cost / N_BATCHES),
-                (
-                    f" (× the batch size {BATCH}): add loss.item() itself, the loss is already a mean over the batch",
-                    cost * BATCH,
-                ),
-                (": that is the last batch's loss; add up every batch's loss", losses[-1]),
-            ],
-            _cost_close,
-        )
-        raise Mismatch(
-            f"expected the summed cost {cost:.4f}, got {got:.4f}{reason}"
-            if reason
-            else f"expected the summed cost {cost:.4f} (the sum of {N_BATCHES} batch losses), got {got:.4f}"
-        )
+        mistakes = [
+            (": that is the mean batch loss; add the batch losses up instead", cost / N_BATCHES),
+            (
+                f" (× the batch size {BATCH}): add loss.item() itself, the loss is already a mean over the batch",
+                cost * BATCH,
+            ),
+            (": that is the last batch's loss; add up every batch's loss", losses[-1]),
+        ]
+        summed = f"expected the summed cost {cost:.4f}"
+        otherwise = f"{summed} (the sum of {N_BATCHES} batch losses), got {got:.4f}"
+        tk.name_the_mistake(got, mistakes, _cost_close, found=f"{summed}, got {got:.4f}", otherwise=otherwise)
     return (
         f"cost {got:.4f} = sum of {N_BATCHES} batch losses, and the updated weights match the "
         f"reference within {ATOL_WEIGHTS:g}"
@@ -183,6 +151,7 @@ def check_train_one_epoch(train_one_epoch) -> str:
 # --- 4.2 mean_loss_from_cost ---------------------------------------------------------------------
 
 MEAN_CASES = ((297.99, 60_000, 100), (50.0, 1_050, 100), (12.0, 1_000, 1_000), (7.5, 3, 2))
+CLOSE_MEAN = functools.partial(tk.is_close, atol=1e-7, rtol=1e-9)
 
 
 @exercise(
@@ -192,35 +161,32 @@ MEAN_CASES = ((297.99, 60_000, 100), (50.0, 1_050, 100), (12.0, 1_000, 1_000), (
 )
 def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
     """Four (cost, images, batch size) cases, one with a smaller last batch; any kind of number is accepted."""
-    expect_function(mean_loss_from_cost, "a function mean_loss_from_cost(cost, n_images, batch_size)")
+    tk.expect_function(mean_loss_from_cost, "a function mean_loss_from_cost(cost, n_images, batch_size)")
     for cost, n_images, batch_size in MEAN_CASES:
         expected = cost / math.ceil(n_images / batch_size)
         call = f"mean_loss_from_cost({cost}, {n_images}, {batch_size})"
-        got = as_number(mean_loss_from_cost(cost, n_images, batch_size), call)
-        if is_close(got, expected, atol=1e-12, rtol=1e-9):
+        got = tk.as_number(mean_loss_from_cost(cost, n_images, batch_size), call)
+        if tk.is_close(got, expected, atol=1e-12, rtol=1e-9):
             continue
         batches = (
             f": {n_images:,} images in batches of {batch_size:,} make {math.ceil(n_images / batch_size):,} "
             "batches, the last one smaller"
         )
-        reason = diagnose(
-            got,
-            [
-                (": you divided by the number of images, but the cost adds one mean loss per batch", cost / n_images),
-                (batches, cost / (n_images / batch_size)),
-                (batches, cost / (n_images // batch_size)),
-                (
-                    ": n_images // batch_size + 1 counts one batch too many when the images divide evenly; use "
-                    "math.ceil(n_images / batch_size)",
-                    cost / (n_images // batch_size + 1),
-                ),
-                (": you divided by the batch size; divide by the number of batches", cost / batch_size),
-                (": you used // on the cost; divide with /", cost // math.ceil(n_images / batch_size)),
-                (": that is the number of batches; divide the cost by it", math.ceil(n_images / batch_size)),
-            ],
-            functools.partial(is_close, atol=1e-7, rtol=1e-9),
-        )
-        raise Mismatch(f"expected {call} = {expected:.6g}, got {got:.6g}{reason or ''}")
+        mistakes = [
+            (": you divided by the number of images, but the cost adds one mean loss per batch", cost / n_images),
+            (batches, cost / (n_images / batch_size)),
+            (batches, cost / (n_images // batch_size)),
+            (
+                ": n_images // batch_size + 1 counts one batch too many when the images divide evenly; use "
+                "math.ceil(n_images / batch_size)",
+                cost / (n_images // batch_size + 1),
+            ),
+            (": you divided by the batch size; divide by the number of batches", cost / batch_size),
+            (": you used // on the cost; divide with /", cost // math.ceil(n_images / batch_size)),
+            (": that is the number of batches; divide the cost by it", math.ceil(n_images / batch_size)),
+        ]
+        shown = f"expected {call} = {expected:.6g}, got {got:.6g}"
+        tk.name_the_mistake(got, mistakes, CLOSE_MEAN, found=shown, otherwise=shown)
     first = MEAN_CASES[0]
     return (
         f"{first[0]} over {first[1] // first[2]} batches = {first[0] / (first[1] // first[2]):.4f}, "
@@ -233,9 +199,9 @@ def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
 N_EVAL = 300
 
 
-def _accuracy_setup() -> tuple[CNNBatch, torch.Tensor, torch.Tensor, float]:
+def _accuracy_setup() -> tuple[CNNBatch, Tensor, Tensor, float]:
     """An untrained CNNBatch, 300 random images, and labels it gets 75% right in eval mode."""
-    model = seeded(0, CNNBatch)
+    model = tk.seeded(0, CNNBatch)
     images = torch.rand(N_EVAL, 1, 16, 16, generator=torch.Generator().manual_seed(43))
     with torch.no_grad():
         labels = model.eval()(images).argmax(dim=1)
@@ -249,23 +215,22 @@ def _accuracy_setup() -> tuple[CNNBatch, torch.Tensor, torch.Tensor, float]:
     "model.eval() first (batch norm then uses its running statistics), predictions under "
     "torch.no_grad() with logits.argmax(dim=1), return (predicted == labels).float().mean().item()",
 )
-@one_thread
 def check_evaluate_accuracy(evaluate_accuracy) -> str:
     """A batch-norm model handed over in training mode, then one in eval mode, on 300, 37 and 1 images."""
-    expect_function(evaluate_accuracy, "a function evaluate_accuracy(model, images, labels)")
+    tk.expect_function(evaluate_accuracy, "a function evaluate_accuracy(model, images, labels)")
     model, images, labels, expected = _accuracy_setup()
     before = copy.deepcopy(model.state_dict())
     grad_modes: list[bool] = []
     hook = model.register_forward_hook(lambda module, inputs, output: grad_modes.append(torch.is_grad_enabled()))
     try:
-        got = as_number(
-            call_unmodified(evaluate_accuracy, model, images, labels, names=("model", "images", "labels")),
+        got = tk.as_number(
+            tk.call_unmodified(evaluate_accuracy, model, images, labels, names=("model", "images", "labels")),
             "the returned accuracy",
         )
     finally:
         hook.remove()
     stats_changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
-    close = functools.partial(is_close, atol=1e-7, rtol=1e-6)
+    close = functools.partial(tk.is_close, atol=1e-7, rtol=1e-6)
     if not close(got, expected):
         if stats_changed:
             raise Mismatch(
@@ -273,22 +238,17 @@ def check_evaluate_accuracy(evaluate_accuracy) -> str:
                 "ran in training mode (its batch-norm running statistics changed; the check hands "
                 "you a model in training mode): call model.eval() first"
             )
-        reason = diagnose(
-            got,
-            [
-                ("return a fraction, not a percentage", expected * 100),
-                (
-                    (f"that is the number of correct predictions; divide by the number of images ({N_EVAL})"),
-                    expected * N_EVAL,
-                ),
-                ("that is the error rate, the fraction of wrong predictions; return the correct ones", 1 - expected),
-            ],
-            close,
-        )
-        raise Mismatch(
-            f"expected a fraction {expected:.4f}, got {got:g}: {reason}"
-            if reason
-            else f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}"
+        mistakes = [
+            ("return a fraction, not a percentage", expected * 100),
+            (
+                f"that is the number of correct predictions; divide by the number of images ({N_EVAL})",
+                expected * N_EVAL,
+            ),
+            ("that is the error rate, the fraction of wrong predictions; return the correct ones", 1 - expected),
+        ]
+        otherwise = f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}"
+        tk.name_the_mistake(
+            got, mistakes, close, found=f"expected a fraction {expected:.4f}, got {got:g}: ", otherwise=otherwise
         )
     if stats_changed:
         raise Mismatch(
@@ -315,13 +275,13 @@ def _expect_accuracy_on_other_sizes(evaluate_accuracy, model: nn.Module, images,
     for count in (37, 1):
         expected = (predicted[:count] == labels[:count]).double().mean().item()
         what = f"the accuracy on {count} image{'s' if count > 1 else ''}"
-        with other_input(first, f"{count} image{'s' if count > 1 else ''}"):
-            got = as_number(evaluate_accuracy(model.eval(), images[:count], labels[:count]), what)
-        if not is_close(got, expected, atol=1e-7, rtol=1e-6):
+        with tk.other_input(first, f"{count} image{'s' if count > 1 else ''}"):
+            got = tk.as_number(evaluate_accuracy(model.eval(), images[:count], labels[:count]), what)
+        if not tk.is_close(got, expected, atol=1e-7, rtol=1e-6):
             raise Mismatch(
                 f"expected {what} = {expected:.4f}, got {got:.4f}: divide by the number of images you are "
                 f"given, len(labels), not {N_EVAL}"
-                if is_close(got, expected * count / N_EVAL, atol=1e-7)
+                if tk.is_close(got, expected * count / N_EVAL, atol=1e-7)
                 else f"expected {what} = {expected:.4f}, got {got:.4f}"
             )
         if model.training:
@@ -336,7 +296,7 @@ def _expect_accuracy_on_other_sizes(evaluate_accuracy, model: nn.Module, images,
 
 def _saved_model() -> CNNBatch:
     """A CNNBatch whose running statistics are not the defaults (a few training-mode forwards)."""
-    model = seeded(7, CNNBatch)
+    model = tk.seeded(7, CNNBatch)
     g = torch.Generator().manual_seed(44)
     with torch.no_grad():
         for _ in range(3):
@@ -350,11 +310,9 @@ def _saved_model() -> CNNBatch:
     "torch.save(model.state_dict(), path); fresh = CNNBatch(); "
     'fresh.load_state_dict(torch.load(path, map_location="cpu")); return fresh',
 )
-@one_thread
-@own_rng
 def check_save_and_load(save_and_load) -> str:
     """The file holds a full state dict; a fresh CNNBatch from it gives identical logits; the saved model unchanged."""
-    expect_function(save_and_load, "a function save_and_load(model, path)")
+    tk.expect_function(save_and_load, "a function save_and_load(model, path)")
     original = _saved_model()
     given = copy.deepcopy(original)
     expected_state = original.state_dict()

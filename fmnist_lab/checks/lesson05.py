@@ -26,21 +26,11 @@ import sklearn.metrics
 import torch
 from sklearn.metrics import accuracy_score, precision_recall_fscore_support
 from sklearn.metrics import confusion_matrix as sk_confusion_matrix
+from torch import Tensor
 
 from fmnist_lab import evaluate
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (
-    as_array,
-    as_number,
-    as_tuple,
-    call_unmodified,
-    diagnose,
-    expect_finite,
-    expect_plain_function,
-    forbid_calls,
-    is_close,
-    other_input,
-)
+from fmnist_lab.checks import toolkit as tk
 from fmnist_lab.data import CLASS_NAMES
 
 N_CLASSES = len(CLASS_NAMES)
@@ -56,12 +46,12 @@ BY_HAND = (
 )
 
 
-def call_on_copies(function, labels: torch.Tensor, predicted: torch.Tensor):
+def call_on_copies(function, labels: Tensor, predicted: Tensor):
     """The learner's function on copies of (labels, predicted), Mismatch if it changes either in place."""
-    return call_unmodified(function, labels, predicted, names=("labels", "predicted"))
+    return tk.call_unmodified(function, labels, predicted, names=("labels", "predicted"))
 
 
-def odd_size_inputs(seed: int, **classes: tuple[int, ...]) -> tuple[torch.Tensor, torch.Tensor]:
+def odd_size_inputs(seed: int, **classes: tuple[int, ...]) -> tuple[Tensor, Tensor]:
     """Seeded `fixed_inputs` of 37 images, every allowed class present: the second, odd-sized input."""
     return fixed_inputs(seed, n=ODD_SIZE, **classes)
 
@@ -76,7 +66,7 @@ def wrong_on_second(what: str) -> Mismatch:
 
 def fixed_inputs(
     seed: int, n: int = 600, never_true: tuple[int, ...] = (), never_predicted: tuple[int, ...] = ()
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> tuple[Tensor, Tensor]:
     """Seeded (labels, predicted) int64 tensors; class c is wrong with probability 0.05 + 0.05·c.
 
     Every class not in `never_true` occurs among the labels; no prediction is in `never_predicted`.
@@ -92,7 +82,14 @@ def fixed_inputs(
     return labels, torch.where(wrong, guesses, labels)
 
 
-def _scores(labels: torch.Tensor, predicted: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _with_a_missing_class(seed: int, n: int = 600) -> tuple[Tensor, Tensor, np.ndarray]:
+    """Seeded (labels, predicted) in which Ankle boot is never true and Sneaker never predicted, and scikit-learn's
+    (10, 10) confusion matrix of them (rows true, columns predicted, every class kept)."""
+    labels, predicted = fixed_inputs(seed, n, never_true=(NEVER_TRUE,), never_predicted=(NEVER_PREDICTED,))
+    return labels, predicted, sk_confusion_matrix(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES))
+
+
+def _scores(labels: Tensor, predicted: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class precision, recall and F1 (0 where undefined), as scikit-learn computes them."""
     return precision_recall_fscore_support(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES), zero_division=0)[
         :3
@@ -105,41 +102,33 @@ def _scores(labels: torch.Tensor, predicted: torch.Tensor) -> tuple[np.ndarray, 
     "the mean of (predicted == labels): the number of correct predictions divided by the number of images",
 )
 def check_accuracy(accuracy) -> str:
-    expect_plain_function(accuracy, "a function accuracy(labels, predicted)")
+    tk.expect_plain_function(accuracy, "a function accuracy(labels, predicted)")
     labels, predicted = fixed_inputs(51, n=500)
     expected = accuracy_score(labels.numpy(), predicted.numpy())
     correct = int((labels == predicted).sum())
     answer = call_on_copies(accuracy, labels, predicted)
-    expect_finite(answer, "accuracy(labels, predicted)")
-    got = as_number(answer, "accuracy(labels, predicted)")
+    tk.expect_finite(answer, "accuracy(labels, predicted)")
+    got = tk.as_number(answer, "accuracy(labels, predicted)")
     if not abs(got - expected) <= 1e-6:
-        raise Mismatch(
-            diagnose(
-                got,
-                [
-                    (
-                        f"expected a fraction, {expected:.4f}, got {got:g}: that is the number of correct predictions; "
-                        f"divide it by the number of images ({len(labels)})",
-                        correct,
-                    ),
-                    (f"expected a fraction in [0, 1], {expected:.4f}, got {got:g}, a percentage", 100 * expected),
-                    (
-                        f"expected {expected:.4f}, got {got:.4f}, the error rate (the fraction of mistakes)",
-                        1 - expected,
-                    ),
-                ],
-                close=1e-4,
-            )
-            or f"expected accuracy = {expected:.4f} ({correct} correct of {len(labels)}), got {got:.6g}"
-        )
-    all_right = as_number(call_on_copies(accuracy, labels, labels), "accuracy(labels, labels)")
+        mistakes = [
+            (
+                f"expected a fraction, {expected:.4f}, got {got:g}: that is the number of correct predictions; "
+                f"divide it by the number of images ({len(labels)})",
+                correct,
+            ),
+            (f"expected a fraction in [0, 1], {expected:.4f}, got {got:g}, a percentage", 100 * expected),
+            (f"expected {expected:.4f}, got {got:.4f}, the error rate (the fraction of mistakes)", 1 - expected),
+        ]
+        otherwise = f"expected accuracy = {expected:.4f} ({correct} correct of {len(labels)}), got {got:.6g}"
+        tk.name_the_mistake(got, mistakes, 1e-4, otherwise=otherwise)
+    all_right = tk.as_number(call_on_copies(accuracy, labels, labels), "accuracy(labels, labels)")
     if not abs(all_right - 1.0) <= 1e-6:
         raise Mismatch(f"expected accuracy(labels, labels) = 1.0 (every prediction right), got {all_right:.6g}")
     few_labels, few_predicted = odd_size_inputs(510)
-    with other_input(FIRST, SECOND):
+    with tk.other_input(FIRST, SECOND):
         second = call_on_copies(accuracy, few_labels, few_predicted)
-    expect_finite(second, f"accuracy on {ODD_SIZE} images")
-    if not abs(as_number(second, "accuracy") - accuracy_score(few_labels.numpy(), few_predicted.numpy())) <= 1e-6:
+    tk.expect_finite(second, f"accuracy on {ODD_SIZE} images")
+    if not abs(tk.as_number(second, "accuracy") - accuracy_score(few_labels.numpy(), few_predicted.numpy())) <= 1e-6:
         raise wrong_on_second("accuracy")
     return (
         f"{expected:.4f} on 500 fixed labels/predictions ({correct} correct) and 1.0 when all are right, "
@@ -149,7 +138,7 @@ def check_accuracy(accuracy) -> str:
 
 def _per_class_values(answer, what: str, why: str) -> np.ndarray:
     """The learner's 10 per-class accuracies (a tensor, array, list, or dict in class order) as float64."""
-    return as_array(list(answer.values()) if isinstance(answer, dict) else answer, what, N_CLASSES, why=why)
+    return tk.as_array(list(answer.values()) if isinstance(answer, dict) else answer, what, N_CLASSES, why=why)
 
 
 @exercise(
@@ -159,19 +148,19 @@ def _per_class_values(answer, what: str, why: str) -> np.ndarray:
     "(count with torch.bincount(..., minlength=10))",
 )
 def check_per_class_accuracy(per_class_accuracy) -> str:
-    expect_plain_function(per_class_accuracy, "a function per_class_accuracy(labels, predicted)")
+    tk.expect_plain_function(per_class_accuracy, "a function per_class_accuracy(labels, predicted)")
     labels, predicted = fixed_inputs(52, never_predicted=(NEVER_CORRECT,))
     precision, recall, _ = _scores(labels, predicted)
     why = " (one per class, even for a class that is never predicted: bincount needs minlength=10)"
     got = _per_class_values(
         call_on_copies(per_class_accuracy, labels, predicted), "per_class_accuracy(labels, predicted)", why
     )
-    if is_close(got, recall, atol=1e-6):
+    if tk.is_close(got, recall, atol=1e-6):
         few_labels, few_predicted = odd_size_inputs(520, never_predicted=(NEVER_CORRECT,))
-        with other_input(FIRST, SECOND):
+        with tk.other_input(FIRST, SECOND):
             second = call_on_copies(per_class_accuracy, few_labels, few_predicted)
         second = _per_class_values(second, f"per_class_accuracy on {ODD_SIZE} images", why)
-        if not is_close(second, _scores(few_labels, few_predicted)[1], atol=1e-6):
+        if not tk.is_close(second, _scores(few_labels, few_predicted)[1], atol=1e-6):
             raise wrong_on_second("per_class_accuracy")
         return (
             f"10 values match scikit-learn's per-class recall within 1e-6 on 600 fixed labels/predictions "
@@ -179,25 +168,21 @@ def check_per_class_accuracy(per_class_accuracy) -> str:
             f"{CLASS_NAMES[NEVER_CORRECT]}, which is never predicted)"
         )
     overall = float((labels == predicted).double().mean())
-    reason = diagnose(
-        np.nan_to_num(got),
-        [
-            ("expected fractions in [0, 1], got percentages (each value is 100 times too large)", 100 * recall),
-            (
-                "these are the precisions: you divided by how often each class was PREDICTED; divide by how many "
-                "images truly belong to each class (the counts of `labels`)",
-                precision,
-            ),
-            (f"all ten values equal the overall accuracy {overall:.4f}; compute one accuracy per true class", overall),
-        ],
-        close=1e-4,
-    )
-    if reason:
+    mistakes = [
+        ("expected fractions in [0, 1], got percentages (each value is 100 times too large)", 100 * recall),
+        (
+            "these are the precisions: you divided by how often each class was PREDICTED; divide by how many "
+            "images truly belong to each class (the counts of `labels`)",
+            precision,
+        ),
+        (f"all ten values equal the overall accuracy {overall:.4f}; compute one accuracy per true class", overall),
+    ]
+    if reason := tk.diagnose(np.nan_to_num(got), mistakes, close=1e-4):
         raise Mismatch(reason)
     if np.isnan(got).any():
         name = CLASS_NAMES[int(np.flatnonzero(np.isnan(got))[0])]
         raise Mismatch(f"got nan for {name}; every class occurs among these labels, so no value should be nan")
-    expect_finite(got, "per_class_accuracy(labels, predicted)")
+    tk.expect_finite(got, "per_class_accuracy(labels, predicted)")
     k = int(np.flatnonzero(np.abs(got - recall) > 1e-6)[0])
     raise Mismatch(
         f"expected {CLASS_NAMES[k]} (class {k}) = {recall[k]:.4f}, got {got[k]:.4g}"
@@ -205,11 +190,11 @@ def check_per_class_accuracy(per_class_accuracy) -> str:
     )
 
 
-def _count_matrix(function, labels: torch.Tensor, predicted: torch.Tensor, what: str) -> tuple[object, np.ndarray]:
+def _count_matrix(function, labels: Tensor, predicted: Tensor, what: str) -> tuple[object, np.ndarray]:
     """The learner's matrix (as returned, and as float64 values) built by hand, of shape (10, 10)."""
-    with forbid_calls(((sklearn.metrics, "confusion_matrix"), (evaluate, "confusion_matrix")), BY_HAND):
+    with tk.forbid_calls(((sklearn.metrics, "confusion_matrix"), (evaluate, "confusion_matrix")), BY_HAND):
         got = call_on_copies(function, labels, predicted)
-    array = as_array(got, what, lists=False)
+    array = tk.as_array(got, what, lists=False)
     if array.shape != (N_CLASSES, N_CLASSES):
         raise Mismatch(
             f"expected {what} of shape (10, 10), got {array.shape}; keep a row for every class, even one that "
@@ -225,12 +210,11 @@ def _count_matrix(function, labels: torch.Tensor, predicted: torch.Tensor, what:
     "torch.bincount(labels * 10 + predicted, minlength=100).reshape(10, 10)",
 )
 def check_confusion_matrix(confusion_matrix) -> str:
-    expect_plain_function(confusion_matrix, "a function confusion_matrix(labels, predicted)")
-    labels, predicted = fixed_inputs(53, never_true=(NEVER_TRUE,), never_predicted=(NEVER_PREDICTED,))
-    expected = sk_confusion_matrix(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES))
+    tk.expect_plain_function(confusion_matrix, "a function confusion_matrix(labels, predicted)")
+    labels, predicted, expected = _with_a_missing_class(53)
     what = "confusion_matrix(labels, predicted)"
     got, array = _count_matrix(confusion_matrix, labels, predicted, what)
-    expect_finite(array, what)
+    tk.expect_finite(array, what)
     if not np.array_equal(array, expected):
         if np.array_equal(array, expected.T):
             raise Mismatch(
@@ -249,12 +233,10 @@ def check_confusion_matrix(confusion_matrix) -> str:
             f"the counts are right but stored as {got.dtype}; counts are integers "
             f"(torch.zeros(10, 10, dtype=torch.long), or bincount's result)"
         )
-    few_labels, few_predicted = odd_size_inputs(530, never_true=(NEVER_TRUE,), never_predicted=(NEVER_PREDICTED,))
-    with other_input(FIRST, SECOND):
+    few_labels, few_predicted, few_expected = _with_a_missing_class(530, n=ODD_SIZE)
+    with tk.other_input(FIRST, SECOND):
         _, second = _count_matrix(confusion_matrix, few_labels, few_predicted, f"the matrix of {ODD_SIZE} images")
-    if not np.array_equal(
-        second, sk_confusion_matrix(few_labels.numpy(), few_predicted.numpy(), labels=range(N_CLASSES))
-    ):
+    if not np.array_equal(second, few_expected):
         raise wrong_on_second("confusion_matrix")
     return (
         f"(10, 10) counts of 600 fixed labels/predictions equal scikit-learn's confusion_matrix exactly "
@@ -269,9 +251,9 @@ def check_confusion_matrix(confusion_matrix) -> str:
     "return 0 for 0/0 (scikit-learn's zero_division=0)",
 )
 def check_precision_recall_f1(precision_recall_f1) -> str:
-    expect_plain_function(precision_recall_f1, "a function precision_recall_f1(matrix, class_id)")
-    labels, predicted = fixed_inputs(54, never_true=(NEVER_TRUE,), never_predicted=(NEVER_PREDICTED,))
-    matrix = torch.as_tensor(sk_confusion_matrix(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES)))
+    tk.expect_plain_function(precision_recall_f1, "a function precision_recall_f1(matrix, class_id)")
+    labels, predicted, matrix = _with_a_missing_class(54)
+    matrix = torch.as_tensor(matrix)
     scores = np.stack(_scores(labels, predicted), axis=1)  # (class, [precision, recall, f1])
     zero_division = {
         NEVER_PREDICTED: "is never predicted, so its precision is 0/0",
@@ -280,40 +262,37 @@ def check_precision_recall_f1(precision_recall_f1) -> str:
     names = ("precision", "recall", "F1")
     for k, want in enumerate(scores):
         call, where = f"precision_recall_f1(matrix, {k})", f"{CLASS_NAMES[k]} (class {k})"
-        answer = as_tuple(
-            call_unmodified(precision_recall_f1, matrix, k, names=("matrix",)),
+        answer = tk.as_tuple(
+            tk.call_unmodified(precision_recall_f1, matrix, k, names=("matrix",)),
             call,
             3,
             "three numbers (precision, recall, f1)",
         )
-        got = np.array([as_number(v, f"{name} of {call}") for v, name in zip(answer, ("precision", "recall", "f1"))])
+        got = np.array([tk.as_number(v, f"{name} of {call}") for v, name in zip(answer, ("precision", "recall", "f1"))])
         if not np.isfinite(got).all():
             raise Mismatch(
                 f"{where} {zero_division.get(k, 'has a 0/0 somewhere')}: expected (precision, recall, "
                 f"f1) = ({want[0]:.4f}, {want[1]:.4f}, {want[2]:.4f}) with 0 for 0/0 as scikit-learn's "
                 f"zero_division=0, got ({got[0]:.4g}, {got[1]:.4g}, {got[2]:.4g})"
             )
-        if is_close(got, want, atol=1e-6):
+        if tk.is_close(got, want, atol=1e-6):
             continue
-        reason = diagnose(
-            got,
-            [
-                (
-                    f"for {where} precision and recall are swapped (got {got[0]:.4f}, {got[1]:.4f}): precision divides "
-                    f"TP by the COLUMN sum (all predicted {k}), recall by the ROW sum (all truly {k})",
-                    np.array([want[1], want[0], got[2]]) if want[0] != want[1] else None,
-                ),  # whatever its F1
-                (
-                    f"the F1 of {where} is the arithmetic mean of precision and recall ({got[2]:.4f}); F1 is their "
-                    f"harmonic mean, 2·P·R / (P + R) = {want[2]:.4f}",
-                    np.array([want[0], want[1], want[:2].mean()]),
-                ),
-                (f"expected fractions in [0, 1] for {where}, got percentages (100 times too large)", 100 * want),
-            ],
-            close=1e-6,
-        )
+        mistakes = [
+            (
+                f"for {where} precision and recall are swapped (got {got[0]:.4f}, {got[1]:.4f}): precision divides "
+                f"TP by the COLUMN sum (all predicted {k}), recall by the ROW sum (all truly {k})",
+                np.array([want[1], want[0], got[2]]) if want[0] != want[1] else None,  # whatever its F1
+            ),
+            (
+                f"the F1 of {where} is the arithmetic mean of precision and recall ({got[2]:.4f}); F1 is their "
+                f"harmonic mean, 2·P·R / (P + R) = {want[2]:.4f}",
+                np.array([want[0], want[1], want[:2].mean()]),
+            ),
+            (f"expected fractions in [0, 1] for {where}, got percentages (100 times too large)", 100 * want),
+        ]
         i = int(np.flatnonzero(np.abs(got - want) > 1e-6)[0])
-        raise Mismatch(reason or f"expected the {names[i]} of {where} = {want[i]:.4f}, got {got[i]:.4g}")
+        otherwise = f"expected the {names[i]} of {where} = {want[i]:.4f}, got {got[i]:.4g}"
+        tk.name_the_mistake(got, mistakes, 1e-6, otherwise=otherwise)
     return (
         f"(precision, recall, F1) of all 10 classes match scikit-learn's within 1e-6, including 0 for 0/0 "
         f"({CLASS_NAMES[NEVER_PREDICTED]} never predicted, {CLASS_NAMES[NEVER_TRUE]} never true)"

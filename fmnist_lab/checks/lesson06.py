@@ -22,33 +22,15 @@ is named. Decided (the contested cases):
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from typing import Any
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fmnist_lab import interpret
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (
-    as_number,
-    call_unmodified,
-    diagnose,
-    expect_close,
-    expect_finite,
-    expect_mode_restored,
-    expect_number,
-    expect_plain_function,
-    expect_tensor,
-    forbid_calls,
-    is_close,
-    one_thread,
-    other_input,
-    random_cnn_batch,
-    watch_module,
-)
+from fmnist_lab.checks import toolkit as tk
 
 # The test-set confusion matrix of the seed-0 original run (rows true, columns predicted).
 SEED0_MATRIX = np.array(
@@ -68,13 +50,7 @@ SEED0_MATRIX = np.array(
 )
 
 
-PACKAGE = "the package's own {} is the answer itself: write the function, as the exercise asks"
 MODEL_ADVICE = "leave the model's weights and batch-norm statistics alone"
-
-
-def without_package(*names: str):
-    """`forbid_calls` on `fmnist_lab.interpret`'s own versions of this exercise's answer."""
-    return forbid_calls(((interpret, name) for name in names), PACKAGE.format(f"interpret.{names[0]}"))
 
 
 def shuffled_matrix() -> np.ndarray:
@@ -101,7 +77,7 @@ def _pairs(value: Any, k: int) -> list[tuple[str, str, int]]:
         if not isinstance(true, str) or not isinstance(predicted, str):
             raise Mismatch(f"expected class names (strings from CLASS_NAMES), got {item!r:.60}")
         try:
-            count = as_number(count, "the count")
+            count = tk.as_number(count, "the count")
         except Mismatch:
             count = None
         if count is None or not count.is_integer():
@@ -122,13 +98,13 @@ def _same_pairs(got: list[tuple[str, str, int]], expected: list[tuple[str, str, 
     "and return (CLASS_NAMES[true], CLASS_NAMES[predicted], count)",
 )
 def check_most_confused_pairs(most_confused_pairs) -> str:
-    expect_plain_function(most_confused_pairs, "a function most_confused_pairs(matrix, k)")
+    tk.expect_plain_function(most_confused_pairs, "a function most_confused_pairs(matrix, k)")
     for matrix, k, what in (
         (SEED0_MATRIX, 5, "the seed-0 model's confusion matrix, k=5"),
         (shuffled_matrix(), 8, "a shuffled matrix with small diagonals, k=8"),
     ):
         given = matrix.copy()
-        with without_package("most_confused_pairs"):
+        with tk.without_package(interpret, "most_confused_pairs"):
             answer = most_confused_pairs(given, k)
         got = _pairs(answer, k)
         if not np.array_equal(given, matrix):
@@ -162,7 +138,7 @@ def check_most_confused_pairs(most_confused_pairs) -> str:
 # --------------------------------------------------------------------------------------------- 6.2
 
 
-def random_predictions(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+def random_predictions(n: int = 2000) -> tuple[Tensor, Tensor]:
     """Seeded predictions, confidence in (0.1, 1), right with probability confidence + 0.15·sin(9·confidence)
     (the gap changes sign several times, so the ECE depends on the number of bins)."""
     generator = torch.Generator().manual_seed(62)
@@ -178,18 +154,18 @@ def random_predictions(n: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
     "weighted by the bin's share of all predictions (n_b / N), and add them up",
 )
 def check_expected_calibration_error(expected_calibration_error) -> str:
-    expect_plain_function(
+    tk.expect_plain_function(
         expected_calibration_error, "a function expected_calibration_error(confidences, correct, n_bins)"
     )
 
-    def learner_ece(confidences: torch.Tensor, correct: torch.Tensor, n_bins: int) -> float:
+    def learner_ece(confidences: Tensor, correct: Tensor, n_bins: int) -> float:
         """The learner's ECE: inputs unchanged, no package shortcut, a finite number."""
-        with without_package("expected_calibration_error", "calibration_bins"):
-            value = call_unmodified(
+        with tk.without_package(interpret, "expected_calibration_error", "calibration_bins"):
+            value = tk.call_unmodified(
                 expected_calibration_error, confidences, correct, n_bins, names=("confidences", "correct")
             )
-        expect_finite(value, f"the ECE with {n_bins} bins")
-        return as_number(value, "the ECE")
+        tk.expect_finite(value, f"the ECE with {n_bins} bins")
+        return tk.as_number(value, "the ECE")
 
     cases = [  # (groups of (confidence, n, right): n predictions at one confidence, the first `right` correct;
         #         what they are, their ECE, the mistakes that give a known value)
@@ -229,18 +205,14 @@ def check_expected_calibration_error(expected_calibration_error) -> str:
         correct = torch.cat([torch.arange(n) < right for _, n, right in groups])
         got = learner_ece(confidences, correct, 10)
         if not abs(got - ece) <= 1e-5:
-            reason = diagnose(got, mistakes, close=1e-4)
-            raise Mismatch(f"expected ECE {ece:g} (± 1e-5) for {what}, got {got:.4g}{': ' + reason if reason else ''}")
+            shown = f"expected ECE {ece:g} (± 1e-5) for {what}, got {got:.4g}"
+            tk.name_the_mistake(got, mistakes, 1e-4, found=shown + ": ", otherwise=shown)
     confidence, correct = random_predictions()
     for n_bins in (5, 10, 15):
         expected = interpret.expected_calibration_error(confidence, correct, n_bins)
-        expect_number(
-            learner_ece(confidence, correct, n_bins),
-            expected,
-            f"ECE of 2,000 seeded predictions with {n_bins} bins",
-            1e-5,
-        )
-    expect_number(
+        what = f"ECE of 2,000 seeded predictions with {n_bins} bins"
+        tk.expect_number(learner_ece(confidence, correct, n_bins), expected, what, 1e-5)
+    tk.expect_number(
         learner_ece(confidence.double(), correct, 10),
         interpret.expected_calibration_error(confidence, correct, 10),
         "ECE of the same predictions with float64 confidences",
@@ -256,31 +228,19 @@ def check_expected_calibration_error(expected_calibration_error) -> str:
 # --------------------------------------------------------------------------------------- 6.3 and 6.4
 
 
-def seeded_image() -> torch.Tensor:
+def seeded_image() -> Tensor:
     """A synthetic (1, 16, 16) image in [0, 1] whose five left columns are 0 (background)."""
     image = torch.rand(1, 16, 16, generator=torch.Generator().manual_seed(60))
     image[:, :, :5] = 0
     return image
 
 
-@contextlib.contextmanager
-def other_size(what: str) -> Iterator[None]:
-    """An error on the 12×12 case becomes Mismatch: the function has 16×16 written into it."""
-    with other_input("a 16×16 image", what):
-        yield
-
-
-def small_case() -> tuple[nn.Module, torch.Tensor]:
-    """A seeded 12×12 `CNNBatch` and a 12×12 crop of the image: a size written into the function shows up."""
-    return random_cnn_batch(6, image_size=12), seeded_image()[:, :12, :12].clone()
-
-
-def _run_on_image(function: Any, model: nn.Module, image: torch.Tensor, *rest: Any, what: str, package: str):
+def _map(function: Any, model: nn.Module, image: Tensor, *rest: Any, what: str, package: str) -> Tensor:
     """The learner's map for (model, a copy of image, *rest), a finite (H, W) tensor; the inputs left as they were."""
     given = image.clone()
-    with without_package(package), watch_module(model, "model", MODEL_ADVICE):
+    with tk.without_package(interpret, package), tk.watch_module(model, "model", MODEL_ADVICE):
         got = function(model, given, *rest)
-        expect_mode_restored(model, False, what)  # before the weights: a .train() changes the statistics too
+        tk.expect_mode_restored(model, False, what)  # before the weights: a .train() changes the statistics too
     if not torch.equal(given.detach(), image):
         raise Mismatch(f"{what} changed the image it was given; work on a copy (image.clone())")
     if given.requires_grad:
@@ -288,24 +248,33 @@ def _run_on_image(function: Any, model: nn.Module, image: torch.Tensor, *rest: A
             f"{what} set requires_grad on the image it was given: make a copy that requires the gradient "
             "(image.clone().requires_grad_(True)) and leave the caller's image as it was"
         )
-    got = expect_tensor(got, what, tuple(image.shape[1:]))
-    expect_finite(got, what)
+    got = tk.expect_tensor(got, what, tuple(image.shape[1:]))
+    tk.expect_finite(got, what)
     return got
 
 
-def _expect_map(got: torch.Tensor, expected: torch.Tensor, what: str, mistakes: list, close: float) -> None:
-    """The learner's map must equal the reference within 1e-5; otherwise name the first mistake it matches."""
-    if not is_close(got, expected, 1e-5):
-        reason = diagnose(got, mistakes, close)
-        if reason:
-            raise Mismatch(f"{what} {reason}")
-        expect_close(got, expected, what, atol=1e-5)
+def _expect_maps(function: Any, package: str, cases: list[dict], small: dict, mistakes: Any, close: float) -> list:
+    """Each case's map on a seeded CNNBatch and image equals the reference's (else the mistake it matches, within
+    `close`), then the `small` case on a 12×12 model and image (a size written into the function shows up).
+    Returns the reference maps."""
+    reference, model, image, maps = getattr(interpret, package), tk.random_cnn_batch(6), seeded_image(), []
+    for arguments in cases:
+        what = f"{package}(model, image, " + ", ".join(f"{k}={v}" for k, v in arguments.items()) + ")"
+        got = _map(function, model, image, *arguments.values(), what=what, package=package)
+        maps.append(expected := reference(model, image, *arguments.values()))
+        tk.expect_same(got, expected, what, mistakes(model, image, expected, **arguments), close=close)
+    model, image = tk.random_cnn_batch(6, image_size=12), seeded_image()[:, :12, :12].clone()
+    what = f"{package} on a 12×12 image and model (" + ", ".join(f"{k}={v}" for k, v in small.items()) + ")"
+    with tk.other_input("a 16×16 image", what):
+        got = _map(function, model, image, *small.values(), what=what, package=package)
+    tk.expect_close(got, reference(model, image, *small.values()), what, atol=1e-5)
+    return maps
 
 
 @torch.no_grad()
 def _occlusion_variant(
-    model: nn.Module, image: torch.Tensor, label: int, patch: int, centred: bool = True, logits: bool = False
-) -> torch.Tensor:
+    model: nn.Module, image: Tensor, label: int, patch: int, centred: bool = True, logits: bool = False
+) -> Tensor:
     """The reference occlusion map, or a plausible mistake (patch anchored at its top-left, logits)."""
     _, height, width = image.shape
     half = patch // 2 if centred else 0
@@ -318,6 +287,25 @@ def _occlusion_variant(
     return (values[0, label] - values[1:, label]).reshape(height, width)
 
 
+def _occlusion_mistakes(model: nn.Module, image: Tensor, expected: Tensor, label: int, patch: int) -> list:
+    """The maps of the usual slips: the sign, logits instead of probabilities, a patch anchored at its corner."""
+    return [
+        (
+            "has the opposite sign: store p(original) − p(occluded), the drop, so that important regions are positive",
+            -expected,
+        ),
+        (
+            "matches a drop in the logit: apply softmax and use the probability",
+            lambda: _occlusion_variant(model, image, label, patch, logits=True),
+        ),
+        (
+            f"matches a patch whose top-left corner is at (i, j): centre it on the pixel (rows i − {patch // 2} … "
+            f"i + {patch // 2})",
+            lambda: _occlusion_variant(model, image, label, patch, centred=False),
+        ),
+    ]
+
+
 @exercise(
     "6.3",
     "occlusion_map",
@@ -325,53 +313,43 @@ def _occlusion_variant(
     "(rows i − patch//2 … i + patch//2, clipped at the borders) to 0, and store "
     "p(label | image) − p(label | occluded) from the softmax of the model's output",
 )
-@one_thread
 def check_occlusion_map(occlusion_map) -> str:
-    expect_plain_function(occlusion_map, "a function occlusion_map(model, image, label, patch)")
-    model, image, maps = random_cnn_batch(6), seeded_image(), []
-    for label, patch in ((5, 3), (0, 5)):
-        what = f"occlusion_map(model, image, label={label}, patch={patch})"
-        got = _run_on_image(occlusion_map, model, image, label, patch, what=what, package="occlusion_map")
-        maps.append(expected := interpret.occlusion_map(model, image, label, patch))
-        _expect_map(
-            got,
-            expected,
-            what,
-            [
-                (
-                    "has the opposite sign: store p(original) − p(occluded), the drop, so that important regions are "
-                    "positive",
-                    -expected,
-                ),
-                (
-                    "matches a drop in the logit: apply softmax and use the probability",
-                    lambda: _occlusion_variant(model, image, label, patch, logits=True),
-                ),
-                (
-                    f"matches a patch whose top-left corner is at (i, j): centre it on the pixel (rows i − {patch // 2} … "
-                    f"i + {patch // 2})",
-                    lambda: _occlusion_variant(model, image, label, patch, centred=False),
-                ),
-            ],
-            close=1e-4,
-        )
-    small_model, small_image = small_case()
-    what = "occlusion_map on a 12×12 image and model (label=3, patch=3)"
-    with other_size(what):
-        got = _run_on_image(occlusion_map, small_model, small_image, 3, 3, what=what, package="occlusion_map")
-    expect_close(got, interpret.occlusion_map(small_model, small_image, 3, 3), what, atol=1e-5)
+    tk.expect_plain_function(occlusion_map, "a function occlusion_map(model, image, label, patch)")
+    cases, small = [{"label": 5, "patch": 3}, {"label": 0, "patch": 5}], {"label": 3, "patch": 3}
+    maps = _expect_maps(occlusion_map, "occlusion_map", cases, small, _occlusion_mistakes, close=1e-4)
     return (
         f"(16, 16) maps for patch 3 and 5 match the reference on a seeded CNNBatch within 1e-5 "
         f"(largest drop {maps[0].max().item():.3f}; 0 where the image is background)"
     )
 
 
-def _gradient(model: nn.Module, image: torch.Tensor, score: Any) -> torch.Tensor:
+def _gradient(model: nn.Module, image: Tensor, score: Any) -> Tensor:
     """∂ score(logits) / ∂ pixels as (H, W), signed: for the gradients of plausible mistakes."""
     x = image.unsqueeze(0).clone().requires_grad_(True)
     with torch.enable_grad():
         (gradient,) = torch.autograd.grad(score(model(x)), x)
     return gradient[0, 0]
+
+
+def _saliency_mistakes(model: nn.Module, image: Tensor, expected: Tensor, label: int) -> list:
+    """The maps of the usual slips: the signed gradient, the gradient of the probability or of the loss."""
+    score = "differentiate the class's score, the logit model(x)[0, label], before the softmax"
+    return [
+        (
+            "has negative values: take the absolute value of the gradient",
+            lambda: _gradient(model, image, lambda logits: logits[0, label]),
+        ),
+        (
+            f"matches the gradient of the probability: {score}",
+            lambda: _gradient(model, image, lambda logits: logits.softmax(1)[0, label]).abs(),
+        ),
+        (
+            f"matches the gradient of the loss: {score}",
+            lambda: _gradient(
+                model, image, lambda logits: nn.functional.cross_entropy(logits, torch.tensor([label]))
+            ).abs(),
+        ),
+    ]
 
 
 @exercise(
@@ -380,42 +358,11 @@ def _gradient(model: nn.Module, image: torch.Tensor, score: Any) -> torch.Tensor
     "make a copy of the image with requires_grad, take the logit model(x)[0, label] (before the "
     "softmax), backpropagate it to the pixels and return the absolute gradient as (H, W)",
 )
-@one_thread
 def check_saliency_map(saliency_map) -> str:
-    expect_plain_function(saliency_map, "a function saliency_map(model, image, label)")
-    model, image, maps = random_cnn_batch(6), seeded_image(), []
-    score = "differentiate the class's score, the logit model(x)[0, label], before the softmax"
-    for label in (5, 2):
-        what = f"saliency_map(model, image, label={label})"
-        got = _run_on_image(saliency_map, model, image, label, what=what, package="saliency_map")
-        maps.append(expected := interpret.saliency_map(model, image, label))
-        _expect_map(
-            got,
-            expected,
-            what,
-            [
-                (
-                    "has negative values: take the absolute value of the gradient",
-                    lambda: _gradient(model, image, lambda logits: logits[0, label]),
-                ),
-                (
-                    f"matches the gradient of the probability: {score}",
-                    lambda: _gradient(model, image, lambda logits: logits.softmax(1)[0, label]).abs(),
-                ),
-                (
-                    f"matches the gradient of the loss: {score}",
-                    lambda: _gradient(
-                        model, image, lambda logits: nn.functional.cross_entropy(logits, torch.tensor([label]))
-                    ).abs(),
-                ),
-            ],
-            close=1e-5,
-        )
-    small_model, small_image = small_case()
-    what = "saliency_map on a 12×12 image and model (label=3)"
-    with other_size(what):
-        got = _run_on_image(saliency_map, small_model, small_image, 3, what=what, package="saliency_map")
-    expect_close(got, interpret.saliency_map(small_model, small_image, 3), what, atol=1e-5)
+    tk.expect_plain_function(saliency_map, "a function saliency_map(model, image, label)")
+    maps = _expect_maps(
+        saliency_map, "saliency_map", [{"label": 5}, {"label": 2}], {"label": 3}, _saliency_mistakes, 1e-5
+    )
     return (
         f"(16, 16) maps for two classes match the reference on a seeded CNNBatch within 1e-5 "
         f"(all ≥ 0, largest {maps[0].max().item():.3f})"

@@ -26,22 +26,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import Tensor
 from torch.nn import functional as F
 
 from fmnist_lab import export
 from fmnist_lab.checks import Mismatch, exercise
-from fmnist_lab.checks.toolkit import (
-    as_array,
-    as_pair,
-    call_unmodified,
-    expect_finite,
-    expect_plain_function,
-    first_line,
-    forbid_calls,
-    max_difference,
-    random_cnn_batch,
-    watch_module,
-)
+from fmnist_lab.checks import toolkit as tk
 
 EXPORT_TOLERANCE = 1e-4  # ONNX Runtime's logits against PyTorch's (float32, different kernels)
 PROBABILITY_TOLERANCE = 1e-5
@@ -51,12 +41,6 @@ NUMPY_ONLY = (
     "write the softmax with NumPy (np.exp, np.sum), as the lesson says: the deployed model has no PyTorch, so "
     "torch.softmax, F.softmax and scipy.special.softmax (and the package's export.softmax_numpy) are ruled out"
 )
-PACKAGE = "the package's own export.{} is the answer itself: write the function, as the exercise asks"
-
-
-def without_package(name: str, *more: tuple[object, str], why: str = ""):
-    """`forbid_calls` on the package's own version of this exercise's answer (and `more` shortcuts)."""
-    return forbid_calls(((export, name), *more), why or PACKAGE.format(name))
 
 
 @exercise(
@@ -69,11 +53,11 @@ def check_export_to_onnx(export_to_onnx) -> str:
     import onnx
     import onnxruntime
 
-    expect_plain_function(export_to_onnx, "a function export_to_onnx(model, path)")
-    reference, given = random_cnn_batch(SEED), random_cnn_batch(SEED)
+    tk.expect_plain_function(export_to_onnx, "a function export_to_onnx(model, path)")
+    reference, given = tk.random_cnn_batch(SEED), tk.random_cnn_batch(SEED)
     with tempfile.TemporaryDirectory(prefix="fmnist_lab_check_8_1_") as folder:
         path = Path(folder) / "model.onnx"
-        with without_package("export_to_onnx"), watch_module(given, "model", "export the model as it is"):
+        with tk.without_package(export, "export_to_onnx"), tk.watch_module(given, "model", "export the model as it is"):
             export_to_onnx(given, path)
         if not path.is_file():
             raise Mismatch(
@@ -83,11 +67,11 @@ def check_export_to_onnx(export_to_onnx) -> str:
         try:
             onnx.checker.check_model(str(path), full_check=True)
         except Exception as exc:  # noqa: BLE001 - any checker failure is a wrong answer
-            raise Mismatch(f"expected a file that passes onnx.checker, got {first_line(exc, 160)}") from None
+            raise Mismatch(f"expected a file that passes onnx.checker, got {tk.first_line(exc, 160)}") from None
         try:
             session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001
-            raise Mismatch(f"expected ONNX Runtime to load the file, got {first_line(exc, 160)}") from None
+            raise Mismatch(f"expected ONNX Runtime to load the file, got {tk.first_line(exc, 160)}") from None
         inputs = session.get_inputs()
         if len(inputs) != 1:
             raise Mismatch(f"expected a model with one input (the images), got {len(inputs)}")
@@ -99,19 +83,19 @@ def check_export_to_onnx(export_to_onnx) -> str:
             except Exception as exc:  # noqa: BLE001
                 raise Mismatch(
                     f"expected the file to accept a batch of {batch} images, but its input is "
-                    f"declared {declared} and ONNX Runtime refused ({first_line(exc, 160)}): "
+                    f"declared {declared} and ONNX Runtime refused ({tk.first_line(exc, 160)}): "
                     "make the batch dimension dynamic"
                 ) from None
             expected = reference(images).detach().numpy()
-            expect_finite(got, f"the file's logits for a batch of {batch}")
+            tk.expect_finite(got, f"the file's logits for a batch of {batch}")
             if got.shape != expected.shape:
                 raise Mismatch(f"expected logits of shape {expected.shape} for a batch of {batch}, got {got.shape}")
-            if max_difference(got, torch.softmax(torch.from_numpy(expected), 1)) <= EXPORT_TOLERANCE:
+            if tk.max_difference(got, torch.softmax(torch.from_numpy(expected), 1)) <= EXPORT_TOLERANCE:
                 raise Mismatch(
                     "the file outputs probabilities, not logits: export the model itself (the softmax is "
                     "applied after ONNX Runtime, in 8.2)"
                 )
-            if not (gap := max_difference(got, expected)) <= EXPORT_TOLERANCE:
+            if not (gap := tk.max_difference(got, expected)) <= EXPORT_TOLERANCE:
                 raise Mismatch(
                     f"on a batch of {batch} images the file's logits differ from PyTorch's in eval "
                     f"mode by up to {gap:.3g} (tolerance {EXPORT_TOLERANCE:g})"
@@ -126,7 +110,7 @@ def check_export_to_onnx(export_to_onnx) -> str:
 )
 @np.errstate(all="ignore")  # the learner's overflow (on logits of ±1000) is reported, not warned about
 def check_softmax_numpy(softmax_numpy) -> str:
-    expect_plain_function(softmax_numpy, "a function softmax_numpy(logits)")
+    tk.expect_plain_function(softmax_numpy, "a function softmax_numpy(logits)")
     logits = (torch.randn(5, 10, generator=torch.Generator().manual_seed(82)) * 3).numpy()
     expected = torch.softmax(torch.from_numpy(logits).double(), dim=1).numpy()
     got = _numpy_softmax(softmax_numpy, logits, "softmax_numpy(logits)")
@@ -138,7 +122,7 @@ def check_softmax_numpy(softmax_numpy) -> str:
             f"expected every row to sum to 1, got row sums {np.round(sums, 3).tolist()}: "
             "normalise over the last axis, one image at a time"
         )
-    if not (gap := max_difference(got, expected)) <= 1e-6:
+    if not (gap := tk.max_difference(got, expected)) <= 1e-6:
         raise Mismatch(f"your probabilities differ from torch.softmax by up to {gap:.3g} (tolerance 1e-6)")
     one = _numpy_softmax(softmax_numpy, logits[:1], "softmax_numpy(logits of one image)")
     if one.shape != (1, 10):
@@ -148,13 +132,13 @@ def check_softmax_numpy(softmax_numpy) -> str:
         )
     large = np.array([[1000.0, 999.0] + [0.0] * 8, [-1000.0] * 9 + [-998.0]], dtype=np.float32)
     expected_large = torch.softmax(torch.from_numpy(large).double(), dim=1).numpy()
-    got_large = as_array(softmax_numpy(large.copy()), "softmax_numpy(large logits)", lists=False)
+    got_large = tk.as_array(softmax_numpy(large.copy()), "softmax_numpy(large logits)", lists=False)
     if got_large.shape != large.shape or not np.isfinite(got_large).all():
         raise Mismatch(
             "on logits of ±1000 your probabilities hold nan or inf (np.exp overflows): "
             "subtract each row's maximum first"
         )
-    if not max_difference(got_large, expected_large) <= 1e-6:
+    if not tk.max_difference(got_large, expected_large) <= 1e-6:
         raise Mismatch(
             "on logits of ±1000 your probabilities differ from torch.softmax "
             f"(got {np.round(got_large[0, :2], 4).tolist()} for [1000, 999, 0, …], "
@@ -167,15 +151,15 @@ def _numpy_softmax(softmax_numpy, logits: np.ndarray, what: str) -> np.ndarray:
     """The learner's probabilities: NumPy only, `logits` unchanged, a finite NumPy array (as float64)."""
     import scipy.special
 
-    torch_calls = ((torch, "softmax"), (torch.Tensor, "softmax"), (F, "softmax"), (scipy.special, "softmax"))
-    with without_package("softmax_numpy", *torch_calls, why=NUMPY_ONLY):
-        got = call_unmodified(softmax_numpy, logits, names=("logits",))
+    torch_calls = ((torch, "softmax"), (Tensor, "softmax"), (F, "softmax"), (scipy.special, "softmax"))
+    with tk.without_package(export, "softmax_numpy", also=torch_calls, why=NUMPY_ONLY):
+        got = tk.call_unmodified(softmax_numpy, logits, names=("logits",))
     if not isinstance(got, np.ndarray):  # the point: no PyTorch where the model is deployed
         raise Mismatch(
             f"expected {what} to return a NumPy array, got {type(got).__name__}: use np.exp and np.sum, not torch"
         )
-    expect_finite(got, what)
-    return as_array(got, what)
+    tk.expect_finite(got, what)
+    return tk.as_array(got, what)
 
 
 @functools.lru_cache(maxsize=1)
@@ -184,7 +168,7 @@ def _reference_session():
     from fmnist_lab.export import export_to_onnx, onnx_session
 
     folder = Path(tempfile.mkdtemp(prefix="fmnist_lab_check_8_3_"))
-    return onnx_session(export_to_onnx(random_cnn_batch(SEED), folder / "reference.onnx"))
+    return onnx_session(export_to_onnx(tk.random_cnn_batch(SEED), folder / "reference.onnx"))
 
 
 class RecordingSession:
@@ -209,22 +193,22 @@ class RecordingSession:
         return self.session.run(output_names, feeds, *args, **kwargs)
 
 
-def _predict(onnx_predict, images: torch.Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+def _predict(onnx_predict, images: Tensor, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
     """The learner's (predicted, probabilities) as arrays, each chunk run at most `batch_size` images."""
     what = f"onnx_predict(session, {len(images)} images, batch_size={batch_size})"
     session = RecordingSession(_reference_session())
-    with without_package("onnx_predict", (export, "onnx_logits")):
-        answer = call_unmodified(onnx_predict, session, images, names=("session", "images"), batch_size=batch_size)
-    answer = as_pair(answer, what, "a pair (predicted, probabilities)")
+    with tk.without_package(export, "onnx_predict", "onnx_logits"):
+        answer = tk.call_unmodified(onnx_predict, session, images, names=("session", "images"), batch_size=batch_size)
+    answer = tk.as_pair(answer, what, "a pair (predicted, probabilities)")
     predicted, probabilities = (
-        as_array(a, name, lists=False) for a, name in zip(answer, ("predicted", "probabilities"))
+        tk.as_array(a, name, lists=False) for a, name in zip(answer, ("predicted", "probabilities"))
     )
     if session.sizes and max(session.sizes) > batch_size:
         raise Mismatch(
             f"{what} ran ONNX Runtime on {max(session.sizes)} images at once: run it on chunks of at most "
             f"batch_size images, images[i:i + batch_size]"
         )
-    expect_finite(probabilities, f"the probabilities of {what}")
+    tk.expect_finite(probabilities, f"the probabilities of {what}")
     return predicted, probabilities
 
 
@@ -237,9 +221,9 @@ def _predict(onnx_predict, images: torch.Tensor, batch_size: int) -> tuple[np.nd
 def check_onnx_predict(onnx_predict) -> str:
     from fmnist_lab import data
 
-    expect_plain_function(onnx_predict, "a function onnx_predict(session, images, batch_size)")
+    tk.expect_plain_function(onnx_predict, "a function onnx_predict(session, images, batch_size)")
     all_images = data.load("test", 16)[0]
-    model = random_cnn_batch(SEED)
+    model = tk.random_cnn_batch(SEED)
     for images, batch_size, chunks in (
         (all_images[:300], 128, "128 + 128 + 44"),
         (all_images[300:307], 3, "3 + 3 + 1"),
@@ -260,7 +244,7 @@ def check_onnx_predict(onnx_predict) -> str:
                 f"{probabilities.sum(axis=1).min():.3g} to {probabilities.sum(axis=1).max():.3g}: "
                 "apply a softmax to the logits"
             )
-        if not (gap := max_difference(probabilities, expected)) <= PROBABILITY_TOLERANCE:
+        if not (gap := tk.max_difference(probabilities, expected)) <= PROBABILITY_TOLERANCE:
             raise Mismatch(
                 f"your probabilities differ from PyTorch's by up to {gap:.3g} "
                 f"(tolerance {PROBABILITY_TOLERANCE:g}): are the chunks kept in order?"
@@ -276,14 +260,9 @@ def _pictures() -> list[tuple[str, np.ndarray, str]]:
     from fmnist_lab import data
 
     paper = np.full((280, 280, 4), 255, dtype=np.uint8)  # a dark T-shirt-like outline on white paper
-    for top, bottom, left, right in (
-        (40, 60, 40, 240),
-        (40, 120, 40, 70),
-        (40, 120, 210, 240),
-        (60, 250, 80, 100),
-        (60, 250, 180, 200),
-        (230, 250, 80, 200),
-    ):
+    outline = ((40, 60, 40, 240), (40, 120, 40, 70), (40, 120, 210, 240))  # (top, bottom, left, right): arms
+    outline += ((60, 250, 80, 100), (60, 250, 180, 200), (230, 250, 80, 200))  # the two sides and the hem
+    for top, bottom, left, right in outline:
         paper[top:bottom, left:right, :3] = 20
     garment = (data.load("test", 28)[0][7, 0].numpy() * 255).round().astype(np.uint8)
     dark = np.dstack([garment, garment, garment, np.full_like(garment, 255)])  # Fashion-MNIST as RGBA
@@ -323,23 +302,23 @@ def _pictures() -> list[tuple[str, np.ndarray, str]]:
 def check_preprocess_drawing(preprocess_drawing) -> str:
     from fmnist_lab.export import preprocess_drawing as reference
 
-    expect_plain_function(preprocess_drawing, "a function preprocess_drawing(rgba)")
+    tk.expect_plain_function(preprocess_drawing, "a function preprocess_drawing(rgba)")
     dtypes = []
     for description, rgba, hint in _pictures():
         expected = reference(rgba, 16).astype(np.float64)
         what = f"preprocess_drawing({description})"
-        with without_package("preprocess_drawing"):
-            answer = call_unmodified(preprocess_drawing, rgba, names=("rgba",))
+        with tk.without_package(export, "preprocess_drawing"):
+            answer = tk.call_unmodified(preprocess_drawing, rgba, names=("rgba",))
         if not isinstance(answer, np.ndarray):
             raise Mismatch(
                 f"expected {what} to return a NumPy array, got {type(answer).__name__}: ONNX Runtime takes NumPy "
                 "arrays (.numpy(), or stay in NumPy)"
             )
-        got, dtypes = as_array(answer, what, lists=False), [*dtypes, answer.dtype]
-        expect_finite(got, what)
+        got, dtypes = tk.as_array(answer, what, lists=False), [*dtypes, answer.dtype]
+        tk.expect_finite(got, what)
         if got.shape != expected.shape:
             raise Mismatch(f"on {description} expected an input of shape {expected.shape}, got {got.shape}")
-        if not (gap := max_difference(got, expected)) <= PIXEL_TOLERANCE:
+        if not (gap := tk.max_difference(got, expected)) <= PIXEL_TOLERANCE:
             raise Mismatch(
                 f"on {description} your pixels differ from the reference by up to {gap:.3g} "
                 f"(tolerance {PIXEL_TOLERANCE:g}): "

@@ -1,4 +1,3 @@
-# toolkit: ready
 """The one way to write a check: parse the learner's answer, compare it, name the mistake.
 
 A check reads as *cases → reference → mistake table*. Everything here raises `Mismatch` with
@@ -7,14 +6,13 @@ without raising, and none of it touches the learner's global random state.
 
     got = call_unmodified(batch_norm_forward, x, gamma, beta, eps, names=("x", "gamma", "beta"))
     expect_tensor(got, what, tuple(expected.shape))
-    if not is_close(got, expected, atol=1e-5):
-        reason = diagnose(got, [("you used the unbiased variance …", unbiased)], close=1e-5)
-        ...
+    expect_same(got, expected, what, [("you used the unbiased variance …", unbiased)], atol=1e-5)
 
 Beyond the values: `expect_finite` (NaN and inf), `expect_dtype_kept`, `expect_device_kept` (on the
-`meta` device), `expect_gradients`, `forbid_call` (a library shortcut the lesson rules out) and
-`other_input` for functions; `expect_class`, `build_module`, `forward_batches` (other batch sizes, a
-squeezed output, the mode), `expect_model_gradients` and `expect_model_device_and_dtype` for models.
+`meta` device), `expect_gradients`, `forbid_call` and `without_package` (a shortcut the lesson rules
+out) and `other_input` for functions; `expect_class`, `build_module`, `forward_batches` (other batch
+sizes, a squeezed output, the mode), `expect_model_gradients`, `expect_model_device_and_dtype` and
+`expect_constructor_arguments` for models.
 """
 
 from __future__ import annotations
@@ -24,11 +22,11 @@ import functools
 import numbers
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from copy import deepcopy
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import numpy as np
 import torch
-from torch import nn
+from torch import Tensor, nn
 
 from fmnist_lab.checks import Mismatch
 
@@ -40,9 +38,9 @@ T = TypeVar("T")
 
 def as_scalar(value: Any, what: str) -> Any:
     """A one-element tensor/array or NumPy scalar as a Python scalar (else unchanged): `{got!r}` then prints `5120`."""
-    if isinstance(value, (torch.Tensor, np.ndarray)):
+    if isinstance(value, (Tensor, np.ndarray)):
         if len(value.reshape(-1)) != 1:
-            kind = "a tensor" if isinstance(value, torch.Tensor) else "an array"
+            kind = "a tensor" if isinstance(value, Tensor) else "an array"
             raise Mismatch(f"expected {what} to be one number, got {kind} of shape {tuple(value.shape)}")
         return value.item()
     return value.item() if isinstance(value, np.generic) else value
@@ -58,11 +56,11 @@ def as_number(value: Any, what: str) -> float:
 
 def as_tuple(value: Any, what: str, length: int, returns: str) -> tuple:
     """`length` results (a tuple, a list, or a tensor/array holding them) as a tuple, so unpacking cannot crash."""
-    if isinstance(value, (torch.Tensor, np.ndarray)) and value.ndim >= 1:
+    if isinstance(value, (Tensor, np.ndarray)) and value.ndim >= 1:
         flat = value.reshape(-1)
         value = tuple(value) if len(value) == length else tuple(flat) if len(flat) == length else value
     if not isinstance(value, (tuple, list)) or len(value) != length:
-        shape = f" of shape {tuple(value.shape)}" if isinstance(value, (torch.Tensor, np.ndarray)) else ""
+        shape = f" of shape {tuple(value.shape)}" if isinstance(value, (Tensor, np.ndarray)) else ""
         size = f" of length {len(value)}" if isinstance(value, (tuple, list)) else shape
         raise Mismatch(f"expected {what} to return {returns}, got {type(value).__name__}{size}")
     return tuple(value)
@@ -75,7 +73,7 @@ def as_pair(value: Any, what: str, returns: str = "a pair") -> tuple[Any, Any]:
 
 def as_array(value: Any, what: str, length: int | None = None, *, lists: bool = True, why: str = "") -> np.ndarray:
     """A tensor, array (or, with `lists`, a list or tuple) of numbers as float64; with `length`, one value each."""
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, Tensor):
         array = value.detach().cpu().double().numpy()
     elif isinstance(value, np.ndarray):
         try:
@@ -99,9 +97,9 @@ def as_array(value: Any, what: str, length: int | None = None, *, lists: bool = 
 # --- comparing -----------------------------------------------------------------------------------
 
 
-def _float64(value: Any) -> torch.Tensor | None:
+def _float64(value: Any) -> Tensor | None:
     """A tensor, array or real number as a float64 tensor; None for anything else."""
-    if isinstance(value, torch.Tensor):
+    if isinstance(value, Tensor):
         return value.detach().cpu().double()
     if isinstance(value, np.ndarray):
         return torch.from_numpy(value.astype(np.float64))
@@ -148,16 +146,49 @@ def diagnose(
     return None
 
 
+def name_the_mistake(
+    got: Any, mistakes: Iterable[tuple[str, Any]], close: Any = 1e-5, *, found: str = "", otherwise: str
+) -> NoReturn:
+    """Raise Mismatch: `found` followed by the first mistake `got` matches (as `diagnose`), else `otherwise`."""
+    reason = diagnose(got, mistakes, close)
+    raise Mismatch(found + reason if reason else otherwise)
+
+
+def expect_same(
+    got: Any,
+    expected: Any,
+    what: str,
+    mistakes: Iterable[tuple[str, Any]] = (),
+    *,
+    atol: float = 1e-5,
+    close: float | None = None,
+    found: str | None = None,
+    otherwise: str = "",
+) -> None:
+    """`got` equals `expected` within `atol`; else the first mistake it matches (within `close`) is named, else the gap.
+
+    A matched mistake reads `found` (by default `what` and a space) followed by its explanation; the gap
+    reads `otherwise`, by default `expect_close`'s "… differs from the reference by up to …".
+    """
+    if is_close(got, expected, atol=atol):
+        return
+    if reason := diagnose(got, mistakes, atol if close is None else close):
+        raise Mismatch((f"{what} " if found is None else found) + reason)
+    if otherwise:
+        raise Mismatch(otherwise)
+    expect_close(got, expected, what, atol=atol)
+
+
 # --- the learner's inputs stay as they were --------------------------------------------------------
 
 
 def _copy(value: Any) -> Any:
-    return value.detach().clone() if isinstance(value, torch.Tensor) else value.copy()
+    return value.detach().clone() if isinstance(value, Tensor) else value.copy()
 
 
 def _unchanged(before: Any, after: Any) -> bool:
     """Equal shape, dtype and values (NaN equal to NaN)."""
-    if isinstance(after, torch.Tensor):
+    if isinstance(after, Tensor):
         after = after.detach()
         return (
             before.shape == after.shape
@@ -173,7 +204,7 @@ def _unchanged(before: Any, after: Any) -> bool:
 @contextlib.contextmanager
 def watch(*, advice: str | None = None, **tensors: Any) -> Iterator[None]:
     """Raise Mismatch when the block changed any of `tensors` (name=tensor or array) in place."""
-    before = {name: _copy(value) for name, value in tensors.items() if isinstance(value, (torch.Tensor, np.ndarray))}
+    before = {name: _copy(value) for name, value in tensors.items() if isinstance(value, (Tensor, np.ndarray))}
     yield
     for name, copy in before.items():
         if not _unchanged(copy, tensors[name]):
@@ -188,8 +219,8 @@ def call_unmodified(
     fn: Callable[..., T], *args: Any, names: Sequence[str] = (), advice: str | None = None, **kwargs: Any
 ) -> T:
     """`fn(*args, **kwargs)` on copies of every tensor/array argument; Mismatch if it changed any in place."""
-    args = tuple(_copy(a) if isinstance(a, (torch.Tensor, np.ndarray)) else a for a in args)
-    kwargs = {k: _copy(v) if isinstance(v, (torch.Tensor, np.ndarray)) else v for k, v in kwargs.items()}
+    args = tuple(_copy(a) if isinstance(a, (Tensor, np.ndarray)) else a for a in args)
+    kwargs = {k: _copy(v) if isinstance(v, (Tensor, np.ndarray)) else v for k, v in kwargs.items()}
     labels = [names[i] if i < len(names) else f"argument {i + 1}" for i in range(len(args))]
     with watch(advice=advice, **dict(zip(labels, args)), **kwargs):
         return fn(*args, **kwargs)
@@ -245,19 +276,18 @@ def own_rng(check: Callable[..., T]) -> Callable[..., T]:
     return run
 
 
-def one_thread(check: Callable[..., T]) -> Callable[..., T]:
-    """Run a check on one CPU thread: its tensors are tiny, and on a busy machine a second thread only waits."""
-
-    @functools.wraps(check)
-    def run(*args: Any, **kwargs: Any) -> T:
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            return check(*args, **kwargs)
-        finally:
-            torch.set_num_threads(threads)
-
-    return run
+@contextlib.contextmanager
+def isolated() -> Iterator[None]:
+    """What every check runs in (`run_check` enters it): `fork_rng`, so the learner's global RNG is left as it was
+    whatever the check or the learner's code draws, and one CPU thread (the tensors are small: on a busy machine a
+    second thread only waits)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.random.fork_rng(devices=[]):
+            yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def first_line(exc: BaseException, limit: int | None = None) -> str:
@@ -287,17 +317,6 @@ def expect_class(answer: Any, what: str, example: str) -> None:
     expect_callable(answer, what)
 
 
-def expect_instance(answer: Any, what: str, example: str) -> nn.Module:
-    """A built module, not its class: `check("5.1", model)`, not `check("5.1", CNNBatch)`."""
-    if isinstance(answer, type):
-        raise Mismatch(
-            f"expected {what}, got the class {answer.__name__} itself: pass a model built from it, {example}"
-        )
-    if not isinstance(answer, nn.Module):
-        raise Mismatch(f"expected {what} (an nn.Module), got {type(answer).__name__}")
-    return answer
-
-
 def build_module(answer: Callable[..., Any], call: str, advice: str, **kwargs: Any) -> nn.Module:
     """`answer(**kwargs)` as an nn.Module; a constructor that refuses the arguments says `advice`."""
     try:
@@ -307,6 +326,24 @@ def build_module(answer: Callable[..., Any], call: str, advice: str, **kwargs: A
     if not isinstance(model, nn.Module):
         raise Mismatch(f"expected {call} to be an nn.Module, got {type(model).__name__}")
     return model
+
+
+OTHER_SIZES = {"out_1": 8, "out_2": 12, "number_of_classes": 7}  # non-default constructor arguments of the CNNs
+USE_THE_SIZES = "build the layers from out_1, out_2 and number_of_classes instead of the numbers 16, 32 and 10"
+
+
+def expect_constructor_arguments(answer: Callable[..., Any], name: str, reference: type, images: int = 0) -> None:
+    """`name(out_1=8, out_2=12, number_of_classes=7)` has the reference's layer shapes (and, with `images`, runs)."""
+    call = f"{name}(" + ", ".join(f"{k}={v}" for k, v in OTHER_SIZES.items()) + ")"
+    small = build_module(answer, call, f"keep the constructor's arguments and {USE_THE_SIZES}", **OTHER_SIZES)
+    got = state_shapes(small)
+    for key, shape in state_shapes(reference(**OTHER_SIZES)).items():
+        if key in got and got[key] != shape:
+            raise Mismatch(f"{call} gives {key} the shape {got[key]}, expected {shape}: {USE_THE_SIZES}")
+    if images:
+        with torch.no_grad():
+            out = small.eval()(torch.rand(images, 1, 16, 16, generator=torch.Generator().manual_seed(4)))
+        expect_tensor(out, f"the output of {call} for {images} images", (images, OTHER_SIZES["number_of_classes"]))
 
 
 # --- the answer behaves like a PyTorch operation: finite, same dtype and device, differentiable ---
@@ -328,7 +365,7 @@ def expect_finite(value: Any, what: str) -> None:
         )
 
 
-def expect_dtype_kept(value: torch.Tensor, like: torch.Tensor, what: str) -> None:
+def expect_dtype_kept(value: Tensor, like: Tensor, what: str) -> None:
     """The result has its input's dtype, as every PyTorch layer's has: float64 from float32 would not fit the next layer."""
     if value.dtype != like.dtype:
         raise Mismatch(
@@ -347,7 +384,7 @@ def expect_device_kept(fn: Callable[..., Any], *args: Any, what: str) -> None:
     and no `device=` comes back on the CPU. A function that reads values (`.item()`, NumPy) cannot run on
     `meta`; it is then checked on the CPU only, which is the limit of this check.
     """
-    meta = tuple(a.detach().to("meta") if isinstance(a, torch.Tensor) else a for a in args)
+    meta = tuple(a.detach().to("meta") if isinstance(a, Tensor) else a for a in args)
     advice = "create new tensors on the input's device (torch.zeros_like(x), or device=x.device)"
     try:
         result = fn(*meta)
@@ -357,20 +394,20 @@ def expect_device_kept(fn: Callable[..., Any], *args: Any, what: str) -> None:
         return
     results = result if isinstance(result, (tuple, list)) else (result,)
     for item in results:
-        if isinstance(item, torch.Tensor) and item.device.type != "meta":
+        if isinstance(item, Tensor) and item.device.type != "meta":
             raise Mismatch(f"{what} returns a tensor on the {item.device.type} for inputs on another device: {advice}")
 
 
 def expect_gradients(
-    fn: Callable[..., Any], reference: Callable[..., Any], inputs: dict[str, torch.Tensor], *rest: Any, what: str
+    fn: Callable[..., Any], reference: Callable[..., Any], inputs: dict[str, Tensor], *rest: Any, what: str
 ) -> None:
     """Gradients flow from `fn(*inputs, *rest)` back to each input, equal to the reference's (both run in float64)."""
-    weights: list[torch.Tensor] = []
+    weights: list[Tensor] = []
 
-    def backward(function: Callable[..., Any]) -> list[torch.Tensor]:
+    def backward(function: Callable[..., Any]) -> list[Tensor]:
         leaves = [value.detach().double().requires_grad_(True) for value in inputs.values()]
         output = function(*leaves, *rest)
-        if not isinstance(output, torch.Tensor) or output.grad_fn is None:
+        if not isinstance(output, Tensor) or output.grad_fn is None:
             raise Mismatch(
                 f"no gradient flows back through {what}: its output is cut off from its inputs (torch.no_grad(), "
                 ".detach(), .item() or NumPy inside); a network trains through this step, so keep it in tensors"
@@ -416,6 +453,27 @@ def forbid_call(owner: Any, name: str, why: str) -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def forbid_calls(owners_and_names: Iterable[tuple[Any, str]], why: str) -> Iterator[None]:
+    """`forbid_call` for several shortcuts at once, e.g. the package's own copy of the answer and a library's."""
+    with contextlib.ExitStack() as stack:
+        for owner, name in owners_and_names:
+            if hasattr(owner, name):
+                stack.enter_context(forbid_call(owner, name, why))
+        yield
+
+
+PACKAGE = "the package's own {} is the answer itself: write the function, as the exercise asks"
+
+
+def without_package(
+    owner: Any, *names: str, also: Iterable[tuple[Any, str]] = (), why: str = ""
+) -> contextlib.AbstractContextManager[None]:
+    """`forbid_calls` on the package's own answer (`owner.names`, e.g. `recipes.ema_update`) and on `also`."""
+    label = f"{owner.__name__.rsplit('.', 1)[-1]}.{names[0]}"
+    return forbid_calls([*((owner, name) for name in names), *also], why or PACKAGE.format(label))
+
+
+@contextlib.contextmanager
 def other_input(first: str, now: str) -> Iterator[None]:
     """An error on a second, differently sized input becomes Mismatch: the answer worked on `first`, not on `now`.
 
@@ -439,7 +497,7 @@ def other_input(first: str, now: str) -> Iterator[None]:
 # --- a model: other batch sizes, the mode it was set to, gradients, dtype and device ---------------
 
 
-def forward_batches(model: nn.Module, x: torch.Tensor, sizes: Sequence[int], classes: int) -> list[torch.Tensor]:
+def forward_batches(model: nn.Module, x: Tensor, sizes: Sequence[int], classes: int) -> list[Tensor]:
     """The model's outputs (N, classes) for the first N images of x, each N in `sizes` (the first is the usual one).
 
     A batch size written into `forward` (`x.reshape(100, -1)`) and a squeezed output (shape `(10,)` for
@@ -457,7 +515,7 @@ def forward_batches(model: nn.Module, x: torch.Tensor, sizes: Sequence[int], cla
                 f"your model works on {sizes[0]} images but fails on {size} ({first_line(exc, 100)}): do not write "
                 "the batch size into forward; flatten with torch.flatten(x, 1) or x.view(x.size(0), -1)"
             ) from None
-        if isinstance(out, torch.Tensor) and size == 1 and tuple(out.shape) == (classes,):
+        if isinstance(out, Tensor) and size == 1 and tuple(out.shape) == (classes,):
             raise Mismatch(
                 f"for one image your model returns shape ({classes},), expected (1, {classes}): keep the batch "
                 "dimension (no .squeeze())"
@@ -479,11 +537,11 @@ def expect_mode_kept(model: nn.Module, training: bool, what: str) -> None:
         )
 
 
-def expect_model_gradients(model: nn.Module, reference: nn.Module, x: torch.Tensor, what: str) -> None:
+def expect_model_gradients(model: nn.Module, reference: nn.Module, x: Tensor, what: str) -> None:
     """In training mode, the loss's gradient reaches every parameter, equal to the reference's (same weights loaded)."""
     model, reference = deepcopy(model).train(), deepcopy(reference).train()
     out = model(x.clone())
-    if not isinstance(out, torch.Tensor) or out.grad_fn is None:
+    if not isinstance(out, Tensor) or out.grad_fn is None:
         raise Mismatch(
             f"no gradient flows from {what} back to the weights: forward runs under torch.no_grad() or detaches "
             "(.detach(), .item(), NumPy); training needs the gradients"
@@ -504,7 +562,7 @@ def expect_model_gradients(model: nn.Module, reference: nn.Module, x: torch.Tens
             )
 
 
-def expect_model_device_and_dtype(model: nn.Module, x: torch.Tensor, what: str) -> None:
+def expect_model_device_and_dtype(model: nn.Module, x: Tensor, what: str) -> None:
     """The model moved to float64 on the `meta` device (it stands in for a GPU) runs there and returns float64 there."""
     try:
         moved = deepcopy(model).to(device="meta", dtype=torch.float64)
@@ -514,7 +572,7 @@ def expect_model_device_and_dtype(model: nn.Module, x: torch.Tensor, what: str) 
             f"{what} fails once the model and its input are moved to float64 on another device "
             f"({first_line(exc, 100)}): inside forward, create no tensor with a fixed device or dtype"
         ) from None
-    if not isinstance(out, torch.Tensor):
+    if not isinstance(out, Tensor):
         return
     if out.device.type != "meta" or out.dtype != torch.float64:
         raise Mismatch(
@@ -529,25 +587,26 @@ def expect_model_device_and_dtype(model: nn.Module, x: torch.Tensor, what: str) 
 def expect_callable(answer: Any, what: str) -> None:
     """The answer must be a function or class."""
     if not callable(answer):
-        result = isinstance(answer, (torch.Tensor, np.ndarray, numbers.Number, tuple, list))
+        result = isinstance(answer, (Tensor, np.ndarray, numbers.Number, tuple, list))
         called = ", a result: pass the function or class itself, without calling it" if result else ""
         raise Mismatch(f"expected {what} (something callable), got {type(answer).__name__}{called}")
 
 
 def expect_tensor(
-    value: Any, what: str, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None
-) -> torch.Tensor:
-    """The value must be a tensor (of `shape` and `dtype`, when given)."""
-    if not isinstance(value, torch.Tensor):
+    value: Any, what: str, shape: tuple[int, ...] | None = None, dtype: torch.dtype | None = None, why: str = ""
+) -> Tensor:
+    """The value must be a tensor (of `shape` and `dtype`, when given); `why` explains a wrong shape."""
+    if not isinstance(value, Tensor):
         raise Mismatch(f"expected {what} to be a torch.Tensor, got {type(value).__name__}")
     if shape is not None and tuple(value.shape) != tuple(shape):
-        raise Mismatch(f"expected {what} of shape {tuple(shape)}, got {tuple(value.shape)}")
+        because = f": {why}" if why else ""
+        raise Mismatch(f"expected {what} of shape {tuple(shape)}, got {tuple(value.shape)}{because}")
     if dtype is not None and value.dtype != dtype:
         raise Mismatch(f"expected {what} of dtype {dtype}, got {value.dtype}")
     return value
 
 
-def expect_close(value: Any, expected: torch.Tensor, what: str, atol: float = 1e-5) -> torch.Tensor:
+def expect_close(value: Any, expected: Tensor, what: str, atol: float = 1e-5) -> Tensor:
     """The value must be a tensor of the expected shape, equal within `atol`."""
     value = expect_tensor(value, what, tuple(expected.shape))
     expect_finite(value, what)
@@ -559,7 +618,7 @@ def expect_close(value: Any, expected: torch.Tensor, what: str, atol: float = 1e
 
 def expect_equal(value: Any, expected: Any, what: str) -> Any:
     """The value must equal the expected one exactly (numbers, tuples, strings)."""
-    if isinstance(value, torch.Tensor) and value.numel() == 1 and not isinstance(expected, torch.Tensor):
+    if isinstance(value, Tensor) and value.numel() == 1 and not isinstance(expected, Tensor):
         value = value.item()
     if value != expected:
         raise Mismatch(f"expected {what} = {expected!r}, got {value!r}")
@@ -587,7 +646,7 @@ def expect_int(value: Any, expected: int, what: str) -> int:
     return int(item)
 
 
-# --- helpers added for lessons 05-08 ---
+# --- more kinds of answer, the model's state and mode -----------------------------------------------
 
 
 LIBRARIES = frozenset({"torch", "torchvision", "fmnist_lab", "sklearn", "numpy", "scipy", "onnx", "onnxruntime"})
@@ -601,16 +660,6 @@ def expect_plain_function(answer: Any, what: str) -> None:
     if isinstance(answer, type) and (issubclass(answer, nn.Module) or answer.__module__.split(".")[0] in LIBRARIES):
         raise Mismatch(f"expected {what}, got the class {answer.__name__}: pass your function, without building it")
     expect_function(answer, what)
-
-
-@contextlib.contextmanager
-def forbid_calls(owners_and_names: Iterable[tuple[Any, str]], why: str) -> Iterator[None]:
-    """`forbid_call` for several shortcuts at once, e.g. the package's own copy of the answer and a library's."""
-    with contextlib.ExitStack() as stack:
-        for owner, name in owners_and_names:
-            if hasattr(owner, name):
-                stack.enter_context(forbid_call(owner, name, why))
-        yield
 
 
 def watch_module(model: nn.Module, what: str, advice: str) -> contextlib.AbstractContextManager[None]:
