@@ -14,6 +14,7 @@ runs on GPUs only, so on the CPU `CPUSyncBatchNorm` does the same sums with gloo
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import io
 import os
@@ -263,3 +264,87 @@ def fit_replica(world: World, model: nn.Module, train_data, plan, seed: int = 0)
     from fmnist_lab.engine import fit
 
     return fit(model, train_data, None, plan, seed=seed, device="cpu").model.state_dict()
+
+
+# --- Workers for lesson 09: each runs on every spawned rank and returns what the lesson compares ---------
+# Each copies the model first: `spawn` hands the ranks the caller's tensors in shared memory, so a change in place
+# (an optimizer step, batch norm's running statistics) would reach the caller's model and the other rank's.
+
+
+def gradients_replica(world: World, model: nn.Module, images: torch.Tensor, labels: torch.Tensor) -> dict:
+    """A `spawn` worker: this rank's gradients on its slice, then averaged by hand (all_reduce SUM ÷ size) and by DDP."""
+    from torch.nn import functional as F
+
+    x, y = world.shard(images), world.shard(labels)
+    by_hand = copy.deepcopy(model)
+    F.cross_entropy(by_hand(x), y).backward()
+    own = [p.grad.clone() for p in by_hand.parameters()]
+    for parameter in by_hand.parameters():
+        torch.distributed.all_reduce(parameter.grad, op=torch.distributed.ReduceOp.SUM)
+        parameter.grad /= world.size
+    ddp = nn.parallel.DistributedDataParallel(copy.deepcopy(model))
+    F.cross_entropy(ddp(x), y).backward()
+    return {
+        "own": own,
+        "by_hand": [p.grad for p in by_hand.parameters()],
+        "ddp": [p.grad for p in ddp.module.parameters()],
+    }
+
+
+def forward_replica(world: World, model: nn.Module, images: torch.Tensor, sync_batchnorm: bool = True) -> dict:
+    """A `spawn` worker: one training-mode forward on this rank's slice, batch norm over the global batch or the slice.
+
+    It returns the outputs for the slice and the state dict after the forward (its running statistics).
+    """
+    model = convert_cpu_sync_batchnorm(copy.deepcopy(model)) if sync_batchnorm else copy.deepcopy(model)
+    with torch.no_grad():
+        output = model.train()(world.shard(images))
+    return {"output": output, "state": model.state_dict()}
+
+
+def timed_fit_replica(world: World, model: nn.Module, train_data, plan, seed: int = 0) -> dict:
+    """A `spawn` worker: `fit_replica`'s trained state dict and this rank's training seconds (validation excluded)."""
+    from fmnist_lab.engine import fit
+
+    trained = fit(copy.deepcopy(model), train_data, None, plan, seed=seed, device="cpu")
+    return {"state": trained.model.state_dict(), "train_seconds": trained.train_seconds}
+
+
+class _RecordingSGD(torch.optim.SGD):
+    """Plain SGD that also keeps a copy of every parameter after each step, to compare runs step by step."""
+
+    def __init__(self, params, lr: float, record: list) -> None:
+        super().__init__(params, lr=lr)
+        self.record = record
+
+    def step(self, closure=None):
+        loss = super().step(closure)
+        self.record.append([p.detach().clone() for group in self.param_groups for p in group["params"]])
+        return loss
+
+
+def fit_replica_by_step(world: World | None, model: nn.Module, train_data, plan, seed: int = 0) -> list[dict]:
+    """A `spawn` worker (or a plain call with `world=None`: one process): `fit`, and the weights after every step.
+
+    `plan` trains with SGD at `plan.lr` (its `optimizer` is replaced by one that records). With several ranks
+    and `plan.sync_batchnorm`, batch norm is converted here in the model's own dtype, so that float64 runs work.
+    """
+    import dataclasses
+
+    from fmnist_lab.engine import fit
+
+    model, record = copy.deepcopy(model), []
+    names = [name for name, _ in model.named_parameters()]
+    if world is not None and world.size > 1 and plan.sync_batchnorm:
+        dtype = next(model.parameters()).dtype  # convert_cpu_sync_batchnorm builds float32 layers
+        model, plan = convert_cpu_sync_batchnorm(model).to(dtype), dataclasses.replace(plan, sync_batchnorm=False)
+    recording = dataclasses.replace(
+        plan, optimizer=lambda learner: _RecordingSGD(learner.parameters(), plan.lr, record)
+    )
+    fit(model, train_data, None, recording, seed=seed, device="cpu")
+    return [dict(zip(names, weights)) for weights in record]
+
+
+def in_turn(world: World, jobs: list[tuple[Callable, tuple]]) -> list:
+    """A `spawn` worker that runs several workers one after the other, `worker(world, *args)` each: one start-up."""
+    return [worker(world, *args) for worker, args in jobs]
