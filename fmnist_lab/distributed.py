@@ -180,8 +180,15 @@ class CPUSyncBatchNorm(nn.modules.batchnorm._BatchNorm):
 def convert_cpu_sync_batchnorm(module: nn.Module) -> nn.Module:
     """`module` with every BatchNorm layer replaced by a `CPUSyncBatchNorm` holding the same weights and statistics."""
     if isinstance(module, nn.modules.batchnorm._BatchNorm):
-        synced = CPUSyncBatchNorm(
-            module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats
+        like = next((t for t in [*module.parameters(), *module.buffers()] if t.is_floating_point()), None)
+        synced = CPUSyncBatchNorm(  # on the layer's own device and in its dtype (float64 runs stay float64)
+            module.num_features,
+            module.eps,
+            module.momentum,
+            module.affine,
+            module.track_running_stats,
+            device=None if like is None else like.device,
+            dtype=None if like is None else like.dtype,
         )
         synced.load_state_dict(module.state_dict())
         synced.train(module.training)
@@ -263,7 +270,7 @@ def fit_replica(world: World, model: nn.Module, train_data, plan, seed: int = 0)
     """A `spawn` worker: `fit` `model` on this rank (its slice of every global batch); the trained state dict."""
     from fmnist_lab.engine import fit
 
-    return fit(model, train_data, None, plan, seed=seed, device="cpu").model.state_dict()
+    return fit(copy.deepcopy(model), train_data, None, plan, seed=seed, device="cpu").model.state_dict()
 
 
 # --- Workers for lesson 09: each runs on every spawned rank and returns what the lesson compares ---------
@@ -326,8 +333,7 @@ class _RecordingSGD(torch.optim.SGD):
 def fit_replica_by_step(world: World | None, model: nn.Module, train_data, plan, seed: int = 0) -> list[dict]:
     """A `spawn` worker (or a plain call with `world=None`: one process): `fit`, and the weights after every step.
 
-    `plan` trains with SGD at `plan.lr` (its `optimizer` is replaced by one that records). With several ranks
-    and `plan.sync_batchnorm`, batch norm is converted here in the model's own dtype, so that float64 runs work.
+    `plan` trains with SGD at `plan.lr` (its `optimizer` is replaced by one that records).
     """
     import dataclasses
 
@@ -335,9 +341,6 @@ def fit_replica_by_step(world: World | None, model: nn.Module, train_data, plan,
 
     model, record = copy.deepcopy(model), []
     names = [name for name, _ in model.named_parameters()]
-    if world is not None and world.size > 1 and plan.sync_batchnorm:
-        dtype = next(model.parameters()).dtype  # convert_cpu_sync_batchnorm builds float32 layers
-        model, plan = convert_cpu_sync_batchnorm(model).to(dtype), dataclasses.replace(plan, sync_batchnorm=False)
     recording = dataclasses.replace(
         plan, optimizer=lambda learner: _RecordingSGD(learner.parameters(), plan.lr, record)
     )

@@ -220,6 +220,21 @@ def test_toolkit_catches_a_change_in_place_of_any_argument():
         x[0] = 5
 
 
+def test_toolkit_tells_a_new_cpu_tensor_from_a_function_that_reads_values():
+    import torch
+
+    from fmnist_lab.checks.toolkit import expect_device_kept
+
+    x = torch.ones(2, 3)
+    expect_device_kept(lambda t: t * 2, x, what="double")
+    expect_device_kept(lambda t: t * len(t.sum(1).tolist()), x, what="reads values")  # fine on a GPU: not a mistake
+    expect_device_kept(lambda t: t / t.sum().item(), x, what="reads a number")
+    with pytest.raises(Mismatch, match="zeros fails for inputs on another device"):
+        expect_device_kept(lambda t: torch.zeros(t.shape) + t, x, what="zeros")
+    with pytest.raises(Mismatch, match="cpu returns a tensor on the cpu for inputs on another device"):
+        expect_device_kept(lambda t: torch.zeros(t.shape), x, what="cpu")
+
+
 def test_toolkit_builds_seeded_models_without_touching_the_global_rng():
     import torch
 

@@ -70,6 +70,26 @@ def test_the_backend_follows_the_device():
     )
 
 
+def test_converting_to_cpu_sync_batchnorm_keeps_the_dtype_and_the_statistics():
+    torch.manual_seed(0)
+    model = CNNBatch().double().train()
+    model(torch.rand(8, 1, 16, 16, dtype=torch.float64))  # running statistics that are not the defaults
+    before = copy.deepcopy(model.state_dict())
+    synced = distributed.convert_cpu_sync_batchnorm(model)
+    layers = [m for m in synced.modules() if isinstance(m, distributed.CPUSyncBatchNorm)]
+    assert len(layers) == 3 and all(t.dtype == torch.float64 for m in layers for t in (m.weight, m.running_var))
+    assert _largest_gap(synced.state_dict(), before) == 0
+
+
+def test_a_replica_trains_a_copy_and_leaves_the_callers_model_as_it_was():
+    torch.manual_seed(0)
+    model = CNNBatch()
+    before = copy.deepcopy(model.state_dict())
+    trained = distributed.fit_replica(distributed.World(0, 1, "gloo"), model, _data(100), Plan(epochs=1))
+    assert _largest_gap(model.state_dict(), before) == 0
+    assert _largest_gap(trained, before, lambda key: not _running(key)) > 0
+
+
 def test_a_single_process_is_not_distributed(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     assert not distributed.launched_by_torchrun() and distributed.current() is None

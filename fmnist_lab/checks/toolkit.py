@@ -375,19 +375,36 @@ def expect_dtype_kept(value: Tensor, like: Tensor, what: str) -> None:
 
 
 _DEVICE_ERRORS = ("same device", "expected device", "cannot copy out of meta")
+_READS_VALUES = ("tolist", "item", "numpy", "__array__", "__bool__", "__float__", "__int__", "__index__")
+
+
+class _ReadsValues(Exception):
+    """The function reads a tensor's values (`.tolist()`, `.item()`, NumPy, `if x > 0`), which `meta` has none of."""
+
+
+class _StopAtValueReads(torch.overrides.TorchFunctionMode):
+    """Raise `_ReadsValues` where a function reads values: fine on a GPU, impossible on `meta`, so not a mistake."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        if getattr(func, "__name__", "") in _READS_VALUES:
+            raise _ReadsValues(func.__name__)
+        return func(*args, **(kwargs or {}))
 
 
 def expect_device_kept(fn: Callable[..., Any], *args: Any, what: str) -> None:
     """Run `fn` on copies of its tensor arguments on PyTorch's `meta` device: every tensor it returns must be there too.
 
     This machine has no GPU, so the `meta` device stands in for one: a result built with `torch.zeros(…)`
-    and no `device=` comes back on the CPU. A function that reads values (`.item()`, NumPy) cannot run on
-    `meta`; it is then checked on the CPU only, which is the limit of this check.
+    and no `device=` comes back on the CPU. A function that reads values (`.item()`, `.tolist()`, NumPy) cannot
+    run on `meta`; it is then checked on the CPU only, which is the limit of this check.
     """
     meta = tuple(a.detach().to("meta") if isinstance(a, Tensor) else a for a in args)
     advice = "create new tensors on the input's device (torch.zeros_like(x), or device=x.device)"
     try:
-        result = fn(*meta)
+        with _StopAtValueReads():
+            result = fn(*meta)
+    except _ReadsValues:
+        return
     except Exception as exc:  # noqa: BLE001 - only a device error is a mistake here
         if any(text in str(exc).lower() for text in _DEVICE_ERRORS):
             raise Mismatch(f"{what} fails for inputs on another device ({first_line(exc, 100)}): {advice}") from None
