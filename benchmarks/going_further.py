@@ -31,7 +31,8 @@ from fmnist_lab.original import ORIGINAL_TEST_ACCURACY
 from fmnist_lab.resnet import ResNet, count_multiply_adds
 from fmnist_lab.train import seed_everything
 
-CNN_MIN_ACCURACY, RESNET_MIN_ACCURACY, RESNET_MAX_SECONDS = 0.900, 0.930, 600.0
+CNN_MIN_ACCURACY, RESNET_MIN_ACCURACY = recipes.CNN_TARGET_ACCURACY, recipes.RESNET_TARGET_ACCURACY
+RESNET_MAX_SECONDS = recipes.RESNET_BUDGET_SECONDS
 
 
 def load_average() -> float:
