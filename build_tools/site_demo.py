@@ -5,13 +5,17 @@
 - `demo/samples.json` and `demo/samples/*.png`: a few test images per class, as 28×28 PNG thumbnails
   and as the exact [0, 1] pixels the model reads, with PyTorch's probabilities (the browser test
   compares the page with them).
-- `demo/ort*.mjs` and `demo/*.wasm`: onnxruntime-web, copied from `node_modules` (`npm ci`).
+- `demo/ort*.mjs` and `demo/*.wasm`: onnxruntime-web, copied from `node_modules` (`npm ci`): only its
+  plain SIMD WebAssembly build, the one the page runs (no WebGPU, JSEP, JSPI or asyncify files).
 None of these is committed. The page's own code is `docs/demo/demo.js` and `docs/demo/demo.css`.
+The page states what the demo downloads, as is and gzip-compressed as a static host serves it,
+measured on these very files (tests/test_demo.py checks in the browser that they are all it fetches).
 """
 
 from __future__ import annotations
 
 import functools
+import gzip
 import hashlib
 import json
 import shutil
@@ -25,6 +29,8 @@ DEMO_DIR = "demo"
 ORT_DIST = ROOT / "node_modules" / "onnxruntime-web" / "dist"
 # The WebAssembly build only: its ES module, the Emscripten glue it imports, and the binary.
 ORT_FILES = ["ort.wasm.min.mjs", "ort-wasm-simd-threaded.mjs", "ort-wasm-simd-threaded.wasm"]
+PAGE_FILES = ["demo.js", "demo.css"]  # the page's own code, in docs/demo/
+GZIP_LEVEL = 6  # gzip's default level
 PER_CLASS = 4  # 40 test images: the first four of each class in test-set order
 CACHE = ROOT / ".cache" / "site_demo"
 
@@ -152,6 +158,46 @@ def model_markdown() -> str:
     )
 
 
+def demo_files() -> dict[str, Path]:
+    """Every file the demo's code fetches, by its path under `demo/` on the site."""
+    assets = demo_assets()
+    files = {name: ROOT / "docs" / DEMO_DIR / name for name in PAGE_FILES}
+    files.update({name: ORT_DIST / name for name in ORT_FILES})
+    files.update({p.relative_to(assets).as_posix(): p for p in sorted(assets.rglob("*")) if p.is_file()})
+    return files
+
+
+@functools.cache
+def _gzip_size(path: Path, size: int, mtime: float) -> int:
+    """The file's size once gzip-compressed; `size` and `mtime` key the cache, so a changed file is measured again."""
+    return len(gzip.compress(path.read_bytes(), compresslevel=GZIP_LEVEL, mtime=0))
+
+
+def demo_weight() -> dict[str, int]:
+    """What the demo downloads: all its files and the WebAssembly runtime alone, as is and gzip-compressed."""
+    files = demo_files()
+    stats = {name: path.stat() for name, path in files.items()}
+    gzipped = {name: _gzip_size(files[name], st.st_size, st.st_mtime) for name, st in stats.items()}
+    wasm = [name for name in files if name.endswith(".wasm")]
+    return {
+        "bytes": sum(st.st_size for st in stats.values()),
+        "gzip_bytes": sum(gzipped.values()),
+        "wasm_bytes": sum(stats[name].st_size for name in wasm),
+        "wasm_gzip_bytes": sum(gzipped[name] for name in wasm),
+    }
+
+
+def weight_markdown() -> str:
+    """One sentence on the demo's download size, from the files the build puts beside the page."""
+    weight = demo_weight()
+    megabytes = {key: f"{value / 1e6:.1f} MB" for key, value in weight.items()}
+    return (
+        f"The demo's own files come to {megabytes['bytes']} ({megabytes['wasm_bytes']} of it the WebAssembly "
+        f"runtime); served gzip-compressed, as a static host can, they are {megabytes['gzip_bytes']} "
+        f"({megabytes['wasm_gzip_bytes']} for the runtime). Your browser keeps them in its cache for the next visit."
+    )
+
+
 def on_config(config, **kwargs):
     """Fail at once, before rendering anything, when onnxruntime-web is not installed."""
     check_onnxruntime_web()
@@ -163,6 +209,7 @@ def on_page_markdown(markdown, page, config, files, **kwargs):
     for placeholder, generate in (
         ("<!-- demo-model -->", model_markdown),
         ("<!-- demo-speed -->", report.inference_markdown),
+        ("<!-- demo-weight -->", weight_markdown),
     ):
         if placeholder in markdown:
             markdown = markdown.replace(placeholder, generate())

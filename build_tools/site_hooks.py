@@ -5,8 +5,12 @@
 - Placeholders in the Markdown pages are replaced by text generated from the project itself: the
   syllabus (from the lessons' first cells), results and benchmarks (from `benchmarks/results`), and
   the CLI reference (from the argument parser).
+- Notebook pages are finished by `site_notebook.py` (no tag badges, figures' own alt text, a table of
+  contents whose links land, lesson and solution told apart); solutions come after everything else in
+  the Previous/Next order, so the last lesson leads on to the rest of the site.
 - MathJax is copied from `node_modules/mathjax` (`npm ci`) into the site, so no page loads anything
-  from another host.
+  from another host; Markdown pages with formulas (pymdownx.arithmatex) load it too. The search index
+  says formulas as text (`site_search.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,10 @@ import shutil
 from pathlib import Path
 
 import report  # build_tools/report.py: MkDocs puts a hook's folder on sys.path while it loads the hook
+import site_notebook
+import site_search
+from mkdocs.structure.toc import get_toc
+from mkdocs.utils import get_relative_url
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -52,7 +60,9 @@ def notebook_intro(path: Path) -> tuple[str, list[str], str]:
         for line in after:
             if re.match(r"^\s*[-*]\s+", line):
                 objectives.append(re.sub(r"^\s*[-*]\s+", "", line).strip())
-            elif objectives and line.strip() and not line.startswith(" "):
+            elif objectives and line.startswith(" ") and line.strip():  # a bullet's continuation line
+                objectives[-1] += " " + line.strip()
+            elif objectives and line.strip():
                 break
     time_match = re.search(r"\*{0,2}Time\*{0,2}\s*[:·—-]?\s*\*{0,2}\s*(.+)", intro)
     time = time_match.group(1).strip().strip("*").strip() if time_match else ""
@@ -60,22 +70,40 @@ def notebook_intro(path: Path) -> tuple[str, list[str], str]:
     return title, objectives, time
 
 
-def _short_title(title: str) -> str:
-    """'Lesson 3 · Batch normalisation' → '3 · Batch normalisation' for the navigation."""
-    return re.sub(r"^Lesson\s+", "", title)
+NOTEBOOK_SECTIONS = {"lessons": "Lessons", "solutions": "Solutions"}  # folder → navigation section
+
+
+def page_title(folder: str, path: Path) -> str:
+    """'Lesson 3 · Batch normalisation' for a lesson, 'Solution 3 · Batch normalisation' for its solution.
+
+    Plain text (a title's `code` loses its backticks): it names the page in the navigation and the tab."""
+    title = re.sub(r"`([^`]*)`", r"\1", notebook_intro(path)[0])
+    return site_notebook.solution_title(title) if folder == "solutions" else title
 
 
 def on_config(config, **kwargs):
     """Insert the Lessons and Solutions sections after 'Getting started'."""
     nav = config["nav"]
-    for section, folder in (("Solutions", "solutions"), ("Lessons", "lessons")):
+    for folder, section in reversed(NOTEBOOK_SECTIONS.items()):
         entries = [
-            {_short_title(notebook_intro(path)[0]): f"{folder}/{path.name}"}
-            for path in sorted((ROOT / folder).glob("*.ipynb"))
+            {page_title(folder, path): f"{folder}/{path.name}"} for path in sorted((ROOT / folder).glob("*.ipynb"))
         ]
         if entries:
             nav.insert(2, {section: entries})
     return config
+
+
+def _is_solution(page) -> bool:
+    """True for a page rendered from solutions/."""
+    return page.file.src_uri.startswith("solutions/")
+
+
+def on_nav(nav, config, files, **kwargs):
+    """Previous/Next: the lessons lead on to the rest of the site; the solutions come last, one after another."""
+    order = [page for page in nav.pages if not _is_solution(page)] + [page for page in nav.pages if _is_solution(page)]
+    for before, page, after in zip([None, *order[:-1]], order, [*order[1:], None]):
+        page.previous_page, page.next_page = before, after
+    return nav
 
 
 def syllabus_markdown() -> str:
@@ -165,10 +193,11 @@ def benchmarks_figure() -> str:
 def benchmarks_markdown() -> str:
     """The benchmarks page: the figure, then the tables with machine and date."""
     return (
-        benchmarks_figure()
+        "## Accuracy and speed\n\n"
+        + benchmarks_figure()
         + "\n\n"
         + report.results_markdown()
-        + "\n\n### Lesson 07: each trick alone\n\n"
+        + "\n\n## Lesson 07: each trick alone\n\n"
         + report.ablation_markdown()
     )
 
@@ -195,35 +224,56 @@ MERMAID_LOADER = re.compile(
 
 
 def on_page_content(html, page, config, files, **kwargs):
-    """Open each notebook page with "Open in Colab" and a link to download the notebook (copied beside it)."""
-    if page.file.src_uri.endswith(".ipynb"):
-        from fmnist_lab.notebooks import repository
+    """Finish each notebook page (site_notebook.py) and give it a table of contents that matches its headings."""
+    if not page.file.src_uri.endswith(".ipynb"):
+        return html
+    from fmnist_lab.notebooks import repository
 
-        name = posixpath.basename(page.file.src_uri)
-        kind = "solution" if page.file.src_uri.startswith("solutions/") else "lesson"
-        if kind == "solution":  # search leads to the lesson first; its solution ranks below it
-            page.meta["search"] = {"boost": 0.5}
-        colab = repository(ROOT).colab_url(ROOT / page.file.src_uri)
-        links = (
-            f'<p class="notebook-links"><a class="md-button md-button--primary" href="{colab}">'
-            f'Open this {kind} in Colab</a> <a class="md-button" href="{name}" download>'
-            f"Download this {kind} notebook ({name})</a></p>"
-        )
-        return links + html
+    folder, name = page.file.src_uri.split("/", 1)
+    lesson = files.get_file_from_path(f"lessons/{name}")
+    notebook = site_notebook.NotebookPage(
+        notebook=ROOT / page.file.src_uri,
+        kind="solution" if folder == "solutions" else "lesson",
+        colab_url=repository(ROOT).colab_url(ROOT / page.file.src_uri),
+        lesson_url=get_relative_url(lesson.url, page.url) if lesson else "",  # none until build-lessons made it
+        lesson_title=page_title("lessons", ROOT / page.file.src_uri),  # a solution keeps its lesson's title
+    )
+    html, toc = site_notebook.finish_notebook_page(html, notebook)
+    page.toc = get_toc(toc)
+    page.edit_url = None  # notebooks are edited in Jupyter (lessons are generated): the page has Colab and Download
+    if notebook.kind == "solution":  # search leads to the lesson first; its solution ranks below it
+        page.meta["search"] = {"boost": 0.5}
     return html
 
 
+MATHJAX_CONFIG = "javascripts/mathjax-config.js"  # MathJax 2 told to typeset pymdownx.arithmatex's spans only
+
+
+def mathjax_scripts(config, page) -> str:
+    """The script tags that load the bundled MathJax on a Markdown page: our config, then the notebooks' MathJax URL."""
+    url = config["plugins"]["mkdocs-jupyter"].config["custom_mathjax_url"]
+    here = page.url.rstrip("/") or "."
+    return (
+        f'<script src="{posixpath.relpath(MATHJAX_CONFIG, here)}"></script>\n'
+        f'<script src="{url.replace(MATHJAX_PLACEHOLDER, posixpath.relpath(MATHJAX_SITE_DIR, here))}"></script>\n'
+    )
+
+
 def on_post_page(output, page, config, **kwargs):
-    """Point MathJax at the bundled copy; drop nbconvert's Mermaid loader (a CDN, and no diagrams here)."""
+    """Point MathJax at the bundled copy (and load it where a Markdown page has formulas); drop nbconvert's
+    Mermaid loader (a CDN, and no diagrams here)."""
     output = MERMAID_LOADER.sub("", output)
     if MATHJAX_PLACEHOLDER in output:
         base = posixpath.relpath(MATHJAX_SITE_DIR, page.url.rstrip("/") or ".")
         output = output.replace(MATHJAX_PLACEHOLDER, base)
+    elif 'class="arithmatex"' in output:
+        output = output.replace("</body>", mathjax_scripts(config, page) + "</body>", 1)
     return output
 
 
 def on_post_build(config, **kwargs):
-    """Copy the parts of MathJax the notebooks use into the site."""
+    """Copy the parts of MathJax the pages use into the site; say the search index's formulas as text."""
+    site_search.make_formulas_readable(Path(config["site_dir"]))
     source = ROOT / "node_modules" / "mathjax"
     if not (source / "MathJax.js").is_file():
         raise SystemExit("node_modules/mathjax is missing: run `npm ci` (make docs does) before building")

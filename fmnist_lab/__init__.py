@@ -8,3 +8,10 @@ and `cli`.
 """
 
 __version__ = "0.2.0"  # a release is tagged v<version>: the Colab badges and install cells pin that tag
+
+import sys as _sys
+
+if "IPython" in _sys.modules:  # in a notebook, figures get alt text from their own titles and labels
+    from fmnist_lab import figure_alt as _figure_alt
+
+    _figure_alt.register()

@@ -112,6 +112,8 @@ def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeou
 
 # The website: built once per test run, served on 127.0.0.1, driven in headless Chromium.
 
+AXE = REPO / "node_modules" / "axe-core" / "axe.min.js"  # axe-core, pinned in package.json (npm ci)
+
 CHROMIUM = os.environ.get("FMNIST_LAB_BROWSER", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless",
@@ -159,8 +161,19 @@ def server(site):
     httpd.server_close()
 
 
+def build_tool(name: str):
+    """A module of build_tools/ (the site's hooks and their helpers), imported as MkDocs imports a hook."""
+    import importlib
+
+    folder = str(REPO / "build_tools")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
 @pytest.fixture(scope="session")
 def browser():
+    """One headless Chromium for the whole run; each test opens its own pages or contexts in it."""
     browser_or_fail()
     from playwright.sync_api import sync_playwright
 

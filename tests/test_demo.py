@@ -4,6 +4,10 @@ For 20 test images the page's predicted classes equal PyTorch's and its probabil
 1e-3; drawing on the canvas with the mouse and uploading a picture give a prediction computed from
 the same pixels as `fmnist_lab.export.preprocess_drawing`; the page makes no request to another host
 and logs no error. The browser, the build and the request checks are tests/test_site.py's.
+
+The page fetches only the files the build counted for the weight it states (the plain SIMD WebAssembly
+build of onnxruntime-web, no WebGPU or JSEP file); the test measures the bytes transferred and prints them.
+*Clear* resets the prediction, and on a phone a tap on a sample brings the prediction into view.
 """
 
 from __future__ import annotations
@@ -14,7 +18,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import REPO
+from conftest import REPO, build_tool
 from PIL import Image
 from test_site import ARTIFACTS, Visit  # the site, server and browser fixtures are conftest.py's
 
@@ -97,6 +101,8 @@ def test_the_build_writes_the_model_samples_and_onnxruntime_web(site):
         "ort-wasm-simd-threaded.wasm",
     ):
         assert (demo / name).is_file(), f"site/demo/{name} is missing"
+    runtime = sorted(p.name for p in demo.iterdir() if p.name.startswith("ort"))
+    assert runtime == sorted(build_tool("site_demo").ORT_FILES)  # the plain SIMD build only: no JSEP, no WebGPU
     thumbnails = sorted((demo / "samples").glob("*.png"))
     assert len(thumbnails) == 40 and all(p.read_bytes()[:4] == b"\x89PNG" for p in thumbnails)
     assert Image.open(thumbnails[0]).size == (28, 28)
@@ -237,3 +243,84 @@ def test_the_build_stops_with_one_line_without_npm_ci(tmp_path, monkeypatch):
         hook.on_config({})
     message = str(stopped.value)
     assert "\n" not in message and "run `npm ci`" in message and "onnxruntime-web" in message
+
+
+OTHER_RUNTIMES = ("jsep", "webgpu", "jspi", "asyncify", "webgl")  # onnxruntime-web builds the page must not load
+
+
+def test_the_page_fetches_only_the_files_whose_weight_it_states(browser, server, site):
+    site_demo = build_tool("site_demo")
+    context = browser.new_context()  # an empty cache: the first visit
+    page = context.new_page()
+    transferred: dict[str, int] = {}
+
+    def finished(request) -> None:
+        sizes = request.sizes()
+        transferred[request.url] = sizes["responseBodySize"] + sizes["responseHeadersSize"]
+
+    page.on("requestfinished", finished)
+    page.goto(server + "demo/", wait_until="networkidle")
+    page.wait_for_selector("#demo-result[data-ready='true']", timeout=READY_TIMEOUT_MS)
+    page.wait_for_load_state("networkidle")
+    demo = {
+        url.removeprefix(server + "demo/"): size
+        for url, size in transferred.items()
+        if url.startswith(server + "demo/")
+    }
+    counted = site_demo.demo_files()
+    assert set(demo) - {""} <= set(counted), set(demo) - set(counted)  # "" is the page itself
+    assert {"model.onnx", "samples.json", *site_demo.ORT_FILES} <= set(demo)
+    assert not [url for url in transferred if any(name in url for name in OTHER_RUNTIMES)]
+    for name in set(demo) - {""}:  # what came over the wire is the file the build measured
+        assert (site / "demo" / name).stat().st_size <= demo[name]
+    weight = site_demo.demo_weight()
+    total, own = sum(transferred.values()), sum(size for name, size in demo.items() if name)
+    print(
+        f"\ndemo page: {len(transferred)} requests, {total:,} bytes transferred uncompressed "
+        f"({own:,} of them the demo's files, {weight['wasm_bytes']:,} WebAssembly); "
+        f"gzip-compressed the demo's files are {weight['gzip_bytes']:,} bytes"
+    )
+    assert site_demo.weight_markdown() in page.inner_text("article")  # the page states the measured numbers
+    context.close()
+
+
+def test_clear_resets_the_prediction(browser, server):
+    visit = open_demo(browser, server)
+    before = runs(visit.page)
+    draw_trousers(visit.page)
+    settle(visit.page, "drawing", before)
+    assert visit.page.inner_text("#demo-prediction").strip()
+    visit.page.click("#demo-clear")
+    assert visit.page.inner_text("#demo-prediction").strip() == ""
+    state = visit.page.eval_on_selector("#demo-result", "r => ({...r.dataset})")
+    assert "predicted" not in state and "source" not in state
+    bars = visit.page.eval_on_selector_all(".fmnist-demo__bar-value", "values => values.map(v => v.textContent)")
+    assert bars == [""] * 10
+    assert visit.page.evaluate("window.fmnistDemo.lastInput") is None
+    visit.page.wait_for_timeout(500)  # a prediction still on its way for the old drawing stays unshown
+    assert visit.page.inner_text("#demo-prediction").strip() == ""
+    visit.assert_clean()
+    visit.page.close()
+
+
+def test_a_tap_on_a_sample_brings_the_prediction_into_view_on_a_phone(browser, server, samples):
+    context = browser.new_context(viewport={"width": 390, "height": 844}, has_touch=True, is_mobile=True)
+    page = context.new_page()
+    page.goto(server + "demo/", wait_until="networkidle")
+    page.wait_for_selector("#demo-result[data-ready='true']", timeout=READY_TIMEOUT_MS)
+    assert page.get_by_label("Picture of a garment").get_attribute("type") == "file"  # the upload has a name
+    sample = samples["samples"][-1]
+    button = page.locator(f".fmnist-demo__sample[data-index='{sample['index']}']")
+    button.scroll_into_view_if_needed()
+    below = page.eval_on_selector("#demo-prediction", "p => p.getBoundingClientRect().top > window.innerHeight")
+    assert below, "on a phone the prediction starts below the samples"
+    before = runs(page)
+    button.tap()
+    wait_for_result(page, "sample", before, sample["index"])
+    page.wait_for_function(
+        "() => { const b = document.getElementById('demo-prediction').getBoundingClientRect();"
+        " return b.top >= 0 && b.bottom <= window.innerHeight; }",
+        timeout=10_000,
+    )
+    assert page.inner_text("#demo-prediction").startswith(samples["classes"][sample["pytorch_predicted"]])
+    context.close()

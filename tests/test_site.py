@@ -1,8 +1,9 @@
 """The course website, built with `mkdocs build --strict` and driven in headless Chromium.
 
-Every page in the navigation answers 200 with no console error, no failed request and no request to
-another host; lesson pages show their figures and code; search finds lesson 03; a notebook's download
-link gives the notebook; screenshots land in tests/artifacts/ (ignored by git).
+The navigation lists every part of the site; lesson pages show their figures and code, and a figure
+opens full size; search finds lesson 03; a notebook's download link gives the notebook. Every page, in
+light and dark mode, at desktop and phone width (status, errors, other hosts, axe-core, links, alt text,
+screenshots into tests/artifacts/) is tests/test_site_readers.py's sweep.
 """
 
 from __future__ import annotations
@@ -60,24 +61,23 @@ def test_site_builds_strictly_and_offline(site):
     assert (site / "assets" / "mathjax" / "MathJax.js").is_file()
 
 
-def test_every_page_in_the_navigation_loads_cleanly(browser, server):
-    urls = nav_urls(browser, server)
-    names = {urlparse(u).path for u in urls}
+def test_the_navigation_lists_every_part_of_the_site(browser, server):
+    names = {urlparse(u).path for u in nav_urls(browser, server)}
     for expected in (
         "/",
         "/getting-started/",
+        "/demo/",
         "/cli/",
         "/api/",
+        "/grading/",
         "/benchmarks/",
         "/troubleshooting/",
         "/lessons/01_data/",
         "/solutions/01_data/",
     ):
         assert expected in names, f"{expected} is not in the navigation"
-    for url in urls:
-        visit = Visit(browser, url)
-        visit.assert_clean()
-        visit.page.close()
+    lessons = sorted((REPO / "lessons").glob("*.ipynb"))
+    assert {f"/lessons/{p.stem}/" for p in lessons} | {f"/solutions/{p.stem}/" for p in lessons} <= names
 
 
 def test_lesson_pages_show_their_figures_and_code(browser, server):
@@ -134,11 +134,72 @@ def test_download_link_gives_the_notebook(browser, server):
     visit.page.close()
 
 
-def test_screenshots_of_home_and_a_lesson(browser, server):
-    ARTIFACTS.mkdir(exist_ok=True)
-    for name, path in (("home", ""), ("lesson_03", "lessons/03_batch_norm/")):
-        visit = Visit(browser, server + path)
-        target = ARTIFACTS / f"{name}.png"
-        visit.page.screenshot(path=str(target), full_page=True)
-        assert target.stat().st_size > 10_000
-        visit.page.close()
+def test_a_figure_opens_full_size_on_a_phone(browser, server):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(server + "lessons/03_batch_norm/", wait_until="networkidle")
+    figure = page.locator(".jp-RenderedImage a.fmnist-figure-link img").first
+    figure.scroll_into_view_if_needed()
+    shown, natural = figure.evaluate("i => [i.clientWidth, i.naturalWidth]")
+    content = page.eval_on_selector(".md-content__inner", "c => c.clientWidth")
+    assert shown < natural and shown >= 0.85 * content  # drawn at the content's width, smaller than the PNG
+    assert page.locator(".jp-InputPrompt").first.evaluate("p => p.getBoundingClientRect().width") == 0
+    with context.expect_page() as opened:
+        figure.click()
+    full = opened.value
+    full.wait_for_load_state()
+    assert full.url.startswith("blob:")
+    assert full.evaluate("() => document.images[0].naturalWidth") == natural
+    context.close()
+
+
+COVERED_CODE = """(selectors) => {
+  // Copy buttons whose box overlaps a visible line of code text, for each [button, code] pair on the page.
+  const [buttonSelector, codeSelector, blockSelector] = selectors;
+  let covered = 0, checked = 0;
+  for (const block of document.querySelectorAll(blockSelector)) {
+    const button = block.querySelector(buttonSelector), code = block.querySelector(codeSelector);
+    if (!button || !code) continue;
+    checked += 1;
+    const b = button.getBoundingClientRect(), view = code.getBoundingClientRect();
+    const range = document.createRange();
+    range.selectNodeContents(code);
+    const lines = [...range.getClientRects()].filter((r) => r.width > 0 && r.right > view.left && r.left < view.right);
+    if (lines.some((r) => r.left < b.right && r.right > b.left && r.top < b.bottom && r.bottom > b.top)) covered += 1;
+  }
+  return [checked, covered];
+}"""
+
+
+@pytest.mark.parametrize(
+    "path, selectors",
+    [
+        ("lessons/03_batch_norm/", ["clipboard-copy", ".highlight-ipynb pre", ".jp-CodeCell .CodeMirror"]),
+        ("getting-started/", [".md-code__button", "pre > code", ".md-typeset .highlight"]),
+    ],
+)
+def test_the_copy_button_does_not_cover_code_on_a_phone(browser, server, path, selectors):
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    page.goto(server + path, wait_until="networkidle")
+    checked, covered = page.evaluate(COVERED_CODE, selectors)
+    assert checked > 3 and covered == 0, (checked, covered)
+    context.close()
+
+
+@pytest.mark.parametrize("system", ["light", "dark"])
+def test_the_colour_scheme_follows_the_system_until_the_reader_picks_one(browser, server, system):
+    context = browser.new_context(color_scheme=system)
+    page = context.new_page()
+    page.goto(server, wait_until="load")
+    scheme = "body[data-md-color-scheme]"
+    assert page.get_attribute(scheme, "data-md-color-scheme") == ("slate" if system == "dark" else "default")
+    toggle = page.locator("form[data-md-component='palette'] label:visible").first
+    assert toggle.get_attribute("title") == "Switch to light mode"  # the first choice: the system's
+    toggle.click()
+    assert page.get_attribute(scheme, "data-md-color-scheme") == "default"  # the reader chose light
+    page.locator("form[data-md-component='palette'] label:visible").first.click()
+    assert page.get_attribute(scheme, "data-md-color-scheme") == "slate"  # then dark
+    page.reload(wait_until="load")
+    assert page.get_attribute(scheme, "data-md-color-scheme") == "slate"  # and the choice is kept
+    context.close()

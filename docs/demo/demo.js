@@ -200,6 +200,32 @@ async function predictAndShow(pixels, source, detail = {}) {
     : "Pick, upload or draw another.";
 }
 
+/** Back to no prediction: empty bars, no class, no input shown (the Clear button). */
+function resetPrediction() {
+  latest += 1; // a prediction still running for the old drawing is not shown
+  document.querySelectorAll(".fmnist-demo__bar").forEach((row) => {
+    row.classList.remove("is-predicted");
+    delete row.dataset.probability;
+    row.querySelector(".fmnist-demo__bar-fill").style.width = "0";
+    row.querySelector(".fmnist-demo__bar-value").textContent = "";
+  });
+  document.querySelectorAll(".fmnist-demo__sample.is-selected").forEach((b) => b.classList.remove("is-selected"));
+  $("demo-prediction").textContent = "";
+  $("demo-truth").textContent = "";
+  $("demo-input").getContext("2d").clearRect(0, 0, $("demo-input").width, $("demo-input").height);
+  window.fmnistDemo.lastInput = null;
+  for (const key of ["source", "index", "predicted", "probabilities"]) delete result.dataset[key];
+  status.textContent = "Cleared: pick, upload or draw another.";
+}
+
+/** On a phone the prediction sits below the inputs: bring it into view when it is off-screen. */
+function revealPrediction() {
+  const box = $("demo-prediction").getBoundingClientRect();
+  if (box.top >= 0 && box.bottom <= window.innerHeight) return;
+  const smooth = !window.matchMedia("(prefers-reduced-motion: reduce)").matches;
+  result.scrollIntoView({ behavior: smooth ? "smooth" : "auto", block: "start" });
+}
+
 function setUpSamples() {
   const container = $("demo-samples");
   container.replaceChildren(...meta.samples.map((sample) => {
@@ -214,10 +240,12 @@ function setUpSamples() {
     img.width = 28;
     img.height = 28;
     button.append(img);
-    button.addEventListener("click", () => {
+    button.addEventListener("click", (event) => {
+      const userTap = event.isTrusted; // the page's own first click shows a prediction without scrolling
       container.querySelectorAll(".is-selected").forEach((b) => b.classList.remove("is-selected"));
       button.classList.add("is-selected");
       predictAndShow(Float32Array.from(sample.pixels), "sample", { index: sample.index, truth: sample.label })
+        .then(() => userTap && revealPrediction())
         .catch(reportError);
     });
     return button;
@@ -317,7 +345,10 @@ function setUpCanvas() {
   };
   canvas.addEventListener("pointerup", stop);
   canvas.addEventListener("pointercancel", stop);
-  $("demo-clear").addEventListener("click", clear);
+  $("demo-clear").addEventListener("click", () => {
+    clear();
+    resetPrediction();
+  });
 }
 
 function reportError(error) {
