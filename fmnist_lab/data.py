@@ -58,6 +58,7 @@ CLASSES: tuple[FashionClass, ...] = (
     FashionClass(9, "Ankle boot", "boots and ankle-height shoes"),
 )
 CLASS_NAMES: list[str] = [c.name for c in CLASSES]
+UPPER_BODY: tuple[str, ...] = ("T-shirt/top", "Pullover", "Coat", "Shirt")  # alike at 16×16: the hard group
 SPLITS = ("train", "test")
 IMAGE_SIZES = (28, 16)
 
