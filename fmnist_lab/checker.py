@@ -373,8 +373,12 @@ def _private_results(folder: Path) -> Path:
 
 
 def _kernel_env(package_parent: Path, results: Path, threads: int | None = None) -> dict[str, str]:
-    """The kernel's environment: the private package first on its path, private results, no inherited channels."""
+    """The kernel's environment: the private package first on its path, private results and temporary folder
+    (what the notebook or torch leaves there goes with the checker's folder), no inherited channels."""
     env = {key: value for key, value in os.environ.items() if key != "FMNIST_LAB_CHECK_LOG"}
+    temporary = package_parent.parent / "tmp"
+    temporary.mkdir(exist_ok=True)
+    env.update(dict.fromkeys(("TMPDIR", "TEMP", "TMP"), str(temporary)))
     env.update(dict.fromkeys(THREAD_VARIABLES, str(threads)) if threads else {})
     env["PYTHONPATH"] = os.pathsep.join([str(package_parent), *filter(None, [os.environ.get("PYTHONPATH")])])
     env["FMNIST_LAB_RESULTS"] = str(results)

@@ -298,7 +298,11 @@ def check_isolated(path: Path, tmp_path: Path, *extra: str) -> tuple[subprocess.
         cwd=REPO,
         timeout=300,
         start_new_session=True,
-        env={**os.environ, "TMPDIR": str(temporary), "TEMP": str(temporary), "TMP": str(temporary)},
+        env={
+            # an earlier torch._dynamo import in pytest sets TORCHINDUCTOR_CACHE_DIR; unset, torch's cache goes to TMPDIR
+            **{key: value for key, value in os.environ.items() if key != "TORCHINDUCTOR_CACHE_DIR"},
+            **dict.fromkeys(("TMPDIR", "TEMP", "TMP"), str(temporary)),
+        },
     )
     assert digest(path) == before, "the learner's notebook was modified"
     assert list(temporary.iterdir()) == [], "the checker left its temporary copy behind"
