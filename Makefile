@@ -44,10 +44,11 @@ docs: setup checkpoint
 serve: setup checkpoint
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve --livereload
 
-# The edit-test loop: the unit tests, without nbval, the site, the wheel or anything that trains on the whole
-# dataset or starts several processes (marked slow). `make test` stays the full suite.
+# The edit-test loop: the in-process unit tests, without nbval, the site, the wheel, the tests that start a kernel
+# or the CLI (marked process) and those that train on the whole dataset or use torchrun (marked slow).
+# `make test` runs everything.
 test-fast: data
-	$(BIN)/python -m pytest tests -m "not slow" --ignore-glob="tests/test_site*.py" --ignore=tests/test_demo.py \
+	$(BIN)/python -m pytest tests -m "not slow and not process" --ignore-glob="tests/test_site*.py" --ignore=tests/test_demo.py \
 		--ignore=tests/test_wheel.py
 
 lab: data

@@ -49,6 +49,7 @@ def verdict(tmp_path: Path, nb: nbformat.NotebookNode, **limits: int) -> dict:
     return result.to_dict()
 
 
+@pytest.mark.process
 def test_a_right_answer_passes_and_a_wrong_one_fails(tmp_path):
     assert verdict(tmp_path, lesson02(RIGHT))["status"] == "passed"
     wrong = verdict(tmp_path, lesson02(WRONG))
@@ -75,6 +76,7 @@ FAKES = {
 }
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", FAKES)
 def test_a_fake_that_leaves_the_checks_alone_gets_the_genuine_verdict(tmp_path, name):
     result = verdict(tmp_path, lesson02(FAKES[name]))
@@ -104,6 +106,7 @@ PATCHES = {
 }
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("target", PATCHES)
 def test_patching_the_checks_or_what_they_rely_on_is_tampering(tmp_path, target):
     result = verdict(tmp_path, lesson02(WRONG + "\n" + PATCHES[target]))
@@ -112,6 +115,7 @@ def test_patching_the_checks_or_what_they_rely_on_is_tampering(tmp_path, target)
     assert "no credit" in result["message"]
 
 
+@pytest.mark.process
 def test_an_edited_check_cell_is_restored_and_earns_no_credit(tmp_path):
     for edited in (f"print({FAKE_LINE!r})", 'check("2.1", lambda *a: 1)'):
         result = verdict(tmp_path, lesson02(WRONG, check_source=edited))
@@ -121,11 +125,13 @@ def test_an_edited_check_cell_is_restored_and_earns_no_credit(tmp_path):
     assert result["message"].startswith("no credit: the check cell was modified: restored; the restored check passed")
 
 
+@pytest.mark.process
 def test_blank_lines_and_trailing_spaces_are_not_an_edit(tmp_path):
     result = verdict(tmp_path, lesson02(RIGHT, check_source='\ncheck("2.1", conv_output_size)   \n\n'))
     assert result["status"] == "passed", result
 
 
+@pytest.mark.process
 def test_a_deleted_check_cell_earns_no_verdict(tmp_path):
     nb = lesson02(RIGHT)
     del nb.cells[-1]
@@ -138,6 +144,7 @@ def test_a_deleted_check_cell_earns_no_verdict(tmp_path):
     assert 'check("2.1", conv_output_size)' in results["2.1"].message
 
 
+@pytest.mark.process
 def test_silencing_the_channel_is_no_verdict_and_junk_in_it_is_skipped(tmp_path):
     silenced = RIGHT + "\nget_ipython().display_pub.publish = lambda *a, **k: None"
     result = verdict(tmp_path, lesson02(silenced))
@@ -152,6 +159,7 @@ def test_silencing_the_channel_is_no_verdict_and_junk_in_it_is_skipped(tmp_path)
     assert verdict(tmp_path, lesson02(junk))["status"] == "passed"
 
 
+@pytest.mark.process
 def test_rewriting_the_package_is_tampering_and_ours_is_untouched(tmp_path):
     real = PACKAGE_DIR / "checks" / "__init__.py"
     before = hashlib.sha256(real.read_bytes()).hexdigest()
@@ -173,6 +181,7 @@ def test_a_protected_verdict_needs_the_token_the_exercise_and_known_fields():
     assert hash_files([Path("/no/such/file")]) == {"/no/such/file": "missing"}
 
 
+@pytest.mark.process
 def test_check_exercise_runs_up_to_that_check_and_reports_it_alone(tmp_path):
     nb = lesson02(RIGHT)
     nb.cells.append(nbformat.v4.new_code_cell("raise SystemExit('cells after the check never run')"))
@@ -185,6 +194,7 @@ def test_check_exercise_runs_up_to_that_check_and_reports_it_alone(tmp_path):
     assert result.returncode == 2 and "--exercise 9.9" in result.stderr and "2.1, 2.2" in result.stderr
 
 
+@pytest.mark.process
 def test_a_check_call_inside_the_learners_answer_cell_keeps_their_answer(tmp_path):
     nb = lesson02(RIGHT + '\ncheck("2.1", conv_output_size)  # trying it out')
     nb.cells.insert(3, nbformat.v4.new_code_cell('check("2.1", conv_output_size)'))  # and once more, alone
@@ -192,6 +202,7 @@ def test_a_check_call_inside_the_learners_answer_cell_keeps_their_answer(tmp_pat
     assert result["status"] == "passed" and "modified" not in result["message"]
 
 
+@pytest.mark.process
 def test_the_kernel_runs_with_the_threads_it_is_given(tmp_path):
     # the answer is right only in a kernel with one torch thread: what grade gives each of 2 jobs on 2 cores
     single = RIGHT + "\nimport torch\nif torch.get_num_threads() != 1:\n    conv_output_size = None"

@@ -22,6 +22,7 @@ def original_run(tmp_path_factory) -> tuple[Path, object]:
     return out, result
 
 
+@pytest.mark.process
 def test_data_reports_the_verified_files():
     result = run_cli("data")
     assert result.returncode == 0, result.stderr
@@ -29,6 +30,7 @@ def test_data_reports_the_verified_files():
     assert "t10k-images-idx3-ubyte" in result.stdout and "10,000×28×28" in result.stdout
 
 
+@pytest.mark.process
 def test_data_missing_and_no_network_is_one_line_exit_2(tmp_path):
     env = {
         "FMNIST_DATA": str(tmp_path / "empty"),
@@ -105,6 +107,7 @@ def test_evaluate_with_images_of_the_wrong_size(original_run):
     assert_one_line_error(result, "expects 16×16 images, got 28×28")
 
 
+@pytest.mark.process
 def test_evaluate_weights_of_another_architecture(tmp_path):
     torch.save(CNN().state_dict(), tmp_path / "model_weights.pth")
     (tmp_path / "model_weights.json").write_text(json.dumps({"model": "cnn_batch", "image_size": 16}))
@@ -112,6 +115,7 @@ def test_evaluate_weights_of_another_architecture(tmp_path):
     assert_one_line_error(result, "weights of another architecture, not CNNBatch")
 
 
+@pytest.mark.process
 def test_evaluate_missing_file():
     assert_one_line_error(run_cli("evaluate", "no/such/model_weights.pth"), "no such weights file")
 

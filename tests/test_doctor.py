@@ -44,6 +44,7 @@ def env_with_pythonpath(folder: Path) -> dict[str, str]:
 # --- end to end, in subprocesses --------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_doctor_passes_in_this_environment():
     done = run_cli("doctor")
     assert done.returncode == 0, done.stdout + done.stderr
@@ -65,6 +66,7 @@ def test_doctor_passes_in_this_environment():
     assert last.startswith("doctor: ") and "0 failed" in last
 
 
+@pytest.mark.process
 def test_torch_below_its_bound_fails_with_the_fix(tmp_path):
     info = tmp_path / "fake" / "torch-2.0.0.dist-info"
     info.mkdir(parents=True)
@@ -79,6 +81,7 @@ def test_torch_below_its_bound_fails_with_the_fix(tmp_path):
     assert "1 failed (torch)" in last
 
 
+@pytest.mark.process
 def test_a_requirements_file_with_a_missing_package_fails(tmp_path):
     file = tmp_path / "requirements.txt"
     file.write_text(
@@ -117,6 +120,7 @@ def serve_real_files(real: data.DataLocation, folder: Path) -> None:
             (folder / name).write_bytes(gzip.compress(path.read_bytes(), compresslevel=1))
 
 
+@pytest.mark.process
 def test_no_data_anywhere_fails_without_downloading(tmp_path, real_location, mirror):
     for name in ("cwd", "data", "course", "system"):
         (tmp_path / name).mkdir()

@@ -195,6 +195,7 @@ def test_too_small_an_image_is_refused():
 # --- the command ------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_cli_export_writes_a_checked_model(tmp_path):
     from fmnist_lab.paths import results_dir
 
@@ -208,6 +209,7 @@ def test_cli_export_writes_a_checked_model(tmp_path):
     assert export.describe_onnx(export.check_onnx(out))["inputs"] == {"image": ["batch", 1, 16, 16]}
 
 
+@pytest.mark.process
 def test_cli_export_of_plain_cnn_weights_without_json(tmp_path):
     torch.save(CNN().state_dict(), tmp_path / "model_weights.pth")  # like the original notebook's CNN
     result = run_cli("export", str(tmp_path / "model_weights.pth"), "--out", str(tmp_path / "cnn.onnx"))
@@ -215,6 +217,7 @@ def test_cli_export_of_plain_cnn_weights_without_json(tmp_path):
     assert "CNN, 16×16 inputs" in result.stdout and (tmp_path / "cnn.onnx").is_file()
 
 
+@pytest.mark.process
 def test_cli_export_weights_of_another_architecture(tmp_path):
     torch.save(CNN().state_dict(), tmp_path / "model_weights.pth")
     (tmp_path / "model_weights.json").write_text(json.dumps({"model": "cnn_batch", "image_size": 16}))
@@ -223,6 +226,7 @@ def test_cli_export_weights_of_another_architecture(tmp_path):
     assert not (tmp_path / "m.onnx").exists()
 
 
+@pytest.mark.process
 def test_cli_export_weights_of_an_unknown_network(tmp_path):
     torch.save(nn.Sequential(nn.Flatten(), nn.Linear(784, 10)).state_dict(), tmp_path / "mlp.pth")
     result = run_cli("export", str(tmp_path / "mlp.pth"), "--out", str(tmp_path / "m.onnx"))
@@ -236,11 +240,13 @@ def test_cli_export_weights_of_an_unknown_network(tmp_path):
         (lambda d: (d / "notes.pth").write_text("hello") and d / "notes.pth", "not a PyTorch weights file"),
     ],
 )
+@pytest.mark.process
 def test_cli_export_bad_weights_files(tmp_path, make, fragment):
     result = run_cli("export", str(make(tmp_path)), "--out", str(tmp_path / "m.onnx"))
     assert_one_line_error(result, fragment)
 
 
+@pytest.mark.process
 def test_cli_export_out_under_a_file(tmp_path):
     torch.save(CNNBatch().state_dict(), tmp_path / "model_weights.pth")
     (tmp_path / "notes.txt").write_text("my notes")
@@ -249,6 +255,7 @@ def test_cli_export_out_under_a_file(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "my notes"
 
 
+@pytest.mark.process
 def test_cli_export_out_is_a_folder(tmp_path):
     torch.save(CNNBatch().state_dict(), tmp_path / "model_weights.pth")
     result = run_cli("export", str(tmp_path / "model_weights.pth"), "--out", str(tmp_path))

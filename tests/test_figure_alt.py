@@ -96,6 +96,7 @@ KERNEL_CELLS = {
 }
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("order", list(KERNEL_CELLS))
 def test_a_real_kernel_stores_the_alt_text_with_each_figure(tmp_path, order):
     from nbclient import NotebookClient

@@ -61,6 +61,7 @@ def classroom(tmp_path: Path) -> Path:
     return folder
 
 
+@pytest.mark.process
 def test_a_class_is_graded_right_and_left_untouched(classroom, tmp_path):
     before = digests(classroom)
     out = tmp_path / "grades.csv"
@@ -94,6 +95,7 @@ def test_submissions_are_found_and_named_by_file_or_folder(classroom):
     assert [s.name for s in find_submissions([classroom / "bob"], "02")] == ["bob"]
 
 
+@pytest.mark.process
 def test_bad_input_is_one_line(tmp_path, classroom):
     out = str(tmp_path / "grades.csv")
     cases = [

@@ -23,6 +23,7 @@ def test_there_are_lessons():
     assert [p.name[:2] for p in SOLUTIONS][:6] == ["01", "02", "03", "04", "05", "06"]
 
 
+@pytest.mark.process
 def test_lessons_are_exactly_what_solutions_generate():
     result = run_cli("build-lessons", "--check")
     assert result.returncode == 0, result.stdout + result.stderr
@@ -76,6 +77,7 @@ def test_every_notebook_opens_in_colab_and_installs_the_course_first(path):
     )
 
 
+@pytest.mark.process
 def test_a_fork_changes_one_line_and_build_lessons_does_the_rest(tmp_path):
     """Change `repo_url` in mkdocs.yml, rebuild: no notebook and no README link names the old one."""
     old = repository(REPO).url

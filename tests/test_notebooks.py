@@ -99,6 +99,7 @@ def test_malformed_solutions_are_refused_with_the_cell():
         make_lesson(nb)
 
 
+@pytest.mark.process
 def test_build_lessons_writes_then_check_names_what_differs(tmp_path):
     solutions, lessons = tmp_path / "solutions", tmp_path / "lessons"
     write(notebook(), solutions / "98_demo.ipynb")
@@ -128,6 +129,7 @@ def test_build_lessons_strips_run_timestamps_and_keeps_everything_else(tmp_path)
     assert [c.source for c in stripped.cells] == [c.source for c in nb.cells]  # and every source
 
 
+@pytest.mark.process
 def test_solution_prints_the_dedented_reference(tmp_path):
     solutions = tmp_path / "solutions"
     write(notebook(), solutions / "98_demo.ipynb")
@@ -139,6 +141,7 @@ def test_solution_prints_the_dedented_reference(tmp_path):
     assert result.returncode == 2 and "no exercise '98.9'" in result.stderr and "Traceback" not in result.stderr
 
 
+@pytest.mark.process
 def test_solution_comes_from_the_package_with_no_checkout(tmp_path):
     result = run_cli("solution", "3.2", cwd=tmp_path)  # no solutions/ here: the packaged reference
     assert result.returncode == 0, result.stderr
@@ -194,6 +197,7 @@ def check_json(path: Path, *extra: str) -> tuple[int, dict[str, dict]]:
     return result.returncode, {row["exercise"]: row for row in json.loads(result.stdout)}
 
 
+@pytest.mark.process
 def test_check_passes_the_solution_and_reports_untouched_exercises(tmp_path):
     solution = write(notebook(), tmp_path / "98_demo.ipynb")
     code, rows = check_json(solution)
@@ -210,6 +214,7 @@ def test_check_passes_the_solution_and_reports_untouched_exercises(tmp_path):
     assert code == 1 and [r["status"] for r in rows.values()] == ["not attempted", "not attempted"]
 
 
+@pytest.mark.process
 def test_check_other_correct_answer_passes_and_wrong_answer_fails(tmp_path):
     path = write(
         notebook(double="def double(x):\n    return x * 2", triple="def triple(x):\n    return x * 2"),
@@ -221,6 +226,7 @@ def test_check_other_correct_answer_passes_and_wrong_answer_fails(tmp_path):
     assert rows["98.2"]["message"] == "expected triple(3) = 9, got 6 — hint: multiply by three"
 
 
+@pytest.mark.process
 def test_check_table_output(tmp_path):
     path = write(notebook(triple="def triple(x):\n    return x * 2"), tmp_path / "mine.ipynb")
     result = run_cli("check", str(path))
@@ -232,6 +238,7 @@ def test_check_table_output(tmp_path):
     assert lines[-1] == "1 of 2 exercises passed"
 
 
+@pytest.mark.process
 def test_syntax_error_is_reported_and_the_rest_still_checked(tmp_path):
     path = write(notebook(double="def double(x)\n    return 2 * x"), tmp_path / "mine.ipynb")
     code, rows = check_json(path)
@@ -239,6 +246,7 @@ def test_syntax_error_is_reported_and_the_rest_still_checked(tmp_path):
     assert rows["98.2"]["status"] == "passed"
 
 
+@pytest.mark.process
 def test_exception_in_the_learners_function_is_an_error_line(tmp_path):
     path = write(notebook(double="def double(x):\n    raise ValueError('oops')"), tmp_path / "mine.ipynb")
     _, rows = check_json(path)
@@ -246,6 +254,7 @@ def test_exception_in_the_learners_function_is_an_error_line(tmp_path):
     assert rows["98.1"]["message"].startswith("your code raised ValueError: oops")
 
 
+@pytest.mark.process
 def test_endless_loop_times_out_and_the_rest_still_checked(tmp_path):
     path = write(notebook(double="def double(x):\n    while True:\n        pass"), tmp_path / "mine.ipynb")
     _, rows = check_json(path, "--timeout", "40")
@@ -253,6 +262,7 @@ def test_endless_loop_times_out_and_the_rest_still_checked(tmp_path):
     assert rows["98.2"]["status"] == "passed"
 
 
+@pytest.mark.process
 def test_kernel_crash_is_reported_not_raised(tmp_path):
     path = write(notebook(double="import os\nos._exit(1)"), tmp_path / "mine.ipynb")
     code, rows = check_json(path)
@@ -265,6 +275,7 @@ def test_kernel_crash_is_reported_not_raised(tmp_path):
 @pytest.mark.parametrize(
     "content,fragment", [(None, "no such notebook"), ("{not json", "not a readable Jupyter notebook")]
 )
+@pytest.mark.process
 def test_missing_or_broken_notebook_is_one_line_exit_2(tmp_path, content, fragment):
     path = tmp_path / "broken.ipynb"
     if content is not None:

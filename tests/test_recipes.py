@@ -350,6 +350,7 @@ def test_final_fit_on_train_and_validation_reuses_the_validated_choice(small):
         recipes.combine()
 
 
+@pytest.mark.process
 def test_importing_the_package_leaves_tqdm_auto_alone():
     """tqdm.auto is imported only when a bar is shown: importing it prints a notice in notebooks without ipywidgets."""
     code = (

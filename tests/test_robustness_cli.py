@@ -42,6 +42,7 @@ def weights(tmp_path: Path) -> Path:
 # --- 1. export --out ---------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_export_over_the_weights_themselves_is_refused(weights):
     before = snapshot(weights.parent)
     result = run_cli("export", str(weights), "--out", str(weights), "--force")
@@ -49,6 +50,7 @@ def test_export_over_the_weights_themselves_is_refused(weights):
     assert snapshot(weights.parent) == before
 
 
+@pytest.mark.process
 def test_export_to_a_name_not_ending_in_onnx_needs_force(weights):
     notes = weights.parent / "notes.ipynb"
     notes.write_text('{"cells": []}\n', encoding="utf-8")
@@ -58,6 +60,7 @@ def test_export_to_a_name_not_ending_in_onnx_needs_force(weights):
     assert snapshot(weights.parent) == before
 
 
+@pytest.mark.process
 def test_export_over_a_file_it_did_not_write_needs_force_and_keeps_a_copy(weights):
     other = weights.parent / "model.onnx"
     other.write_bytes(b"somebody else's model\x00\xff")
@@ -120,6 +123,7 @@ def test_an_infinite_learning_rate_is_refused(tmp_path):
     ("content", "fragment"),
     [({"conv1.weight": 3}, "not a state dict of tensors"), ([1, 2, 3], "expected a state dict, found list")],
 )
+@pytest.mark.process
 def test_weights_that_are_not_a_state_dict_of_tensors(tmp_path, content, fragment):
     path = tmp_path / "odd.pth"
     torch.save(content, path)
@@ -137,6 +141,7 @@ def test_weights_that_are_not_a_state_dict_of_tensors(tmp_path, content, fragmen
         (b'{"model": "cnn_batch", "image_size": "big"}', '"image_size" 16 or 28'),
     ],
 )
+@pytest.mark.process
 def test_a_broken_json_beside_the_weights_names_it_and_the_fix(weights, content, fragment):
     info = weights.with_suffix(".json")
     info.write_bytes(content)
@@ -145,6 +150,7 @@ def test_a_broken_json_beside_the_weights_names_it_and_the_fix(weights, content,
     assert snapshot(weights.parent) == before
 
 
+@pytest.mark.process
 def test_weights_holding_nan_are_one_line_not_ten_percent(tmp_path):
     model = CNNBatch()
     with torch.no_grad():
@@ -161,6 +167,7 @@ def test_weights_holding_nan_are_one_line_not_ten_percent(tmp_path):
 # --- 4. train --out ------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_train_into_a_file_or_under_a_file_fails_before_training(tmp_path):
     blocker = tmp_path / "results"
     blocker.write_text("my notes\n", encoding="utf-8")
@@ -172,6 +179,7 @@ def test_train_into_a_file_or_under_a_file_fails_before_training(tmp_path):
     assert snapshot(tmp_path) == {"results": b"my notes\n"}
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", ["model_weights.pth", "metrics.json"])
 def test_train_refuses_to_replace_files_it_did_not_write(tmp_path, name):
     out = tmp_path / "results"
@@ -184,6 +192,7 @@ def test_train_refuses_to_replace_files_it_did_not_write(tmp_path, name):
     assert snapshot(out) == before  # and the lock file is gone
 
 
+@pytest.mark.process
 def test_a_second_run_into_a_locked_folder_fails_at_once(tmp_path):
     out = tmp_path / "results"
     out.mkdir()
@@ -217,6 +226,7 @@ def test_train_with_force_keeps_a_copy_and_writes_our_files(tmp_path):
 # --- 5. divergence ------------------------------------------------------------------------------------
 
 
+@pytest.mark.process
 def test_a_diverging_run_stops_in_one_line_and_writes_no_metrics(tmp_path):
     out = tmp_path / "results"
     result = run_cli("train", "--epochs", "2", "--lr", "1e30", "--no-progress", "--out", str(out))
@@ -239,6 +249,7 @@ def test_a_run_records_every_file_it_wrote_in_the_manifest(tmp_path):
     assert files == {p.relative_to(out).as_posix() for p in written}  # no lock, no temporary file
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("name", ["metrics.json", "model_weights.json", "images/confusion_matrix.png"])
 def test_a_file_fmnist_lab_wrote_but_the_user_changed_is_kept(weights, name):
     out = weights.parent
@@ -254,6 +265,7 @@ def test_a_file_fmnist_lab_wrote_but_the_user_changed_is_kept(weights, name):
     assert snapshot(out) == before
 
 
+@pytest.mark.process
 def test_a_broken_manifest_makes_nothing_ours(weights):
     (weights.parent / MANIFEST_NAME).write_bytes(b"\xff not json")
     assert not is_ours(weights)
@@ -292,6 +304,7 @@ def read_only_folder(tmp_path):
         pytest.skip("root here can write anywhere: no bind mount, no chattr")
 
 
+@pytest.mark.process
 def test_train_into_a_read_only_folder_fails_before_training(read_only_folder):
     result = run_cli("train", "--epochs", "1", "--out", str(read_only_folder))
     assert_one_line_error(result, str(read_only_folder), "cannot write in this folder")
@@ -299,6 +312,7 @@ def test_train_into_a_read_only_folder_fails_before_training(read_only_folder):
     assert list(read_only_folder.iterdir()) == []
 
 
+@pytest.mark.process
 def test_export_into_a_read_only_folder_is_one_line(weights, read_only_folder):
     result = run_cli("export", str(weights), "--out", str(read_only_folder / "model.onnx"))
     assert_one_line_error(result, str(read_only_folder / "model.onnx"), "cannot write the ONNX file")
@@ -320,6 +334,7 @@ def tiny_disk(tmp_path):
     subprocess.run(["umount", str(folder)], check=True)
 
 
+@pytest.mark.process
 def test_train_onto_a_disk_without_room_fails_before_training(tiny_disk):
     out = tiny_disk / "results"
     result = run_cli("train", "--epochs", "1", "--out", str(out))
@@ -376,6 +391,7 @@ def test_a_disk_that_fills_up_while_writing_leaves_the_previous_results_intact(w
     ],
     ids=lambda command: command[0],
 )
+@pytest.mark.process
 def test_a_5000_character_file_name_is_one_line(command, weights, tmp_path):
     long = str(tmp_path / ("x" * 5000))
     result = run_cli(*(part.format(long=long, weights=weights) for part in command))

@@ -99,6 +99,7 @@ def folder_with_real_files(real: data.DataLocation, folder: Path, replaced: data
 # 1. A download folder that cannot take a download.
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("case", ["a file", "under a file", pytest.param("read-only", marks=not_on_windows)])
 def test_an_unusable_download_folder_is_one_line_naming_the_variable(isolated, case, request):
     afile = isolated / "afile"
@@ -144,6 +145,7 @@ def test_an_unusable_download_folder_does_not_matter_when_nothing_is_downloaded(
 # 2. A file far too big to be Fashion-MNIST is refused by its size, before it is read.
 
 
+@pytest.mark.process
 @not_on_windows  # NTFS would allocate the 40 GB
 def test_a_huge_plain_file_is_refused_by_its_size_before_reading(isolated, real_location, sparse):
     folder = folder_with_real_files(real_location, isolated / "env", TRAIN_IMAGES)
@@ -157,6 +159,7 @@ def test_a_huge_plain_file_is_refused_by_its_size_before_reading(isolated, real_
     assert huge.stat().st_size == HUGE  # the learner's file is reported, never deleted
 
 
+@pytest.mark.process
 @not_on_windows
 def test_a_huge_gzip_file_is_refused_by_its_size_before_decompressing(isolated, real_location, sparse):
     folder = folder_with_real_files(real_location, isolated / "env", TRAIN_IMAGES)
@@ -255,6 +258,7 @@ def wait_for(condition: Callable[[], bool], process: subprocess.Popen, timeout: 
         time.sleep(0.05)
 
 
+@pytest.mark.process
 @not_on_windows
 def test_sigterm_during_a_download_leaves_no_part_file_and_no_traceback(isolated, stalling_mirror):
     url, sent = stalling_mirror
@@ -309,6 +313,7 @@ def test_a_download_outside_the_main_thread_skips_the_sigterm_handler(isolated):
 # 4. A mirror list that names no mirror.
 
 
+@pytest.mark.process
 def test_a_mirror_list_naming_no_mirror_is_one_line(isolated):
     message = one_error_line(cli_data(isolated, FMNIST_LAB_MIRRORS=","))
     assert message == NO_MIRROR.format(",")

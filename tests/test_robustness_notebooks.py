@@ -58,6 +58,7 @@ def built(tmp_path: Path) -> Path:
 # 1. build-lessons never overwrites a lesson edited by hand, and writes nothing until everything is valid.
 
 
+@pytest.mark.process
 def test_an_edited_lesson_is_kept_and_named_and_nothing_is_written(built):
     root = built.parent.parent
     built.write_text(built.read_text().replace("# YOUR CODE HERE", "return 2 * x  # my answer"))
@@ -78,6 +79,7 @@ def test_an_edited_lesson_is_kept_and_named_and_nothing_is_written(built):
     assert not list(built.parent.glob("*.bak-*")) and not leftovers(root)
 
 
+@pytest.mark.process
 def test_force_keeps_a_dated_copy_of_the_edited_lesson_then_replaces_it(built):
     root = built.parent.parent
     built.write_text(built.read_text().replace("# YOUR CODE HERE", "return 2 * x  # my answer"))
@@ -92,6 +94,7 @@ def test_force_keeps_a_dated_copy_of_the_edited_lesson_then_replaces_it(built):
     assert build(root).returncode == 0  # the lesson is build-lessons' own again: no complaint
 
 
+@pytest.mark.process
 def test_a_lesson_build_lessons_wrote_follows_its_changed_solution(built):
     root = built.parent.parent
     write(notebook(triple=CHANGED), root / "solutions" / "98_demo.ipynb")
@@ -101,6 +104,7 @@ def test_a_lesson_build_lessons_wrote_follows_its_changed_solution(built):
     assert not list(built.parent.glob("*.bak-*"))
 
 
+@pytest.mark.process
 def test_with_no_record_only_a_lesson_identical_to_the_generated_one_counts_as_generated(built):
     tmp_path, lesson, lessons = built.parent.parent, built, built.parent
     (lessons / MANIFEST_NAME).unlink()  # a checkout from before build-lessons kept records
@@ -116,6 +120,7 @@ def test_with_no_record_only_a_lesson_identical_to_the_generated_one_counts_as_g
         assert "# mine" in lesson.read_text()
 
 
+@pytest.mark.process
 def test_a_broken_later_solution_stops_the_build_before_any_lesson_is_written(built):
     root = built.parent.parent
     write(notebook(triple=CHANGED), root / "solutions" / "98_demo.ipynb")  # its lesson would change...
@@ -129,6 +134,7 @@ def test_a_broken_later_solution_stops_the_build_before_any_lesson_is_written(bu
     assert not leftovers(root)
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("flag", ["--lessons", "--solutions", "solution --solutions"])
 def test_a_file_where_a_folder_belongs_is_one_line(tmp_path, flag):
     write(notebook(), tmp_path / "solutions" / "98_demo.ipynb")
@@ -187,6 +193,7 @@ def test_an_atomic_write_keeps_permissions_and_a_backup_never_overwrites_another
     assert first.parent == second.parent == tmp_path and first.name.startswith("lesson.ipynb.bak-")
 
 
+@pytest.mark.process
 def test_a_failed_lesson_write_is_one_line_and_leaves_the_lesson(built, monkeypatch):
     from fmnist_lab import notebooks
 
@@ -248,6 +255,7 @@ def test_a_marker_in_a_markdown_cell_is_refused():
         make_lesson(nb, "98_demo.ipynb")
 
 
+@pytest.mark.process
 def test_build_lessons_refuses_a_near_miss_and_writes_no_lesson(tmp_path):
     write(notebook(double=NEAR_MISSES["four hashes"][0]), tmp_path / "solutions" / "98_demo.ipynb")
     assert_one_line_error(build(tmp_path), "98_demo.ipynb: cell 3, line 2", "write `### BEGIN SOLUTION`")
@@ -323,6 +331,7 @@ STUBBORN = {
 }
 
 
+@pytest.mark.process
 @POSIX_ONLY
 @pytest.mark.parametrize("name", STUBBORN)
 def test_a_cell_that_will_not_be_interrupted_gets_its_kernel_killed(tmp_path, name):
@@ -341,6 +350,7 @@ KILLERS = {
 }
 
 
+@pytest.mark.process
 @POSIX_ONLY
 @pytest.mark.parametrize("name", KILLERS)
 def test_a_notebook_that_kills_its_parent_or_group_still_gets_a_report(tmp_path, name):
@@ -354,6 +364,7 @@ def test_a_notebook_that_kills_its_parent_or_group_still_gets_a_report(tmp_path,
 # 4. Bad notebooks and a tampered check log: one line, or a report, never a crash.
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("source,fragment", [(5, "has a `source` that is int, not text"), (None, "has no `source`")])
 @pytest.mark.parametrize("command", ["check", "build-lessons"])
 def test_a_cell_with_a_bad_source_is_one_line_naming_the_cell(tmp_path, source, fragment, command):
@@ -370,6 +381,7 @@ def test_a_cell_with_a_bad_source_is_one_line_naming_the_cell(tmp_path, source, 
     assert not (tmp_path / "lessons").exists()
 
 
+@pytest.mark.process
 def test_a_forged_check_log_earns_nothing(tmp_path):
     forged = (
         'import os\nwith open(os.environ.get("FMNIST_LAB_CHECK_LOG") or "checks.jsonl", "a") as log:\n'
@@ -391,6 +403,7 @@ def test_a_forged_check_log_earns_nothing(tmp_path):
         "import fmnist_lab.checks as c\nopen(c.__file__, 'w').write('garbage(')",
     ],
 )
+@pytest.mark.process
 def test_a_notebook_that_wrecks_the_checkers_package_still_gets_a_report(tmp_path, tamper):
     nb = notebook()
     nb.cells.insert(2, nbformat.v4.new_code_cell(f"import os\n{tamper}"))  # before the checks: later cells never run
