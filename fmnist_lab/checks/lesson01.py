@@ -16,7 +16,6 @@ from torch import Tensor
 from fmnist_lab.checks import Mismatch, exercise
 from fmnist_lab.checks import toolkit as tk
 
-GREY_LEVEL = 1 / 255
 NO_CHANNEL_AXIS = "add the channel axis with unsqueeze(1)"
 CHANNEL_AXIS_SECOND = "the channel axis comes second, (N, 1, H, W): unsqueeze(1), not unsqueeze(0) or unsqueeze(-1)"
 
@@ -179,7 +178,7 @@ def check_resize_batch(resize_batch) -> str:
 
     tk.expect_function(resize_batch, "a function resize_batch(images, size)")
     images, _ = _test_images(200)
-    tolerance = GREY_LEVEL + 1e-6
+    tolerance = 1 / 255 + 1e-6  # one grey level
     first = "200 images"
     for batch, size, where in ((images, 16, first), (images, 20, first), (images[:7], 16, "7 images")):
         expected = torch.tensor(data.resize_images(_as_uint8(batch), size)).float().div(255).unsqueeze(1)

@@ -11,6 +11,8 @@ gradients, float64 and another device are all checked.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -61,15 +63,19 @@ def check_conv_output_size(conv_output_size) -> str:
         expected = _torch_size(n, kernel, padding, stride)
         with tk.forbid_call(F, "conv2d", why):
             got = conv_output_size(n, kernel, padding, stride)
-        if tk.as_number(got, call) != expected:
-            for explanation, formula in SIZE_MISTAKES:
-                if tk.as_number(got, call) == formula(n, kernel, padding, stride):
-                    raise Mismatch(f"expected {call} = {expected}, got {tk.as_scalar(got, call)!r}: {explanation}")
-        tk.expect_int(got, expected, call)
+        slips = [(explanation, formula(n, kernel, padding, stride)) for explanation, formula in SIZE_MISTAKES]
+        _expect_count(got, expected, call, slips)
     return (
         f"{len(SIZE_CASES)} cases match the sizes F.conv2d gives, e.g. 16 with 5×5 and padding 2 → 16, "
         "28 with 3×3, padding 1, stride 2 → 14"
     )
+
+
+def _expect_count(got, expected: int, call: str, mistakes: list[tuple[str, int]]) -> None:
+    """A whole number equal to `expected`; a value that one of the usual slips gives is named (2.1 and 2.3)."""
+    if tk.as_number(got, call) != expected and (reason := tk.diagnose(tk.as_number(got, call), mistakes, 0)):
+        raise Mismatch(f"expected {call} = {expected:,}, got {tk.as_scalar(got, call)!r}: {reason}")
+    tk.expect_int(got, expected, call)
 
 
 # ---------------------------------------------------------------- 2.2 convolve2d
@@ -78,34 +84,16 @@ def check_conv_output_size(conv_output_size) -> str:
 def _conv_cases() -> list[tuple[Tensor, Tensor, int]]:
     """Seeded (image, kernel, padding) cases: non-square images, asymmetric kernels."""
     g = torch.Generator().manual_seed(2)
-    return [
-        (torch.randn(7, 9, generator=g), torch.randn(3, 3, generator=g), 0),
-        (torch.randn(7, 9, generator=g), torch.randn(3, 3, generator=g), 1),
-        (torch.randn(6, 6, generator=g), torch.randn(5, 5, generator=g), 2),
-        (torch.randn(5, 8, generator=g), torch.randn(2, 2, generator=g), 0),
-    ]
+    shapes = [((7, 9), 3, 0), ((7, 9), 3, 1), ((6, 6), 5, 2), ((5, 8), 2, 0)]  # (image, kernel side, padding)
+    return [(torch.randn(image, generator=g), torch.randn(k, k, generator=g), padding) for image, k, padding in shapes]
 
 
 def _reference_conv(image: Tensor, kernel: Tensor, padding: int) -> Tensor:
     return F.conv2d(image[None, None], kernel[None, None], padding=padding)[0, 0]
 
 
-def _convolution_mistakes(image: Tensor, kernel: Tensor, padding: int) -> list[tuple[str, Tensor]]:
-    """What each usual slip of a convolution by hand gives."""
-    k = kernel.shape[0] * kernel.shape[1]
-    return [
-        (
-            "equals the convolution with the kernel flipped; PyTorch's conv2d slides the kernel as it is (no flip)",
-            _reference_conv(image, kernel.flip(0, 1), padding),
-        ),
-        (
-            "equals the convolution with the kernel transposed: use kernel as it is",
-            _reference_conv(image, kernel.T, padding),
-        ),
-        ("is the mean of each window × kernel, not the sum: use .sum()", _reference_conv(image, kernel, padding) / k),
-    ]
-
-
+FLIPPED = "equals the convolution with the kernel flipped; PyTorch's conv2d slides the kernel as it is (no flip)"
+TRANSPOSED = "equals the convolution with the kernel transposed: use kernel as it is"
 NOT_SQUARE = "images need not be square; take the output's height and width from the padded image's two sides"
 
 
@@ -123,11 +111,8 @@ def check_convolve2d(convolve2d) -> str:
     cases = _conv_cases()
     first = "the first image (7×9, kernel 3×3)"
     for image, kernel, padding in cases:
-        what = (
-            f"convolve2d(image {image.shape[0]}×{image.shape[1]}, kernel "
-            f"{kernel.shape[0]}×{kernel.shape[1]}, padding={padding})"
-        )
-        where = first if image is cases[0][0] else what.removeprefix("convolve2d(")[:-1]
+        sizes = "image {}×{}, kernel {}×{}, padding={}".format(*image.shape, *kernel.shape, padding)
+        what, where = f"convolve2d({sizes})", first if image is cases[0][0] else sizes
         with tk.forbid_call(F, "conv2d", why), tk.other_input(first, where):
             got = tk.call_unmodified(convolve2d, image, kernel, padding, names=("image", "kernel"))
         got = torch.from_numpy(got) if isinstance(got, np.ndarray) else got
@@ -135,7 +120,11 @@ def check_convolve2d(convolve2d) -> str:
         square = isinstance(got, Tensor) and got.ndim == 2 and got.shape[0] == got.shape[1]
         tk.expect_tensor(got, what, tuple(expected.shape), why=NOT_SQUARE if square else "")
         tk.expect_finite(got, what)
-        mistakes = _convolution_mistakes(image, kernel, padding)
+        mistakes = [
+            (FLIPPED, _reference_conv(image, kernel.flip(0, 1), padding)),
+            (TRANSPOSED, _reference_conv(image, kernel.T, padding)),
+            ("is the mean of each window × kernel, not the sum: use .sum()", expected / kernel.numel()),
+        ]
         gap = f"{what} differs from F.conv2d by up to {tk.max_difference(got, expected):.3g} (tolerance {tolerance:g})"
         tk.expect_same(got, expected, what, mistakes, atol=tolerance, otherwise=gap)
     return f"4 cases (paddings 0, 1, 2; kernels 2×2, 3×3, 5×5; non-square images) match F.conv2d within {tolerance:g}"
@@ -152,9 +141,13 @@ def _count_mistakes(kind: type, *args: int) -> list[tuple[str, int]]:
     """The counts the usual slips give for a layer of this kind and these sizes."""
     if kind is nn.Linear:
         fin, fout = args
-        return [("one bias per output feature, not per input feature", fout * fin + fin)]
+        return [
+            ("the weights alone; add one bias per output", fout * fin),
+            ("one bias per output feature, not per input feature", fout * fin + fin),
+        ]
     cin, cout, k = args
     return [
+        ("the weights alone; add one bias per output channel", cout * cin * k * k),
         ("one bias per output channel, not per input channel", cout * cin * k * k + cin),
         ("one k×k kernel for each pair of input and output channel: out·in·k·k", cout * k * k + cout),
         ("a kernel holds k·k weights, not k", cout * cin * k + cout),
@@ -189,25 +182,17 @@ def check_count_parameters(count_conv_parameters, count_linear_parameters=None) 
                 f"{call} raised {tk.first_line(exc, 80)}: pass the convolution's function first, "
                 'check("2.3", count_conv_parameters, count_linear_parameters)'
             ) from None
-        if tk.as_number(got, call) == expected - layer.bias.numel():
-            bias = "one bias per output channel" if kind is nn.Conv2d else "one bias per output"
-            raise Mismatch(f"expected {call} = {expected:,}, got {got!r}: the weights alone; add {bias}")
-        for explanation, wrong in _count_mistakes(kind, *args):
-            if tk.as_number(got, call) == wrong != expected:
-                raise Mismatch(f"expected {call} = {expected:,}, got {got!r}: {explanation}")
-        tk.expect_int(got, expected, call)
+        _expect_count(got, expected, call, _count_mistakes(kind, *args))
     return "6 layers match PyTorch's counts: cnn1 416, cnn2 12,832, fc1 5,130 (and three other shapes)"
 
 
 # ---------------------------------------------------------------- 2.4 CNN
 
 
-def _variant(state: dict, x: Tensor, relu: bool = True, pool: str = "max") -> Tensor:
+def _variant(state: dict, x: Tensor, act: Callable = torch.relu, pool: Callable = F.max_pool2d) -> Tensor:
     """The plain CNN with the reference's weights and one thing changed (to name a mistake)."""
-    pooling = F.max_pool2d if pool == "max" else F.avg_pool2d
-    act = torch.relu if relu else (lambda t: t)
-    x = pooling(act(F.conv2d(x, state["cnn1.weight"], state["cnn1.bias"], padding=2)), 2)
-    x = pooling(act(F.conv2d(x, state["cnn2.weight"], state["cnn2.bias"], padding=2)), 2)
+    x = pool(act(F.conv2d(x, state["cnn1.weight"], state["cnn1.bias"], padding=2)), 2)
+    x = pool(act(F.conv2d(x, state["cnn2.weight"], state["cnn2.bias"], padding=2)), 2)
     return F.linear(torch.flatten(x, 1), state["fc1.weight"], state["fc1.bias"])
 
 
@@ -248,8 +233,8 @@ def check_cnn(CNN) -> str:  # noqa: N803 - the learner's class keeps its name
             batch = x[: len(got)]
             expected = reference(batch)
             mistakes = [
-                ("equal a network without the ReLUs", _variant(state, batch, relu=False)),
-                ("equal average pooling instead of max pooling", _variant(state, batch, pool="avg")),
+                ("equal a network without the ReLUs", _variant(state, batch, act=lambda t: t)),
+                ("equal average pooling instead of max pooling", _variant(state, batch, pool=F.avg_pool2d)),
                 (SOFTMAX, expected.softmax(dim=1)),
                 (SOFTMAX, expected.log_softmax(1)),
             ]
@@ -270,13 +255,12 @@ def _expect_layers(model: nn.Module, reference: nn.Module) -> None:
     problems = [
         f"{k} is {found[k]}, the reference's is {wanted[k]}" for k in wanted if k in found and found[k] != wanted[k]
     ]
-    missing, extra = [k for k in wanted if k not in found], [k for k in found if k not in wanted]
-    if missing:
+    if missing := [k for k in wanted if k not in found]:
         problems.append(
             f"no parameter named {_names(missing)} (yours: {_names(list(found)) or 'none'}); "
             f"name the layers cnn1, cnn2 and fc1 like the original"
         )
-    if extra:
+    if extra := [k for k in found if k not in wanted]:
         problems.append(f"unexpected {_names(extra)}: the plain CNN has only cnn1, cnn2 and fc1 (no batch norm)")
     if count != CNN_PARAMETERS:
         raise Mismatch(

@@ -11,6 +11,13 @@ Beyond the values, every check tries one image and odd sizes, float64, another d
 argument changes in place; 3.2 also tries non-default constructor arguments and the mode. Limits:
 a call to PyTorch's batch norm through a private alias (not `torch.batch_norm`) is not seen, and a
 function that reads values (`.item()`, NumPy) cannot run on `meta`, so its device is not checked.
+
+Decided for 3.1, 3.3 and 3.4: results keep the inputs' dtype (a float64 result for a float32 x fails: it
+would not fit the next float32 layer; computing in float64 inside is fine); calling `F.batch_norm` or an
+`nn.BatchNorm` layer fails, since the lesson asks for the equations (the check sees calls through
+`torch.batch_norm` only); no argument may be changed in place (3.3 returns new tensors, although
+nn.BatchNorm2d updates its own buffers in place); gradients must reach x, gamma and beta in 3.1 and 3.4,
+not in 3.3 (running statistics are not trained).
 """
 
 from __future__ import annotations
@@ -38,10 +45,15 @@ FORBIDDEN = (
 )
 
 
+def _c(v: Tensor) -> Tensor:
+    """A (C,) vector as (1, C, 1, 1)."""
+    return v.view(1, -1, 1, 1)
+
+
 def _channel_batch(shape: tuple[int, ...], means: list[float], stds: list[float], seed: int) -> Tensor:
     """A float32 batch (N, C, H, W) whose channels have clearly different means and spreads."""
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed))
-    return x * torch.tensor(stds).view(1, -1, 1, 1) + torch.tensor(means).view(1, -1, 1, 1)
+    return x * _c(torch.tensor(stds)) + _c(torch.tensor(means))
 
 
 def _per_channel(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
@@ -54,16 +66,12 @@ def _per_channel(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     )
 
 
-def _c(v: Tensor) -> Tensor:
-    """A (C,) vector as (1, C, 1, 1)."""
-    return v.view(1, -1, 1, 1)
-
-
 def _expect_batch_norm(
-    function: Any, cases: list, reference: Any, mistakes: Any, names: tuple[str, ...], mode: str
+    function: Any, name: str, cases: list, reference: Any, mistakes: Any, names: tuple[str, ...], mode: str
 ) -> None:
     """Each case `(arguments, eps, what)`: no library batch norm, no argument changed, a finite tensor in x's dtype
-    equal to the reference's, else the mistake it matches (`mistakes(*arguments, eps)`)."""
+    equal to the reference's, else the mistake it matches (`mistakes(*arguments, eps)`); then, on the first case,
+    the gradients for x, gamma and beta (the statistics between them held fixed) and the device."""
     for arguments, eps, what in cases:
         with tk.forbid_call(torch, "batch_norm", FORBIDDEN):
             got = tk.call_unmodified(function, *arguments, eps, names=names)
@@ -73,6 +81,14 @@ def _expect_batch_norm(
         tk.expect_dtype_kept(got, arguments[0], what)
         found = f"{what} differs from nn.BatchNorm2d in {mode}: "
         tk.expect_same(got, expected, what, mistakes(*arguments, eps), atol=ATOL, found=found)
+    (x, *statistics, gamma, beta), eps, _ = cases[0]
+    tk.expect_gradients(
+        lambda x, g, b: function(x, *(s.to(x.dtype) for s in statistics), g, b, eps),
+        lambda x, g, b: reference(x, *(s.to(x.dtype) for s in statistics), g, b, eps),
+        {"x": x, "gamma": gamma, "beta": beta},
+        what=name,
+    )
+    tk.expect_device_kept(function, *cases[0][0], eps, what=name)
 
 
 # --- 3.1 batch_norm_forward (train mode) -----------------------------------------------------
@@ -140,52 +156,30 @@ def _bn_train_reference(x: Tensor, gamma: Tensor, beta: Tensor, eps: float) -> T
     "gamma and beta reshaped to (1, C, 1, 1)",
 )
 def check_batch_norm_forward(batch_norm_forward: Any) -> str:
-    """Compare with `F.batch_norm(training=True)` on three seeded batches, then its gradients and its device.
-
-    Decided: the result must keep x's dtype (a float64 result for a float32 x fails: it would not fit the
-    next float32 layer); computing in float64 inside is fine. Calling `F.batch_norm` or an `nn.BatchNorm`
-    layer fails, since the lesson asks for the equations (the check sees calls through `torch.batch_norm`
-    only). No argument may be changed in place, and gradients must reach x, gamma and beta.
-    """
+    """Compare with `F.batch_norm(training=True)` on three seeded batches, then its gradients and its device."""
     tk.expect_function(batch_norm_forward, "a function batch_norm_forward(x, gamma, beta, eps)")
-    cases = [
-        # a channel with a tiny spread makes eps matter; W != C so a wrong broadcast cannot pass
-        (
-            _channel_batch((4, 3, 2, 2), [1.0, -2.0, 0.0], [2.0, 0.5, 0.01], seed=0),
-            torch.tensor([1.5, -0.7, 2.0]),
-            torch.tensor([0.3, -1.2, 0.5]),
-            1e-5,
-            "eps=1e-5) on a (4, 3, 2, 2) batch",
-        ),
-        (
-            _channel_batch((6, 2, 3, 3), [0.5, 3.0], [1.0, 0.2], seed=1),
-            torch.tensor([0.8, 1.7]),
-            torch.tensor([-0.4, 0.9]),
-            0.5,
-            "eps=0.5) on a (6, 2, 3, 3) batch",
-        ),
-        # one image (N = 1 is fine in training mode when H·W > 1), odd sizes, float64
-        (
-            _channel_batch((1, 2, 3, 5), [-1.0, 2.0], [0.7, 1.5], seed=2).double(),
-            torch.tensor([0.6, -1.1], dtype=torch.float64),
-            torch.tensor([0.2, 0.4], dtype=torch.float64),
-            1e-5,
-            "eps=1e-5) on one float64 image (1, 2, 3, 5)",
-        ),
+    # a channel with a tiny spread makes eps matter; W != C so a wrong broadcast cannot pass
+    four = _channel_batch((4, 3, 2, 2), [1.0, -2.0, 0.0], [2.0, 0.5, 0.01], seed=0)
+    six = _channel_batch((6, 2, 3, 3), [0.5, 3.0], [1.0, 0.2], seed=1)
+    # one image (N = 1 is fine in training mode when H·W > 1), odd sizes, float64
+    one = _channel_batch((1, 2, 3, 5), [-1.0, 2.0], [0.7, 1.5], seed=2).double()
+    cases = [  # x, gamma, beta (in x's dtype), eps, what
+        (four, [1.5, -0.7, 2.0], [0.3, -1.2, 0.5], 1e-5, "eps=1e-5) on a (4, 3, 2, 2) batch"),
+        (six, [0.8, 1.7], [-0.4, 0.9], 0.5, "eps=0.5) on a (6, 2, 3, 3) batch"),
+        (one, [0.6, -1.1], [0.2, 0.4], 1e-5, "eps=1e-5) on one float64 image (1, 2, 3, 5)"),
     ]
+    cases = [
+        (
+            (x, torch.tensor(g, dtype=x.dtype), torch.tensor(b, dtype=x.dtype)),
+            eps,
+            f"batch_norm_forward(x, gamma, beta, {w}",
+        )
+        for x, g, b, eps, w in cases
+    ]
+    names = ("x", "gamma", "beta")
     _expect_batch_norm(
-        batch_norm_forward,
-        [((x, gamma, beta), eps, f"batch_norm_forward(x, gamma, beta, {case}") for x, gamma, beta, eps, case in cases],
-        _bn_train_reference,
-        _bn_train_mistakes,
-        ("x", "gamma", "beta"),
-        "training mode",
+        batch_norm_forward, "batch_norm_forward", cases, _bn_train_reference, _bn_train_mistakes, names, "training mode"
     )
-    x, gamma, beta, eps, _ = cases[0]
-    tk.expect_gradients(
-        batch_norm_forward, _bn_train_reference, {"x": x, "gamma": gamma, "beta": beta}, eps, what="batch_norm_forward"
-    )
-    tk.expect_device_kept(batch_norm_forward, x, gamma, beta, eps, what="batch_norm_forward")
     return (
         "outputs (4, 3, 2, 2) and (6, 2, 3, 3) match nn.BatchNorm2d in training mode "
         f"within {ATOL_TEXT} (eps 1e-5 and 0.5)"
@@ -246,9 +240,7 @@ def _expect_architecture(model: nn.Module, reference: nn.Module) -> None:
         if unexpected:
             parts.append(f"unexpected {', '.join(unexpected[:6])}{' …' if len(unexpected) > 6 else ''}")
         raise Mismatch(
-            "state-dict keys differ from the original's: "
-            + "; ".join(parts)
-            + f" (the original's layers: {STATE_KEYS_HINT})"
+            f"state-dict keys differ from the original's: {'; '.join(parts)} (the original's layers: {STATE_KEYS_HINT})"
         )
     for key, shape in wanted.items():
         if got[key] != shape:
@@ -379,19 +371,13 @@ def _both_close(got: tuple[Any, Any], want: tuple[Tensor, Tensor]) -> bool:
     return tk.is_close(got[0], want[0], ATOL) and tk.is_close(got[1], want[1], ATOL)
 
 
-RUNNING_STEPS = [  # (shape of the batch, momentum): one image and odd sizes among them
-    ((4, 3, 2, 2), 0.1),
-    ((1, 3, 3, 3), 0.1),
-    ((5, 3, 2, 1), 0.1),
-    ((4, 3, 2, 2), 0.3),
-]
-
-
 def _running_batches() -> list[tuple[Tensor, float]]:
     """Seeded training batches whose three channels have different means and spreads, with their momentum."""
     generator = torch.Generator().manual_seed(5)
     spread, centre = _c(torch.tensor([1.0, 3.0, 0.5])), _c(torch.tensor([2.0, -1.0, 0.0]))
-    return [(torch.randn(*shape, generator=generator) * spread + centre, m) for shape, m in RUNNING_STEPS]
+    # (shape of the batch, momentum): one image and odd sizes among them
+    steps = [((4, 3, 2, 2), 0.1), ((1, 3, 3, 3), 0.1), ((5, 3, 2, 1), 0.1), ((4, 3, 2, 2), 0.3)]
+    return [(torch.randn(*shape, generator=generator) * spread + centre, m) for shape, m in steps]
 
 
 def _update_reference(mean: Tensor, var: Tensor, x: Tensor, momentum: float) -> tuple:
@@ -410,13 +396,7 @@ def _update_reference(mean: Tensor, var: Tensor, x: Tensor, momentum: float) -> 
     "variance (divide by M − 1) for running_var",
 )
 def check_update_running_stats(update_running_stats: Any) -> str:
-    """Follow nn.BatchNorm2d's buffers over four training-mode batches (one of them a single image), momentum 0.1 then 0.3.
-
-    Decided: the function returns new tensors and changes none of its arguments (nn.BatchNorm2d updates
-    its own buffers in place, but this function is asked for the new values); gradients are not required
-    (running statistics are not trained); the results keep the inputs' dtype (float32 and float64 are
-    both checked); letting nn.BatchNorm2d or F.batch_norm do the update fails, as the lesson says.
-    """
+    """Follow nn.BatchNorm2d's buffers over four training-mode batches (one of them a single image), momentum 0.1 then 0.3."""
     tk.expect_function(update_running_stats, "a function update_running_stats(running_mean, running_var, x, momentum)")
     mean, var = (torch.tensor(values) for values in RUNNING)
     batches = _running_batches()
@@ -500,11 +480,7 @@ def _bn_eval_reference(
     "gamma·(x − running_mean)/sqrt(running_var + eps) + beta, the (C,) vectors reshaped to (1, C, 1, 1)",
 )
 def check_batch_norm_eval(batch_norm_eval: Any) -> str:
-    """Compare with nn.BatchNorm2d in eval mode, with two values of eps, on one image and in float64.
-
-    Decided as in 3.1: the result keeps x's dtype; F.batch_norm and nn.BatchNorm layers are ruled out;
-    no argument may change; gradients must reach x, gamma and beta.
-    """
+    """Compare with nn.BatchNorm2d in eval mode, with two values of eps, on one image and in float64."""
     tk.expect_function(batch_norm_eval, "a function batch_norm_eval(x, running_mean, running_var, gamma, beta, eps)")
     mean, var = (torch.tensor(values) for values in RUNNING)
     gamma, beta = torch.tensor([1.5, -0.7, 2.0]), torch.tensor([0.3, -1.2, 0.5])
@@ -518,12 +494,6 @@ def check_batch_norm_eval(batch_norm_eval: Any) -> str:
     ]
     names = ("x", "running_mean", "running_var", "gamma", "beta")
     cases = [(arguments, eps, f"batch_norm_eval on {what}") for arguments, eps, what in cases]
-    _expect_batch_norm(batch_norm_eval, cases, _bn_eval_reference, _bn_eval_mistakes, names, "eval mode")
-    tk.expect_gradients(
-        lambda x, g, b: batch_norm_eval(x, mean.to(x.dtype), var.to(x.dtype), g, b, 1e-5),
-        lambda x, g, b: _bn_eval_reference(x, mean.to(x.dtype), var.to(x.dtype), g, b, 1e-5),
-        {"x": x, "gamma": gamma, "beta": beta},
-        what="batch_norm_eval",
-    )
-    tk.expect_device_kept(batch_norm_eval, x, *statistics, 1e-5, what="batch_norm_eval")
+    reference, mistakes = _bn_eval_reference, _bn_eval_mistakes
+    _expect_batch_norm(batch_norm_eval, "batch_norm_eval", cases, reference, mistakes, names, "eval mode")
     return f"matches nn.BatchNorm2d in eval mode within {ATOL_TEXT} on a batch (eps 1e-5 and 0.5) and on one image"

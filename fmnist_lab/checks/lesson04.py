@@ -163,15 +163,13 @@ def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
     """Four (cost, images, batch size) cases, one with a smaller last batch; any kind of number is accepted."""
     tk.expect_function(mean_loss_from_cost, "a function mean_loss_from_cost(cost, n_images, batch_size)")
     for cost, n_images, batch_size in MEAN_CASES:
-        expected = cost / math.ceil(n_images / batch_size)
+        n_batches = math.ceil(n_images / batch_size)
+        expected = cost / n_batches
         call = f"mean_loss_from_cost({cost}, {n_images}, {batch_size})"
         got = tk.as_number(mean_loss_from_cost(cost, n_images, batch_size), call)
         if tk.is_close(got, expected, atol=1e-12, rtol=1e-9):
             continue
-        batches = (
-            f": {n_images:,} images in batches of {batch_size:,} make {math.ceil(n_images / batch_size):,} "
-            "batches, the last one smaller"
-        )
+        batches = f": {n_images:,} images in batches of {batch_size:,} make {n_batches:,} batches, the last one smaller"
         mistakes = [
             (": you divided by the number of images, but the cost adds one mean loss per batch", cost / n_images),
             (batches, cost / (n_images / batch_size)),
@@ -182,8 +180,8 @@ def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
                 cost / (n_images // batch_size + 1),
             ),
             (": you divided by the batch size; divide by the number of batches", cost / batch_size),
-            (": you used // on the cost; divide with /", cost // math.ceil(n_images / batch_size)),
-            (": that is the number of batches; divide the cost by it", math.ceil(n_images / batch_size)),
+            (": you used // on the cost; divide with /", cost // n_batches),
+            (": that is the number of batches; divide the cost by it", n_batches),
         ]
         shown = f"expected {call} = {expected:.6g}, got {got:.6g}"
         tk.name_the_mistake(got, mistakes, CLOSE_MEAN, found=shown, otherwise=shown)
@@ -197,6 +195,7 @@ def check_mean_loss_from_cost(mean_loss_from_cost) -> str:
 # --- 4.3 evaluate_accuracy -----------------------------------------------------------------------
 
 N_EVAL = 300
+_accuracy_close = functools.partial(tk.is_close, atol=1e-7, rtol=1e-6)
 
 
 def _accuracy_setup() -> tuple[CNNBatch, Tensor, Tensor, float]:
@@ -222,21 +221,16 @@ def check_evaluate_accuracy(evaluate_accuracy) -> str:
     before = copy.deepcopy(model.state_dict())
     grad_modes: list[bool] = []
     hook = model.register_forward_hook(lambda module, inputs, output: grad_modes.append(torch.is_grad_enabled()))
-    try:
-        got = tk.as_number(
-            tk.call_unmodified(evaluate_accuracy, model, images, labels, names=("model", "images", "labels")),
-            "the returned accuracy",
-        )
-    finally:
-        hook.remove()
+    answer = tk.call_unmodified(evaluate_accuracy, model, images, labels, names=("model", "images", "labels"))
+    hook.remove()
+    got = tk.as_number(answer, "the returned accuracy")
     stats_changed = any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
-    close = functools.partial(tk.is_close, atol=1e-7, rtol=1e-6)
-    if not close(got, expected):
+    if not _accuracy_close(got, expected):
+        shown = f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}"
         if stats_changed:
             raise Mismatch(
-                f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}: the model "
-                "ran in training mode (its batch-norm running statistics changed; the check hands "
-                "you a model in training mode): call model.eval() first"
+                f"{shown}: the model ran in training mode (its batch-norm running statistics changed; the "
+                "check hands you a model in training mode): call model.eval() first"
             )
         mistakes = [
             ("return a fraction, not a percentage", expected * 100),
@@ -246,10 +240,8 @@ def check_evaluate_accuracy(evaluate_accuracy) -> str:
             ),
             ("that is the error rate, the fraction of wrong predictions; return the correct ones", 1 - expected),
         ]
-        otherwise = f"expected accuracy {expected:.4f} on {N_EVAL} images, got {got:.4f}"
-        tk.name_the_mistake(
-            got, mistakes, close, found=f"expected a fraction {expected:.4f}, got {got:g}: ", otherwise=otherwise
-        )
+        found = f"expected a fraction {expected:.4f}, got {got:g}: "
+        tk.name_the_mistake(got, mistakes, _accuracy_close, found=found, otherwise=shown)
     if stats_changed:
         raise Mismatch(
             "the accuracy is right but your function changed the batch-norm running statistics: "
@@ -271,19 +263,16 @@ def _expect_accuracy_on_other_sizes(evaluate_accuracy, model: nn.Module, images,
     """37 images and a single one, with the model handed over in eval mode: right, and still in eval mode."""
     with torch.no_grad():
         predicted = model.eval()(images).argmax(dim=1)
-    first = f"{N_EVAL} images"
     for count in (37, 1):
         expected = (predicted[:count] == labels[:count]).double().mean().item()
-        what = f"the accuracy on {count} image{'s' if count > 1 else ''}"
-        with tk.other_input(first, f"{count} image{'s' if count > 1 else ''}"):
+        given = f"{count} image{'s' if count > 1 else ''}"
+        what = f"the accuracy on {given}"
+        with tk.other_input(f"{N_EVAL} images", given):
             got = tk.as_number(evaluate_accuracy(model.eval(), images[:count], labels[:count]), what)
-        if not tk.is_close(got, expected, atol=1e-7, rtol=1e-6):
-            raise Mismatch(
-                f"expected {what} = {expected:.4f}, got {got:.4f}: divide by the number of images you are "
-                f"given, len(labels), not {N_EVAL}"
-                if tk.is_close(got, expected * count / N_EVAL, atol=1e-7)
-                else f"expected {what} = {expected:.4f}, got {got:.4f}"
-            )
+        if not _accuracy_close(got, expected):
+            shown = f"expected {what} = {expected:.4f}, got {got:.4f}"
+            fewer = f": divide by the number of images you are given, len(labels), not {N_EVAL}"
+            tk.name_the_mistake(got, [(fewer, expected * count / N_EVAL)], 1e-7, found=shown, otherwise=shown)
         if model.training:
             raise Mismatch(
                 "your function left a model it got in eval mode in training mode: leave it as you found it "

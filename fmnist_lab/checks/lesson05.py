@@ -51,11 +51,6 @@ def call_on_copies(function, labels: Tensor, predicted: Tensor):
     return tk.call_unmodified(function, labels, predicted, names=("labels", "predicted"))
 
 
-def odd_size_inputs(seed: int, **classes: tuple[int, ...]) -> tuple[Tensor, Tensor]:
-    """Seeded `fixed_inputs` of 37 images, every allowed class present: the second, odd-sized input."""
-    return fixed_inputs(seed, n=ODD_SIZE, **classes)
-
-
 def wrong_on_second(what: str) -> Mismatch:
     """The answer was right on the first input and wrong on the odd-sized one: a size written into it."""
     return Mismatch(
@@ -91,9 +86,8 @@ def _with_a_missing_class(seed: int, n: int = 600) -> tuple[Tensor, Tensor, np.n
 
 def _scores(labels: Tensor, predicted: Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-class precision, recall and F1 (0 where undefined), as scikit-learn computes them."""
-    return precision_recall_fscore_support(labels.numpy(), predicted.numpy(), labels=range(N_CLASSES), zero_division=0)[
-        :3
-    ]
+    y_true, y_pred = labels.numpy(), predicted.numpy()
+    return precision_recall_fscore_support(y_true, y_pred, labels=range(N_CLASSES), zero_division=0)[:3]
 
 
 @exercise(
@@ -106,25 +100,24 @@ def check_accuracy(accuracy) -> str:
     labels, predicted = fixed_inputs(51, n=500)
     expected = accuracy_score(labels.numpy(), predicted.numpy())
     correct = int((labels == predicted).sum())
-    answer = call_on_copies(accuracy, labels, predicted)
-    tk.expect_finite(answer, "accuracy(labels, predicted)")
-    got = tk.as_number(answer, "accuracy(labels, predicted)")
-    if not abs(got - expected) <= 1e-6:
-        mistakes = [
-            (
-                f"expected a fraction, {expected:.4f}, got {got:g}: that is the number of correct predictions; "
-                f"divide it by the number of images ({len(labels)})",
-                correct,
-            ),
-            (f"expected a fraction in [0, 1], {expected:.4f}, got {got:g}, a percentage", 100 * expected),
-            (f"expected {expected:.4f}, got {got:.4f}, the error rate (the fraction of mistakes)", 1 - expected),
-        ]
-        otherwise = f"expected accuracy = {expected:.4f} ({correct} correct of {len(labels)}), got {got:.6g}"
-        tk.name_the_mistake(got, mistakes, 1e-4, otherwise=otherwise)
+    what, answer = "accuracy(labels, predicted)", call_on_copies(accuracy, labels, predicted)
+    tk.expect_finite(answer, what)
+    got = tk.as_number(answer, what)
+    mistakes = [
+        (
+            f"expected a fraction, {expected:.4f}, got {got:g}: that is the number of correct predictions; "
+            f"divide it by the number of images ({len(labels)})",
+            correct,
+        ),
+        (f"expected a fraction in [0, 1], {expected:.4f}, got {got:g}, a percentage", 100 * expected),
+        (f"expected {expected:.4f}, got {got:.4f}, the error rate (the fraction of mistakes)", 1 - expected),
+    ]
+    otherwise = f"expected accuracy = {expected:.4f} ({correct} correct of {len(labels)}), got {got:.6g}"
+    tk.expect_same(got, expected, what, mistakes, atol=1e-6, close=1e-4, found="", otherwise=otherwise)
     all_right = tk.as_number(call_on_copies(accuracy, labels, labels), "accuracy(labels, labels)")
     if not abs(all_right - 1.0) <= 1e-6:
         raise Mismatch(f"expected accuracy(labels, labels) = 1.0 (every prediction right), got {all_right:.6g}")
-    few_labels, few_predicted = odd_size_inputs(510)
+    few_labels, few_predicted = fixed_inputs(510, n=ODD_SIZE)
     with tk.other_input(FIRST, SECOND):
         second = call_on_copies(accuracy, few_labels, few_predicted)
     tk.expect_finite(second, f"accuracy on {ODD_SIZE} images")
@@ -152,11 +145,10 @@ def check_per_class_accuracy(per_class_accuracy) -> str:
     labels, predicted = fixed_inputs(52, never_predicted=(NEVER_CORRECT,))
     precision, recall, _ = _scores(labels, predicted)
     why = " (one per class, even for a class that is never predicted: bincount needs minlength=10)"
-    got = _per_class_values(
-        call_on_copies(per_class_accuracy, labels, predicted), "per_class_accuracy(labels, predicted)", why
-    )
+    what = "per_class_accuracy(labels, predicted)"
+    got = _per_class_values(call_on_copies(per_class_accuracy, labels, predicted), what, why)
     if tk.is_close(got, recall, atol=1e-6):
-        few_labels, few_predicted = odd_size_inputs(520, never_predicted=(NEVER_CORRECT,))
+        few_labels, few_predicted = fixed_inputs(520, n=ODD_SIZE, never_predicted=(NEVER_CORRECT,))
         with tk.other_input(FIRST, SECOND):
             second = call_on_copies(per_class_accuracy, few_labels, few_predicted)
         second = _per_class_values(second, f"per_class_accuracy on {ODD_SIZE} images", why)
@@ -182,7 +174,7 @@ def check_per_class_accuracy(per_class_accuracy) -> str:
     if np.isnan(got).any():
         name = CLASS_NAMES[int(np.flatnonzero(np.isnan(got))[0])]
         raise Mismatch(f"got nan for {name}; every class occurs among these labels, so no value should be nan")
-    tk.expect_finite(got, "per_class_accuracy(labels, predicted)")
+    tk.expect_finite(got, what)
     k = int(np.flatnonzero(np.abs(got - recall) > 1e-6)[0])
     raise Mismatch(
         f"expected {CLASS_NAMES[k]} (class {k}) = {recall[k]:.4f}, got {got[k]:.4g}"
@@ -262,12 +254,8 @@ def check_precision_recall_f1(precision_recall_f1) -> str:
     names = ("precision", "recall", "F1")
     for k, want in enumerate(scores):
         call, where = f"precision_recall_f1(matrix, {k})", f"{CLASS_NAMES[k]} (class {k})"
-        answer = tk.as_tuple(
-            tk.call_unmodified(precision_recall_f1, matrix, k, names=("matrix",)),
-            call,
-            3,
-            "three numbers (precision, recall, f1)",
-        )
+        answer = tk.call_unmodified(precision_recall_f1, matrix, k, names=("matrix",))
+        answer = tk.as_tuple(answer, call, 3, "three numbers (precision, recall, f1)")
         got = np.array([tk.as_number(v, f"{name} of {call}") for v, name in zip(answer, ("precision", "recall", "f1"))])
         if not np.isfinite(got).all():
             raise Mismatch(

@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
+from torch.nn import functional as F
 
 from fmnist_lab import interpret
 from fmnist_lab.checks import Mismatch, exercise
@@ -138,9 +139,37 @@ def check_most_confused_pairs(most_confused_pairs) -> str:
 # --------------------------------------------------------------------------------------------- 6.2
 
 
+TWO_GROUP_MISTAKES = [  # (explanation, the ECE it gives) on 300 predictions at 0.95 and 100 at 0.45
+    ("that is |mean confidence − accuracy| over all predictions; take the gap within each bin, then average", 0.0375),
+    ("that is the plain mean of the bins' gaps; weight each bin by its share of the predictions (n_b / N)", 0.175),
+    ("that is the largest gap (the maximum calibration error); ECE averages them", 0.3),
+]
+# (groups of (confidence, n, right): n predictions at one confidence, the first `right` correct; what they are,
+# their ECE, the mistakes that give a known value)
+ECE_CASES = [
+    (
+        ((0.95, 300, 270), (0.45, 100, 75)),
+        "300 predictions at 0.95 (90% right) and 100 at 0.45 (75% right)",
+        0.1125,
+        TWO_GROUP_MISTAKES,
+    ),
+    (
+        ((0.65, 20, 13), (0.85, 40, 34), (0.25, 4, 1)),
+        "calibrated predictions (65% right at 0.65, 85% at 0.85, 25% at 0.25)",
+        0.0,
+        [],
+    ),
+    (
+        ((1.0, 50, 40), (0.62, 50, 31)),
+        "50 predictions at confidence 1.0 (80% right) and 50 at 0.62 (62% right)",
+        0.1,
+        [("predictions with confidence exactly 1.0 belong to the last bin", 0.0)],
+    ),
+]
+
+
 def random_predictions(n: int = 2000) -> tuple[Tensor, Tensor]:
-    """Seeded predictions, confidence in (0.1, 1), right with probability confidence + 0.15·sin(9·confidence)
-    (the gap changes sign several times, so the ECE depends on the number of bins)."""
+    """Seeded predictions right with probability confidence + 0.15·sin(9·confidence): the ECE depends on the bins."""
     generator = torch.Generator().manual_seed(62)
     confidence = 0.1 + 0.9 * torch.rand(n, generator=generator)
     correct = torch.rand(n, generator=generator) < (confidence + 0.15 * torch.sin(9 * confidence)).clamp(0, 1)
@@ -167,57 +196,19 @@ def check_expected_calibration_error(expected_calibration_error) -> str:
         tk.expect_finite(value, f"the ECE with {n_bins} bins")
         return tk.as_number(value, "the ECE")
 
-    cases = [  # (groups of (confidence, n, right): n predictions at one confidence, the first `right` correct;
-        #         what they are, their ECE, the mistakes that give a known value)
-        (
-            ((0.95, 300, 270), (0.45, 100, 75)),
-            "300 predictions at 0.95 (90% right) and 100 at 0.45 (75% right)",
-            0.1125,
-            [
-                (
-                    "that is |mean confidence − accuracy| over all predictions; take the gap within each bin, then "
-                    "average",
-                    0.0375,
-                ),
-                (
-                    "that is the plain mean of the bins' gaps; weight each bin by its share of the predictions "
-                    "(n_b / N)",
-                    0.175,
-                ),
-                ("that is the largest gap (the maximum calibration error); ECE averages them", 0.3),
-            ],
-        ),
-        (
-            ((0.65, 20, 13), (0.85, 40, 34), (0.25, 4, 1)),
-            "calibrated predictions (65% right at 0.65, 85% at 0.85, 25% at 0.25)",
-            0.0,
-            [],
-        ),
-        (
-            ((1.0, 50, 40), (0.62, 50, 31)),
-            "50 predictions at confidence 1.0 (80% right) and 50 at 0.62 (62% right)",
-            0.1,
-            [("predictions with confidence exactly 1.0 belong to the last bin", 0.0)],
-        ),
-    ]
-    for groups, what, ece, mistakes in cases:
+    for groups, what, ece, mistakes in ECE_CASES:
         confidences = torch.cat([torch.full((n,), confidence) for confidence, n, _ in groups])
         correct = torch.cat([torch.arange(n) < right for _, n, right in groups])
         got = learner_ece(confidences, correct, 10)
-        if not abs(got - ece) <= 1e-5:
-            shown = f"expected ECE {ece:g} (± 1e-5) for {what}, got {got:.4g}"
-            tk.name_the_mistake(got, mistakes, 1e-4, found=shown + ": ", otherwise=shown)
+        shown = f"expected ECE {ece:g} (± 1e-5) for {what}, got {got:.4g}"
+        tk.expect_same(got, ece, what, mistakes, atol=1e-5, close=1e-4, found=shown + ": ", otherwise=shown)
     confidence, correct = random_predictions()
-    for n_bins in (5, 10, 15):
+    for given, n_bins, what in [
+        *((confidence, n, f"ECE of 2,000 seeded predictions with {n} bins") for n in (5, 10, 15)),
+        (confidence.double(), 10, "ECE of the same predictions with float64 confidences"),
+    ]:
         expected = interpret.expected_calibration_error(confidence, correct, n_bins)
-        what = f"ECE of 2,000 seeded predictions with {n_bins} bins"
-        tk.expect_number(learner_ece(confidence, correct, n_bins), expected, what, 1e-5)
-    tk.expect_number(
-        learner_ece(confidence.double(), correct, 10),
-        interpret.expected_calibration_error(confidence, correct, 10),
-        "ECE of the same predictions with float64 confidences",
-        1e-5,
-    )
+        tk.expect_number(learner_ece(given, correct, n_bins), expected, what, 1e-5)
     ece10 = interpret.expected_calibration_error(confidence, correct, 10)
     return (
         f"0.1125 on the two-group example, 0 on calibrated data, 0.1 with confidences of 1.0, and "
@@ -254,9 +245,7 @@ def _map(function: Any, model: nn.Module, image: Tensor, *rest: Any, what: str, 
 
 
 def _expect_maps(function: Any, package: str, cases: list[dict], small: dict, mistakes: Any, close: float) -> list:
-    """Each case's map on a seeded CNNBatch and image equals the reference's (else the mistake it matches, within
-    `close`), then the `small` case on a 12×12 model and image (a size written into the function shows up).
-    Returns the reference maps."""
+    """The reference maps after each case's map equals them (or names its mistake) and the 12×12 `small` case runs."""
     reference, model, image, maps = getattr(interpret, package), tk.random_cnn_batch(6), seeded_image(), []
     for arguments in cases:
         what = f"{package}(model, image, " + ", ".join(f"{k}={v}" for k, v in arguments.items()) + ")"
@@ -345,9 +334,7 @@ def _saliency_mistakes(model: nn.Module, image: Tensor, expected: Tensor, label:
         ),
         (
             f"matches the gradient of the loss: {score}",
-            lambda: _gradient(
-                model, image, lambda logits: nn.functional.cross_entropy(logits, torch.tensor([label]))
-            ).abs(),
+            lambda: _gradient(model, image, lambda logits: F.cross_entropy(logits, torch.tensor([label]))).abs(),
         ),
     ]
 

@@ -53,11 +53,9 @@ def _lr_mistakes(step: int, total: int, max_lr: float, expected: float, got: flo
             (f"expected {expected:.6g} (max_lr / 25), got 0: the warm-up starts at max_lr/25", 0.0),
             (f"expected {expected:.6g}, got max_lr: warm up from max_lr/25 first", max_lr),
         ]
-    if step < int(0.3 * total):
-        return []
     to_zero = max_lr * (1 + math.cos(math.pi * (step - 0.3 * total) / (total - 0.3 * total))) / 2
     ends = f"expected {expected:.8g}, got {got:.8g}: the annealing ends at end = lo/10⁴ = max_lr/250,000, not at 0"
-    return [(ends, to_zero)]
+    return [(ends, to_zero)] if step >= int(0.3 * total) else []
 
 
 @exercise(

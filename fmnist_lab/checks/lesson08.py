@@ -25,11 +25,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import scipy.special
 import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-from fmnist_lab import export
+from fmnist_lab import data, export
 from fmnist_lab.checks import Mismatch, exercise
 from fmnist_lab.checks import toolkit as tk
 
@@ -149,8 +150,6 @@ def check_softmax_numpy(softmax_numpy) -> str:
 
 def _numpy_softmax(softmax_numpy, logits: np.ndarray, what: str) -> np.ndarray:
     """The learner's probabilities: NumPy only, `logits` unchanged, a finite NumPy array (as float64)."""
-    import scipy.special
-
     torch_calls = ((torch, "softmax"), (Tensor, "softmax"), (F, "softmax"), (scipy.special, "softmax"))
     with tk.without_package(export, "softmax_numpy", also=torch_calls, why=NUMPY_ONLY):
         got = tk.call_unmodified(softmax_numpy, logits, names=("logits",))
@@ -165,10 +164,8 @@ def _numpy_softmax(softmax_numpy, logits: np.ndarray, what: str) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def _reference_session():
     """ONNX Runtime on the reference model, exported once per process by the package."""
-    from fmnist_lab.export import export_to_onnx, onnx_session
-
     folder = Path(tempfile.mkdtemp(prefix="fmnist_lab_check_8_3_"))
-    return onnx_session(export_to_onnx(tk.random_cnn_batch(SEED), folder / "reference.onnx"))
+    return export.onnx_session(export.export_to_onnx(tk.random_cnn_batch(SEED), folder / "reference.onnx"))
 
 
 class RecordingSession:
@@ -219,8 +216,6 @@ def _predict(onnx_predict, images: Tensor, batch_size: int) -> tuple[np.ndarray,
     "np.concatenate the logits, softmax them, then argmax over axis 1",
 )
 def check_onnx_predict(onnx_predict) -> str:
-    from fmnist_lab import data
-
     tk.expect_plain_function(onnx_predict, "a function onnx_predict(session, images, batch_size)")
     all_images = data.load("test", 16)[0]
     model = tk.random_cnn_batch(SEED)
@@ -257,8 +252,6 @@ def check_onnx_predict(onnx_predict) -> str:
 
 def _pictures() -> list[tuple[str, np.ndarray, str]]:
     """Four RGBA pictures with what each tests: (description, rgba, hint on a mismatch)."""
-    from fmnist_lab import data
-
     paper = np.full((280, 280, 4), 255, dtype=np.uint8)  # a dark T-shirt-like outline on white paper
     outline = ((40, 60, 40, 240), (40, 120, 40, 70), (40, 120, 210, 240))  # (top, bottom, left, right): arms
     outline += ((60, 250, 80, 100), (60, 250, 180, 200), (230, 250, 80, 200))  # the two sides and the hem
@@ -270,8 +263,7 @@ def _pictures() -> list[tuple[str, np.ndarray, str]]:
     transparent[20:100, 30:50, 3] = 255
     transparent[20:100, 70:90, 3] = 255
     transparent[20:35, 30:90, 3] = 255
-    colour = np.zeros((60, 40, 4), dtype=np.uint8)  # a red garment on light blue, taller than wide
-    colour[..., :] = (200, 225, 255, 255)
+    colour = np.full((60, 40, 4), (200, 225, 255, 255), dtype=np.uint8)  # a red garment on light blue, taller than wide
     colour[10:50, 8:32] = (180, 30, 40, 255)
     return [
         (
@@ -300,12 +292,10 @@ def _pictures() -> list[tuple[str, np.ndarray, str]]:
     "pad_to_square, resize_image to 28 then 16; shape (1, 1, 16, 16)",
 )
 def check_preprocess_drawing(preprocess_drawing) -> str:
-    from fmnist_lab.export import preprocess_drawing as reference
-
     tk.expect_plain_function(preprocess_drawing, "a function preprocess_drawing(rgba)")
     dtypes = []
     for description, rgba, hint in _pictures():
-        expected = reference(rgba, 16).astype(np.float64)
+        expected = export.preprocess_drawing(rgba, 16).astype(np.float64)
         what = f"preprocess_drawing({description})"
         with tk.without_package(export, "preprocess_drawing"):
             answer = tk.call_unmodified(preprocess_drawing, rgba, names=("rgba",))
