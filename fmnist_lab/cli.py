@@ -216,6 +216,7 @@ def _train_as_rank(args: argparse.Namespace, out: Path, world: World) -> int:
 
 
 FIGURES = ("training_curves", "confusion_matrix", "sample_predictions", "sample_images")
+SAMPLE_IMAGES_FROM = 1000  # the first 8 training images of every class are among the first 1,000
 """The figures `train` writes into `--out/images/`, as NAME.png."""
 ROOM_NEEDED = 4 * 2**20
 """Free bytes `train` wants in `--out` before it starts: what it writes (about 0.5 MiB) with a wide margin."""
@@ -391,7 +392,7 @@ def _train_into(args: argparse.Namespace, out: Path, foreign: list[Path], world:
         "training_curves": plots.training_curves(history),
         "confusion_matrix": plots.confusion_matrix(evaluate.confusion_matrix(test_data[1], predicted)),
         "sample_predictions": plots.sample_predictions(test_data[0], test_data[1], predicted),
-        "sample_images": plots.sample_images(*data.load("train", 28)),
+        "sample_images": plots.sample_images(*data.load("train", 28, count=SAMPLE_IMAGES_FROM)),
     }
     weights = _write_results(out, model, history, metrics, figures)
     print()

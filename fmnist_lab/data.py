@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gzip
 import hashlib
 import math
 import os
@@ -316,8 +315,7 @@ def read_decompressed(
     if not gzipped:
         return Path(path).read_bytes()
     try:
-        with gzip.open(path, "rb") as stream:
-            data = stream.read(-1 if spec is None else spec.size + 1)  # a gzip bomb stops here
+        data = _gunzip(Path(path).read_bytes(), -1 if spec is None else spec.size + 1)  # a gzip bomb stops here
     except (OSError, EOFError, zlib.error) as exc:
         raise FmnistLabError(
             f"{shown}: not a complete gzip file ({exc}); delete it and run `fmnist-lab data` again"
@@ -325,6 +323,26 @@ def read_decompressed(
     if spec is not None and len(data) > spec.size:
         raise _wrong_size(shown, f"more than {spec.size:,}", spec, too_big=True)
     return data
+
+
+def _gunzip(compressed: bytes, limit: int) -> bytes:
+    """Decompress every gzip member, at most `limit` bytes (-1: all), in whole-buffer zlib calls.
+
+    Each call releases the GIL for its whole run, so the import that `fmnist-lab train` runs on a thread
+    meanwhile does not slow it down, as `gzip.open`'s chunk-by-chunk reads were (2.1 s instead of 0.8 s here).
+    """
+    parts, size = [], 0
+    while compressed and (limit < 0 or size < limit):
+        member = zlib.decompressobj(wbits=31)  # 31: a gzip header and trailer (CRC-32 and size checked)
+        part = member.decompress(compressed, max_length=0 if limit < 0 else limit - size)
+        parts.append(part)
+        size += len(part)
+        if not member.eof:
+            if 0 <= limit <= size:  # stopped at the limit: the caller reports the size
+                break
+            raise EOFError("Compressed file ended before the end-of-stream marker was reached")
+        compressed = member.unused_data.lstrip(b"\0")  # gzip's padding between members
+    return b"".join(parts)
 
 
 def _refuse_by_size(path: Path, shown: Path | str, gzipped: bool, spec: IdxFile) -> None:
@@ -416,16 +434,22 @@ def _images_uint8(path: Path, split: str, image_size: int) -> np.ndarray:
 
 
 def load(
-    split: str = "train", image_size: int = 28, root: str | os.PathLike | None = None
+    split: str = "train", image_size: int = 28, root: str | os.PathLike | None = None, count: int | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Images (N, 1, S, S) float32 in [0, 1] and labels (N,) int64 of a split, as fresh tensors."""
+    """Images (N, 1, S, S) float32 in [0, 1] and labels (N,) int64 of a split, as fresh tensors.
+
+    `count`: only the first `count` images (all by default), for a figure that needs a few: converting all
+    60,000 to float takes 0.3 s.
+    """
     if split not in SPLITS:
         raise FmnistLabError(f"unknown split {split!r}; use one of {', '.join(SPLITS)}")
     if image_size not in IMAGE_SIZES:
         raise FmnistLabError(f"image_size must be 28 (the originals) or 16 (the original model's), got {image_size}")
+    if count is not None and count < 1:
+        raise FmnistLabError(f"count must be at least 1, got {count}")
     location = find_data(root)
-    images = _images_uint8(location.path(split, "images"), split, image_size)
-    labels = _read_verified(location.path(split, "labels"), split, "labels")
+    images = _images_uint8(location.path(split, "images"), split, image_size)[:count]
+    labels = _read_verified(location.path(split, "labels"), split, "labels")[:count]
     return (torch.tensor(images, dtype=torch.float32).unsqueeze(1).div_(255), torch.tensor(labels, dtype=torch.int64))
 
 

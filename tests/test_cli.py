@@ -165,3 +165,19 @@ def test_console_script_is_installed():
     assert script, "pip install did not install the fmnist-lab command"
     result = subprocess.run([str(script), "--help"], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 0 and "train" in result.stdout and "evaluate" in result.stdout
+
+
+def test_train_draws_the_sample_images_figure_of_the_whole_training_set_from_its_first_images():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    from fmnist_lab import data, plots
+    from fmnist_lab.cli import SAMPLE_IMAGES_FROM
+
+    whole = plots.sample_images(*data.load("train", 28))
+    first = plots.sample_images(*data.load("train", 28, count=SAMPLE_IMAGES_FROM))
+    assert np.array_equal(whole.axes[0].images[0].get_array(), first.axes[0].images[0].get_array())
+    plt.close("all")

@@ -187,6 +187,31 @@ def test_truncated_plain_file_is_named_with_its_size(isolated, real_location):
         data.load("test", root=folder)
 
 
+def test_gunzip_reads_what_gzip_reads_up_to_the_limit_and_refuses_broken_files(tmp_path):
+    first, second = bytes(range(256)) * 300, b"second member" * 10
+    both = gzip.compress(first) + gzip.compress(second)
+    assert data._gunzip(both, -1) == gzip.decompress(both) == first + second
+    assert data._gunzip(both, 1000) == first[:1000]  # a gzip bomb stops at the limit
+    assert data._gunzip(both, len(first) + 6) == first + second[:6]
+    path = tmp_path / "cut.gz"
+    path.write_bytes(gzip.compress(first)[:-12])
+    with pytest.raises(FmnistLabError, match=r"cut.gz: not a complete gzip file \(Compressed file ended"):
+        data.read_decompressed(path)
+    flipped = bytearray(gzip.compress(first))
+    flipped[-6] ^= 1  # the CRC-32 in the trailer
+    path.write_bytes(bytes(flipped))
+    with pytest.raises(FmnistLabError, match=r"not a complete gzip file \(Error -3 .*incorrect data check"):
+        data.read_decompressed(path)
+
+
+def test_load_count_gives_the_first_images_and_labels():
+    images, labels = data.load("test", 16)
+    first_images, first_labels = data.load("test", 16, count=5)
+    assert torch.equal(first_images, images[:5]) and torch.equal(first_labels, labels[:5])
+    with pytest.raises(FmnistLabError, match="count must be at least 1, got 0"):
+        data.load("test", 16, count=0)
+
+
 def test_parse_idx_reads_tiny_files_and_rejects_bad_ones(tmp_path):
     array = np.arange(24, dtype=np.uint8).reshape(2, 3, 4)
     path = write_idx(tmp_path / "tiny-idx3-ubyte", array)
