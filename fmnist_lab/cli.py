@@ -216,8 +216,9 @@ def _train_as_rank(args: argparse.Namespace, out: Path, world: World) -> int:
 
 
 FIGURES = ("training_curves", "confusion_matrix", "sample_predictions", "sample_images")
-SAMPLE_IMAGES_FROM = 1000  # the first 8 training images of every class are among the first 1,000
 """The figures `train` writes into `--out/images/`, as NAME.png."""
+SAMPLE_IMAGES_FROM = 1000
+"""How many training images the sample-images figure is drawn from: every image it shows is among them."""
 ROOM_NEEDED = 4 * 2**20
 """Free bytes `train` wants in `--out` before it starts: what it writes (about 0.5 MiB) with a wide margin."""
 
