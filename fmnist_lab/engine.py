@@ -25,7 +25,7 @@ from torch.nn import functional as F
 
 from fmnist_lab import distributed
 from fmnist_lab.data import InMemoryBatches
-from fmnist_lab.evaluate import accuracy, check_input_size
+from fmnist_lab.evaluate import accuracy, check_input_size, fraction_right, predicted_classes
 from fmnist_lab.original import ORIGINAL
 
 Split = tuple[torch.Tensor, torch.Tensor]
@@ -100,13 +100,18 @@ class Plan:
 
 @dataclass
 class Fit:
-    """What `fit` returns: the trained model (eval mode), its weight average (or None), the history and times."""
+    """What `fit` returns: the trained model (eval mode), its weight average (or None), the history and times.
+
+    `val_predicted`: the class ids that the last epoch's validation predicted (the model handed back, as
+    planned), so a report of the final model needs no second pass over the data; None without validation data.
+    """
 
     model: nn.Module
     average: nn.Module | None
     history: list[EpochRecord]
     train_seconds: float
     wall_seconds: float
+    val_predicted: torch.Tensor | None = None
 
 
 def get_device() -> torch.device:
@@ -159,7 +164,7 @@ def fit(
     batches = InMemoryBatches(*train_data, batch_size=plan.batch_size, shuffle=True, seed=seed, device=device)
     optimizer = plan.optimizer(learner) if plan.optimizer else torch.optim.SGD(learner.parameters(), lr=plan.lr)
     average = plan.average(trained) if plan.average else None
-    history = []
+    history, predicted = [], None
     for epoch in range(1, plan.epochs + 1):
         start = time.perf_counter()
         title = f"epoch {epoch}/{plan.epochs}" if progress else None
@@ -177,7 +182,8 @@ def fit(
                 lr=optimizer.param_groups[0]["lr"], train_accuracy=correct / len(batches.labels), val_accuracy_raw=None
             )
         if val_data is not None:
-            record.update(_validate(trained, average, val_data, plan))
+            scores, predicted = _validate(trained, average, val_data, plan)
+            record.update(scores)
         history.append(record)
         if on_epoch is not None:
             on_epoch(record)
@@ -190,6 +196,7 @@ def fit(
         history,
         sum(r["seconds"] for r in history),
         time.perf_counter() - wall,
+        predicted,
     )
 
 
@@ -239,10 +246,14 @@ def _train_epoch(
     return cost.item(), int(correct.item())
 
 
-def _validate(model: nn.Module, average: WeightAverage | None, val_data: Split, plan: Plan) -> dict:
-    """The record's validation accuracies: the model handed back (average, TTA as planned), and the raw weights."""
+def _validate(
+    model: nn.Module, average: WeightAverage | None, val_data: Split, plan: Plan
+) -> tuple[dict, torch.Tensor]:
+    """The record's validation accuracies (the model handed back, average and TTA as planned; the raw weights),
+    and the classes that the model handed back predicted."""
     final = average.model if average is not None else model
-    scores = {"val_accuracy": accuracy(final, *val_data, tta=plan.tta)}
+    predicted = predicted_classes(final, val_data[0], tta=plan.tta)
+    scores = {"val_accuracy": fraction_right(predicted, val_data[1])}
     if plan.details:
         scores["val_accuracy_raw"] = accuracy(model, *val_data)
-    return scores
+    return scores, predicted

@@ -75,7 +75,8 @@ def save_checkpoint(
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buffer = io.BytesIO()
-    torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, buffer)
+    state = model.state_dict()  # in PyTorch's default layout whatever the model's, so a run saves the same bytes
+    torch.save({k: v.detach().cpu().clone(memory_format=torch.contiguous_format) for k, v in state.items()}, buffer)
     info = {
         "model": model_name(model),
         "image_size": getattr(model, "image_size", 16),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import shutil
 from pathlib import Path
@@ -10,6 +11,7 @@ import pytest
 import torch
 from conftest import REPO, assert_one_line_error, run_cli
 
+from fmnist_lab import cli
 from fmnist_lab.models import CNN
 
 
@@ -181,3 +183,14 @@ def test_train_draws_the_sample_images_figure_of_the_whole_training_set_from_its
     first = plots.sample_images(*data.load("train", 28, count=SAMPLE_IMAGES_FROM))
     assert np.array_equal(whole.axes[0].images[0].get_array(), first.axes[0].images[0].get_array())
     plt.close("all")
+
+
+def test_the_collector_pause_ends_even_after_an_error_and_freezes_what_was_made():
+    kept = []
+    with pytest.raises(ZeroDivisionError), cli._collection_paused():
+        assert not gc.isenabled()
+        kept.append([[] for _ in range(100)])  # objects that live on, as imported modules do
+        frozen_before = gc.get_freeze_count()
+        _ = 1 / 0
+    assert gc.isenabled()
+    assert gc.get_freeze_count() >= frozen_before + 100

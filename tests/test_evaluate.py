@@ -70,3 +70,26 @@ def test_images_of_the_wrong_size_get_a_clear_message():
         evaluate.predict(CNNBatch(), torch.rand(4, 1, 28, 28))
     with pytest.raises(FmnistLabError, match=r"shaped \(N, 1, H, W\), got \(4, 16, 16\)"):
         evaluate.predict(CNNBatch(), torch.rand(4, 16, 16))
+
+
+@pytest.mark.parametrize("layout", [torch.contiguous_format, torch.channels_last])
+def test_eval_batch_size_changes_no_logit_in_either_layout(test16, layout):
+    torch.manual_seed(0)
+    model = CNNBatch().to(memory_format=layout)
+    for bn in (model.conv1_bn, model.conv2_bn, model.bn_fc1):
+        bn.running_mean.uniform_(-0.5, 0.5), bn.running_var.uniform_(0.5, 2.0)  # eval mode uses these
+    images = test16[0][:1000]
+    reference = evaluate.predict_logits(model, images, batch_size=1000)
+    for batch_size in (evaluate.EVAL_BATCH_SIZE, 64):
+        assert torch.equal(evaluate.predict_logits(model, images, batch_size=batch_size), reference), batch_size
+
+
+def test_predicted_classes_with_and_without_flip_tta(test16):
+    torch.manual_seed(0)
+    model = CNNBatch()
+    images, labels = test16[0][:300], test16[1][:300]
+    plain = evaluate.predicted_classes(model, images)
+    assert torch.equal(plain, evaluate.predict(model, images)[0])
+    flipped = evaluate.predicted_classes(model, images, tta=True)
+    assert torch.equal(flipped, evaluate.flip_tta_probs(model, images).argmax(1))
+    assert evaluate.fraction_right(flipped, labels) == evaluate.accuracy(model, images, labels, tta=True)

@@ -14,7 +14,7 @@ from torch import nn
 from fmnist_lab import evaluate
 from fmnist_lab import train as train_module
 from fmnist_lab.data import InMemoryBatches
-from fmnist_lab.engine import EpochRecord, Plan
+from fmnist_lab.engine import EpochRecord, Plan, fit
 from fmnist_lab.errors import FmnistLabError
 from fmnist_lab.models import CNN, CNNBatch
 from fmnist_lab.original import ORIGINAL, ORIGINAL_SETTINGS
@@ -157,6 +157,23 @@ def test_checkpoint_round_trip_keeps_weights_config_and_history(tmp_path, small)
     assert not loaded.training and loaded_info["image_size"] == 16
     x = small[1][0][:50]
     assert torch.allclose(loaded(x), model.eval().cpu()(x), atol=1e-5)  # memory layouts differ
+
+
+def test_a_channels_last_model_saves_the_same_bytes_as_the_contiguous_one(tmp_path, small):
+    model, _ = _run(small, 0)  # train hands the model back in the default layout
+    contiguous = save_checkpoint(model, tmp_path / "a" / "model_weights.pth").read_bytes()
+    model.to(memory_format=torch.channels_last)  # as fit leaves it, which the CLI saves
+    assert save_checkpoint(model, tmp_path / "b" / "model_weights.pth").read_bytes() == contiguous
+
+
+def test_fit_hands_back_the_last_validation_s_predictions(small):
+    seed_everything(0)
+    run = fit(CNNBatch(), *small, Plan(epochs=1), device="cpu")
+    final = evaluate.predicted_classes(run.model, small[1][0])
+    assert torch.equal(run.val_predicted, final)
+    assert evaluate.fraction_right(run.val_predicted, small[1][1]) == run.history[-1]["val_accuracy"]
+    seed_everything(0)
+    assert fit(CNNBatch(), small[0], None, Plan(epochs=1), device="cpu").val_predicted is None
 
 
 def test_weights_without_json_are_read_as_the_original_notebooks(tmp_path):
