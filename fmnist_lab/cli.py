@@ -304,8 +304,8 @@ def _write_results(out: Path, model, history: list[dict], metrics: dict, figures
 def _collection_paused() -> Iterator[None]:
     """No garbage collection while imports and data fill memory with objects that live until exit, then freeze them.
 
-    Python's full collections would scan those objects again and again: during torch's imports and at exit
-    (after `torch._dynamo`, about 0.8 s), though none of them is garbage. Frozen, they are never scanned again.
+    Python's full collections would scan those objects again and again, during torch's imports and at exit,
+    though none of them is garbage. Frozen, they are never scanned again.
     """
     gc.disable()
     try:
