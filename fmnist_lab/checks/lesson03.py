@@ -69,10 +69,11 @@ def _per_channel(x: Tensor) -> tuple[Tensor, Tensor, Tensor]:
 def _expect_batch_norm(
     function: Any, name: str, cases: list, reference: Any, mistakes: Any, names: tuple[str, ...], mode: str
 ) -> None:
-    """Each case `(arguments, eps, what)`: no library batch norm, no argument changed, a finite tensor in x's dtype
-    equal to the reference's, else the mistake it matches (`mistakes(*arguments, eps)`); then, on the first case,
-    the gradients for x, gamma and beta (the statistics between them held fixed) and the device."""
-    for arguments, eps, what in cases:
+    """Each case `(arguments, eps, what)`, named `name + what`: no library batch norm, no argument changed, a finite
+    tensor in x's dtype equal to the reference's, else the mistake it matches (`mistakes(*arguments, eps)`); then, on
+    the first case, the gradients for x, gamma and beta (the statistics between them held fixed) and the device."""
+    for arguments, eps, case in cases:
+        what = name + case
         with tk.forbid_call(torch, "batch_norm", FORBIDDEN):
             got = tk.call_unmodified(function, *arguments, eps, names=names)
         expected = reference(*arguments, eps)
@@ -164,18 +165,11 @@ def check_batch_norm_forward(batch_norm_forward: Any) -> str:
     # one image (N = 1 is fine in training mode when H·W > 1), odd sizes, float64
     one = _channel_batch((1, 2, 3, 5), [-1.0, 2.0], [0.7, 1.5], seed=2).double()
     cases = [  # x, gamma, beta (in x's dtype), eps, what
-        (four, [1.5, -0.7, 2.0], [0.3, -1.2, 0.5], 1e-5, "eps=1e-5) on a (4, 3, 2, 2) batch"),
-        (six, [0.8, 1.7], [-0.4, 0.9], 0.5, "eps=0.5) on a (6, 2, 3, 3) batch"),
-        (one, [0.6, -1.1], [0.2, 0.4], 1e-5, "eps=1e-5) on one float64 image (1, 2, 3, 5)"),
+        (four, [1.5, -0.7, 2.0], [0.3, -1.2, 0.5], 1e-5, "(x, gamma, beta, eps=1e-5) on a (4, 3, 2, 2) batch"),
+        (six, [0.8, 1.7], [-0.4, 0.9], 0.5, "(x, gamma, beta, eps=0.5) on a (6, 2, 3, 3) batch"),
+        (one, [0.6, -1.1], [0.2, 0.4], 1e-5, "(x, gamma, beta, eps=1e-5) on one float64 image (1, 2, 3, 5)"),
     ]
-    cases = [
-        (
-            (x, torch.tensor(g, dtype=x.dtype), torch.tensor(b, dtype=x.dtype)),
-            eps,
-            f"batch_norm_forward(x, gamma, beta, {w}",
-        )
-        for x, g, b, eps, w in cases
-    ]
+    cases = [((x, torch.tensor(g, dtype=x.dtype), torch.tensor(b, dtype=x.dtype)), eps, w) for x, g, b, eps, w in cases]
     names = ("x", "gamma", "beta")
     _expect_batch_norm(
         batch_norm_forward, "batch_norm_forward", cases, _bn_train_reference, _bn_train_mistakes, names, "training mode"
@@ -189,18 +183,15 @@ def check_batch_norm_forward(batch_norm_forward: Any) -> str:
 # --- 3.2 CNNBatch ----------------------------------------------------------------------------
 
 
-def _missing_layers(difference: int) -> str:
-    """What a shortfall of trainable parameters most likely means."""
-    known = {
-        116: "no batch-norm layers at all; they hold 32 + 64 + 20",
-        96: "no BatchNorm2d layers; they hold 32 + 64",
-        84: "BatchNorm2d(32) and BatchNorm1d(10) missing",
-        52: "BatchNorm2d(16) and BatchNorm1d(10) missing",
-        64: "BatchNorm2d(32) missing",
-        32: "BatchNorm2d(16) missing",
-        20: "BatchNorm1d(10) after fc1 missing",
-    }
-    return f" ({difference:,} fewer: {known[difference]})" if difference in known else ""
+MISSING_LAYERS = {  # what a shortfall of trainable parameters most likely means
+    116: "no batch-norm layers at all; they hold 32 + 64 + 20",
+    96: "no BatchNorm2d layers; they hold 32 + 64",
+    84: "BatchNorm2d(32) and BatchNorm1d(10) missing",
+    52: "BatchNorm2d(16) and BatchNorm1d(10) missing",
+    64: "BatchNorm2d(32) missing",
+    32: "BatchNorm2d(16) missing",
+    20: "BatchNorm1d(10) after fc1 missing",
+}
 
 
 def _layers(keys: list[str]) -> list[str]:
@@ -232,7 +223,8 @@ def _expect_architecture(model: nn.Module, reference: nn.Module) -> None:
         raise Mismatch(problem)
     found = count_parameters(model)
     if found != EXPECTED_PARAMETERS:
-        shortfall = _missing_layers(EXPECTED_PARAMETERS - found) if found < EXPECTED_PARAMETERS else ""
+        fewer = EXPECTED_PARAMETERS - found  # every known shortfall is positive: nothing is named for a surplus
+        shortfall = f" ({fewer:,} fewer: {MISSING_LAYERS[fewer]})" if fewer in MISSING_LAYERS else ""
         raise Mismatch(f"expected {EXPECTED_PARAMETERS:,} trainable parameters, found {found:,}{shortfall}")
     if set(wanted) != set(got):
         missing, unexpected = _layers([k for k in wanted if k not in got]), _layers([k for k in got if k not in wanted])
@@ -487,13 +479,13 @@ def check_batch_norm_eval(batch_norm_eval: Any) -> str:
     x = _channel_batch((5, 3, 4, 2), [1.0, 0.0, 2.5], [2.0, 1.0, 0.3], seed=7)
     statistics, wide = (mean, var, gamma, beta), x[:3].double()
     cases = [
-        ((x, *statistics), 1e-5, "a (5, 3, 4, 2) batch"),
-        ((x, *statistics), 0.5, "a (5, 3, 4, 2) batch with eps 0.5"),
-        ((x[:1], *statistics), 1e-5, "a single image (1, 3, 4, 2)"),
-        ((wide, *(s.double() for s in statistics)), 1e-5, "a float64 batch (3, 3, 4, 2)"),
+        ((x, *statistics), 1e-5, " on a (5, 3, 4, 2) batch"),
+        ((x, *statistics), 0.5, " on a (5, 3, 4, 2) batch with eps 0.5"),
+        ((x[:1], *statistics), 1e-5, " on a single image (1, 3, 4, 2)"),
+        ((wide, *(s.double() for s in statistics)), 1e-5, " on a float64 batch (3, 3, 4, 2)"),
     ]
     names = ("x", "running_mean", "running_var", "gamma", "beta")
-    cases = [(arguments, eps, f"batch_norm_eval on {what}") for arguments, eps, what in cases]
-    reference, mistakes = _bn_eval_reference, _bn_eval_mistakes
-    _expect_batch_norm(batch_norm_eval, "batch_norm_eval", cases, reference, mistakes, names, "eval mode")
+    _expect_batch_norm(
+        batch_norm_eval, "batch_norm_eval", cases, _bn_eval_reference, _bn_eval_mistakes, names, "eval mode"
+    )
     return f"matches nn.BatchNorm2d in eval mode within {ATOL_TEXT} on a batch (eps 1e-5 and 0.5) and on one image"

@@ -90,12 +90,12 @@ def check_one_cycle_lr(one_cycle_lr) -> str:
 # --- 7.2 label_smoothing_loss --------------------------------------------------------------------
 
 
-def _loss(label_smoothing_loss, logits: Tensor, targets: Tensor, smoothing: float, what: str) -> float:
-    """The learner's loss as a number: its inputs unchanged, no package shortcut, a finite value."""
+def _loss(label_smoothing_loss, logits: Tensor, targets: Tensor, smoothing: float, what: str) -> tuple[float, float]:
+    """The learner's loss as a number (its inputs unchanged, no package shortcut, finite) and F.cross_entropy's."""
     with tk.without_package(recipes, "label_smoothing_loss"):
         loss = tk.call_unmodified(label_smoothing_loss, logits, targets, smoothing, names=("logits", "targets"))
     tk.expect_finite(loss, what)
-    return tk.as_number(loss, what)
+    return tk.as_number(loss, what), F.cross_entropy(logits.double(), targets, label_smoothing=smoothing).item()
 
 
 @exercise(
@@ -113,9 +113,8 @@ def check_label_smoothing_loss(label_smoothing_loss) -> str:
     wrong_classes = log_probs.scatter(1, targets[:, None], 0.0).sum(1)  # Σ over the 9 wrong classes
     close = functools.partial(tk.is_close, atol=1e-5, rtol=3e-6)  # about 1e-3 on the sum of 64 losses
     for smoothing in (0.1, 0.0, 0.3):
-        expected = F.cross_entropy(logits.double(), targets, label_smoothing=smoothing).item()
         what = f"label_smoothing_loss(logits, targets, {smoothing})"
-        got = _loss(label_smoothing_loss, logits, targets, smoothing, what)
+        got, expected = _loss(label_smoothing_loss, logits, targets, smoothing, what)
         if abs(got - expected) <= 1e-5:
             continue
         mistakes = [
@@ -149,9 +148,8 @@ def _loss_beyond_values(label_smoothing_loss, logits: Tensor, targets: Tensor) -
     ]
     for few_logits, few_targets, what in cases:
         where = f"label_smoothing_loss on {what}"
-        expected = F.cross_entropy(few_logits.double(), few_targets, label_smoothing=0.1).item()
         with tk.other_input("64 images of 10 classes", where):
-            got = _loss(label_smoothing_loss, few_logits, few_targets, 0.1, where)
+            got, expected = _loss(label_smoothing_loss, few_logits, few_targets, 0.1, where)
         if not abs(got - expected) <= 1e-5:
             raise Mismatch(
                 f"{where}: expected {expected:.5f}, got {got:.5f}: take the batch size and the number of classes K "
@@ -188,13 +186,9 @@ def _match(out: Tensor, images: Tensor, padding: int) -> tuple[list[int], list[t
 def _augment(random_crop_flip, images: Tensor, padding: int, seed: int, what: str) -> Tensor:
     """The learner's augmented batch: the input unchanged, no package shortcut, finite, of the input's shape."""
     with tk.without_package(recipes, "random_crop_flip"):
+        generator = torch.Generator().manual_seed(seed)
         out = tk.call_unmodified(
-            random_crop_flip,
-            images,
-            padding,
-            torch.Generator().manual_seed(seed),
-            names=("batch",),
-            advice="return a new tensor",
+            random_crop_flip, images, padding, generator, names=("batch",), advice="return a new tensor"
         )
     out = tk.expect_tensor(out, f"{what} on a {tuple(images.shape)} batch", tuple(images.shape))
     tk.expect_finite(out, what)
@@ -244,10 +238,8 @@ def check_random_crop_flip(random_crop_flip) -> str:
         with tk.other_input("a batch of 200 one-channel images", where):
             got = _augment(random_crop_flip, batch, 1, 3, where)
         _match(got, batch, 1)
-    wide = images[:6].double()
-    tk.expect_dtype_kept(
-        _augment(random_crop_flip, wide, padding, 4, "random_crop_flip on float64 images"), wide, "the batch"
-    )
+    wide = _augment(random_crop_flip, images[:6].double(), padding, 4, "random_crop_flip on float64 images")
+    tk.expect_dtype_kept(wide, images.double(), "the batch")
     return (
         f"200 images (1×10×12): each output is its input shifted within ±{padding} px (zero fill) "
         f"and mirrored or not; {flipped} mirrored, {len(distinct)} of 25 shifts seen, same seed → "
@@ -396,12 +388,6 @@ def check_flip_tta_probs(flip_tta_probs) -> str:
     # the model is given in training mode: its dropout draws, if any, are seeded and leave the learner's RNG alone
     got = tk.seeded(75, lambda: _tta(flip_tta_probs, _lopsided().train(), images))
     tk.expect_tensor(got, "flip_tta_probs(model, images) on (32, 1, 8, 8)", (32, 10))
-    if tk.is_close(got, expected, atol=1e-5):
-        _tta_beyond_values(flip_tta_probs, reference, images)
-        return (
-            "(32, 10) probabilities equal the mean of softmax(model(x)) and softmax(model(x mirrored)) in "
-            "eval mode within 1e-5 (a model given in training mode)"
-        )
     mistakes = [
         (
             "these are the probabilities of the images alone: average them with those of the mirrored images "
@@ -422,4 +408,9 @@ def check_flip_tta_probs(flip_tta_probs) -> str:
         else f"the probabilities differ from the reference by up to {tk.max_difference(got, expected):.3g} "
         "(tolerance 1e-5); did you call model.eval() first? (dropout and batch norm act differently in training mode)"
     )
-    tk.name_the_mistake(got, mistakes, 1e-5, otherwise=otherwise)
+    tk.expect_same(got, expected, "flip_tta_probs(model, images)", mistakes, atol=1e-5, found="", otherwise=otherwise)
+    _tta_beyond_values(flip_tta_probs, reference, images)
+    return (
+        "(32, 10) probabilities equal the mean of softmax(model(x)) and softmax(model(x mirrored)) in "
+        "eval mode within 1e-5 (a model given in training mode)"
+    )

@@ -233,10 +233,9 @@ def check_onnx_predict(onnx_predict) -> str:
             )
         if predicted.shape != (n,):
             raise Mismatch(f"expected {n} predicted classes, shape ({n},), got {predicted.shape}")
-        if not np.allclose(probabilities.sum(axis=1), 1, atol=1e-5):
+        if not np.allclose(sums := probabilities.sum(axis=1), 1, atol=1e-5):
             raise Mismatch(
-                "expected each row of probabilities to sum to 1, got sums from "
-                f"{probabilities.sum(axis=1).min():.3g} to {probabilities.sum(axis=1).max():.3g}: "
+                f"expected each row of probabilities to sum to 1, got sums from {sums.min():.3g} to {sums.max():.3g}: "
                 "apply a softmax to the logits"
             )
         if not (gap := tk.max_difference(probabilities, expected)) <= PROBABILITY_TOLERANCE:
@@ -260,9 +259,7 @@ def _pictures() -> list[tuple[str, np.ndarray, str]]:
     garment = (data.load("test", 28)[0][7, 0].numpy() * 255).round().astype(np.uint8)
     dark = np.dstack([garment, garment, garment, np.full_like(garment, 255)])  # Fashion-MNIST as RGBA
     transparent = np.zeros((120, 120, 4), dtype=np.uint8)  # black strokes on a transparent canvas
-    transparent[20:100, 30:50, 3] = 255
-    transparent[20:100, 70:90, 3] = 255
-    transparent[20:35, 30:90, 3] = 255
+    transparent[20:100, 30:50, 3] = transparent[20:100, 70:90, 3] = transparent[20:35, 30:90, 3] = 255  # Π
     colour = np.full((60, 40, 4), (200, 225, 255, 255), dtype=np.uint8)  # a red garment on light blue, taller than wide
     colour[10:50, 8:32] = (180, 30, 40, 255)
     return [

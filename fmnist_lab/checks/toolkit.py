@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from fmnist_lab.checks import Mismatch
 
 T = TypeVar("T")
+Mistakes = Iterable[tuple[str, Any]]  # a mistake table: (explanation, the wrong variant's result)
 
 
 # --- the learner's answer as a number, a tuple, an array -------------------------------------------
@@ -112,10 +113,8 @@ def is_close(value: Any, expected: Any, atol: float = 1e-5, rtol: float = 0.0) -
     """Whether |value − expected| ≤ atol + rtol·|expected| everywhere (NaN never is); never raises."""
     try:
         got, want = _float64(value), _float64(expected)
-        if got is None or want is None:
-            return False
-        if tuple(got.shape) != tuple(want.shape) and not (isinstance(expected, numbers.Real) or want.ndim == 0):
-            return False
+        if got is None or want is None or (got.shape != want.shape and want.ndim != 0):
+            return False  # a number (0-d) is compared with every element, anything else needs the same shape
         return bool(torch.isclose(got, want.expand_as(got), rtol=rtol, atol=atol).all())
     except Exception:  # noqa: BLE001 - a strange value is simply "not close"
         return False
@@ -129,9 +128,7 @@ def max_difference(value: Any, expected: Any) -> float:
     return (got - want).abs().max().item() if got.numel() else 0.0
 
 
-def diagnose(
-    got: Any, mistakes: Iterable[tuple[str, Any]], close: float | Callable[[Any, Any], bool] = 1e-5
-) -> str | None:
+def diagnose(got: Any, mistakes: Mistakes, close: float | Callable[[Any, Any], bool] = 1e-5) -> str | None:
     """The explanation of the first known mistake whose result equals `got` (mistakes tried in order), else None.
 
     Each mistake is `(explanation, wrong variant)`; a variant may be a function of no arguments (not a
@@ -146,9 +143,7 @@ def diagnose(
     return None
 
 
-def name_the_mistake(
-    got: Any, mistakes: Iterable[tuple[str, Any]], close: Any = 1e-5, *, found: str = "", otherwise: str
-) -> NoReturn:
+def name_the_mistake(got: Any, mistakes: Mistakes, close: Any = 1e-5, *, found: str = "", otherwise: str) -> NoReturn:
     """Raise Mismatch: `found` followed by the first mistake `got` matches (as `diagnose`), else `otherwise`."""
     reason = diagnose(got, mistakes, close)
     raise Mismatch(found + reason if reason else otherwise)
@@ -158,7 +153,7 @@ def expect_same(
     got: Any,
     expected: Any,
     what: str,
-    mistakes: Iterable[tuple[str, Any]] = (),
+    mistakes: Mistakes = (),
     *,
     atol: float = 1e-5,
     close: float | None = None,
@@ -190,14 +185,11 @@ def _unchanged(before: Any, after: Any) -> bool:
     """Equal shape, dtype and values (NaN equal to NaN)."""
     if isinstance(after, Tensor):
         after = after.detach()
-        return (
-            before.shape == after.shape
-            and before.dtype == after.dtype
-            and (
-                torch.equal(before, after)
-                or (after.is_floating_point() and torch.allclose(before, after, rtol=0, atol=0, equal_nan=True))
-            )
-        )
+        if before.shape != after.shape or before.dtype != after.dtype:
+            return False
+        if after.is_floating_point():  # a tolerance of 0 with equal_nan: equal values, NaN equal to NaN
+            return torch.allclose(before, after, rtol=0, atol=0, equal_nan=True)
+        return torch.equal(before, after)
     return before.shape == after.shape and np.array_equal(before, after, equal_nan=after.dtype.kind in "fc")
 
 
@@ -224,6 +216,11 @@ def call_unmodified(
     labels = [names[i] if i < len(names) else f"argument {i + 1}" for i in range(len(args))]
     with watch(advice=advice, **dict(zip(labels, args)), **kwargs):
         return fn(*args, **kwargs)
+
+
+def watch_module(model: nn.Module, what: str, advice: str) -> contextlib.AbstractContextManager[None]:
+    """`watch` over every tensor of `model.state_dict()` (weights and buffers), named `what.key`."""
+    return watch(advice=advice, **{f"{what}.{key}": value for key, value in model.state_dict().items()})
 
 
 # --- reference models without touching the learner's random state --------------------------------
@@ -292,8 +289,7 @@ def isolated() -> Iterator[None]:
 
 def first_line(exc: BaseException, limit: int | None = None) -> str:
     """`ValueError: the first line of its message` (at most `limit` characters of it), so an error stays one line."""
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    text = text[:limit] if limit is not None else text
+    text = (str(exc).strip().splitlines() or [""])[0][:limit]
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
@@ -315,6 +311,19 @@ def expect_class(answer: Any, what: str, example: str) -> None:
             "without the parentheses that build a model"
         )
     expect_callable(answer, what)
+
+
+LIBRARIES = frozenset({"torch", "torchvision", "fmnist_lab", "sklearn", "numpy", "scipy", "onnx", "onnxruntime"})
+
+
+def expect_plain_function(answer: Any, what: str) -> None:
+    """A function, neither a built layer nor a layer's or a library's class: `ema_update`, not `recipes.EMA`.
+
+    A class of the learner's own that is not a layer is called like a function (it may be a stub).
+    """
+    if isinstance(answer, type) and (issubclass(answer, nn.Module) or answer.__module__.split(".")[0] in LIBRARIES):
+        raise Mismatch(f"expected {what}, got the class {answer.__name__}: pass your function, without building it")
+    expect_function(answer, what)
 
 
 def build_module(answer: Callable[..., Any], call: str, advice: str, **kwargs: Any) -> nn.Module:
@@ -356,9 +365,7 @@ def expect_finite(value: Any, what: str) -> None:
         return
     nan, inf = int(torch.isnan(values).sum()), int(torch.isinf(values).sum())
     if nan or inf:
-        found = " and ".join(
-            part for part in (f"{nan:,} NaN" if nan else "", f"{inf:,} infinite" if inf else "") if part
-        )
+        found = " and ".join(text for count, text in ((nan, f"{nan:,} NaN"), (inf, f"{inf:,} infinite")) if count)
         raise Mismatch(
             f"{what} holds {found} value{'s' if nan + inf > 1 else ''} (of {values.numel():,}): look for a "
             "division by zero, or the square root or logarithm of a negative number"
@@ -413,6 +420,11 @@ def expect_device_kept(fn: Callable[..., Any], *args: Any, what: str) -> None:
     for item in results:
         if isinstance(item, Tensor) and item.device.type != "meta":
             raise Mismatch(f"{what} returns a tensor on the {item.device.type} for inputs on another device: {advice}")
+
+
+def on_meta(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
+    """A copy of `model` on PyTorch's `meta` device (it stands in for a GPU), optionally in another dtype."""
+    return deepcopy(model).to(device="meta", dtype=dtype)
 
 
 def expect_gradients(
@@ -554,6 +566,16 @@ def expect_mode_kept(model: nn.Module, training: bool, what: str) -> None:
         )
 
 
+def expect_mode_restored(model: nn.Module, training: bool, what: str) -> None:
+    """After a function (not a forward) used the model, every submodule is back in the mode the caller gave it."""
+    if any(module.training != training for module in model.modules()):
+        given, left = ("training", "eval") if training else ("eval", "training")
+        raise Mismatch(
+            f"{what} was given the model in {given} mode and left it in {left} mode: the caller chooses the mode; "
+            "if you must switch it, restore it (was_training = model.training … model.train(was_training))"
+        )
+
+
 def expect_model_gradients(model: nn.Module, reference: nn.Module, x: Tensor, what: str) -> None:
     """In training mode, the loss's gradient reaches every parameter, equal to the reference's (same weights loaded)."""
     model, reference = deepcopy(model).train(), deepcopy(reference).train()
@@ -582,16 +604,13 @@ def expect_model_gradients(model: nn.Module, reference: nn.Module, x: Tensor, wh
 def expect_model_device_and_dtype(model: nn.Module, x: Tensor, what: str) -> None:
     """The model moved to float64 on the `meta` device (it stands in for a GPU) runs there and returns float64 there."""
     try:
-        moved = deepcopy(model).to(device="meta", dtype=torch.float64)
-        out = moved(x.detach().to(device="meta", dtype=torch.float64))
+        out = on_meta(model, torch.float64)(x.detach().to(device="meta", dtype=torch.float64))
     except Exception as exc:  # noqa: BLE001 - the learner's forward on another device and dtype
         raise Mismatch(
             f"{what} fails once the model and its input are moved to float64 on another device "
             f"({first_line(exc, 100)}): inside forward, create no tensor with a fixed device or dtype"
         ) from None
-    if not isinstance(out, Tensor):
-        return
-    if out.device.type != "meta" or out.dtype != torch.float64:
+    if isinstance(out, Tensor) and (out.device.type != "meta" or out.dtype != torch.float64):
         raise Mismatch(
             f"{what} for a float64 model and input on another device comes back as {out.dtype} on the "
             f"{out.device.type}: keep the input's device and dtype inside forward"
@@ -661,41 +680,3 @@ def expect_int(value: Any, expected: int, what: str) -> int:
             f"{what} returned {item!r}, a {type(item).__name__}; a size or a count is a whole number: return an int"
         )
     return int(item)
-
-
-# --- more kinds of answer, the model's state and mode -----------------------------------------------
-
-
-LIBRARIES = frozenset({"torch", "torchvision", "fmnist_lab", "sklearn", "numpy", "scipy", "onnx", "onnxruntime"})
-
-
-def expect_plain_function(answer: Any, what: str) -> None:
-    """A function, neither a built layer nor a layer's or a library's class: `ema_update`, not `recipes.EMA`.
-
-    A class of the learner's own that is not a layer is called like a function (it may be a stub).
-    """
-    if isinstance(answer, type) and (issubclass(answer, nn.Module) or answer.__module__.split(".")[0] in LIBRARIES):
-        raise Mismatch(f"expected {what}, got the class {answer.__name__}: pass your function, without building it")
-    expect_function(answer, what)
-
-
-def watch_module(model: nn.Module, what: str, advice: str) -> contextlib.AbstractContextManager[None]:
-    """`watch` over every tensor of `model.state_dict()` (weights and buffers), named `what.key`."""
-    return watch(advice=advice, **{f"{what}.{key}": value for key, value in model.state_dict().items()})
-
-
-def on_meta(model: nn.Module, dtype: torch.dtype | None = None) -> nn.Module:
-    """A copy of `model` on PyTorch's `meta` device (it stands in for a GPU), optionally in another dtype."""
-    return deepcopy(model).to(device="meta", dtype=dtype)
-
-
-def expect_mode_restored(model: nn.Module, training: bool, what: str) -> None:
-    """After a function (not a forward) used the model, every submodule is back in the mode the caller gave it."""
-    try:
-        expect_mode_kept(model, training, what)
-    except Mismatch:
-        given, left = ("training", "eval") if training else ("eval", "training")
-        raise Mismatch(
-            f"{what} was given the model in {given} mode and left it in {left} mode: the caller chooses the mode; "
-            "if you must switch it, restore it (was_training = model.training … model.train(was_training))"
-        ) from None
