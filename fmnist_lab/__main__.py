@@ -1,7 +1,5 @@
 """`python -m fmnist_lab` runs the same command as `fmnist-lab`."""
 
-import sys
+from fmnist_lab.cli import run
 
-from fmnist_lab.cli import main
-
-sys.exit(main())
+run()

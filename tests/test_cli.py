@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import gc
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -134,6 +137,27 @@ def test_evaluate_missing_file():
 def test_bad_flags_exit_2_with_the_reason(args, fragment):
     result = run_cli(*args)
     assert result.returncode == 2 and fragment in result.stderr and "Traceback" not in result.stderr
+
+
+@pytest.mark.process
+def test_a_reader_that_left_ends_the_command_quietly():
+    """`fmnist-lab doctor | head -1` once head has gone: no error line about the pipe, exit 1 (the output was cut)."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # gone before the first line
+    try:
+        command = [sys.executable, "-m", "fmnist_lab", "doctor"]
+        result = subprocess.run(command, stdout=write_end, stderr=subprocess.PIPE, text=True, cwd=REPO, timeout=600)
+    finally:
+        os.close(write_end)
+    assert (result.returncode, result.stderr) == (1, "")
+
+
+@pytest.mark.process
+def test_the_fast_exit_still_delivers_every_line_and_the_exit_code(tmp_path):
+    """`run()` leaves Python with os._exit: what was printed last, and the exit code, must still arrive."""
+    result = run_cli("doctor")
+    assert result.stdout.rstrip().splitlines()[-1].startswith("doctor: ") and result.returncode in (0, 1)
+    assert run_cli("evaluate", str(tmp_path / "none.pth")).returncode == 2
 
 
 def test_train_defaults_are_the_original_settings():
