@@ -56,6 +56,7 @@ lab: data
 
 benchmarks: data
 	$(BIN)/python benchmarks/reproduce.py
+	$(BIN)/python benchmarks/overhead.py
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/inference_speed.py
 	$(BIN)/python benchmarks/going_further.py

@@ -122,6 +122,31 @@ def ablation_markdown() -> str:
     return "\n".join(rows + ["", f"{machine_line(result['machine'])} (`python benchmarks/going_further.py`)."])
 
 
+def overhead_markdown() -> str:
+    """Where the fixed cost of `fmnist-lab train` goes, phase by phase (benchmarks/overhead.py)."""
+    result = load("overhead")
+    median, runs = result["median"], result["runs"]
+    rows = ["| phase of one whole `fmnist-lab train` | seconds |", "|---|---|"]
+    rows += [f"| {text} | {median[key]:.2f} |" for key, text in result["phases"].items()]
+    rows += [
+        f"| **whole run** | **{median['wall']:.2f}** |",
+        f"| **fixed cost: all but the training steps** | **{median['fixed']:.2f}** |",
+    ]
+    note = (
+        f"The median of each phase over {len(runs)} runs. Importing torch, matplotlib and the compiler that "
+        "`torch.optim` loads is work that holds Python's lock, so a thread can hide only the data's loading behind "
+        "it; the test set after each epoch is the epoch table's accuracy. "
+    )
+    return "\n".join(
+        rows
+        + [
+            "",
+            note + f"{machine_line(result['machine'])}, load average "
+            f"{result['machine']['load_average_1min']:.2f} (`python benchmarks/overhead.py`).",
+        ]
+    )
+
+
 def inference_markdown() -> str:
     """The latency table of benchmarks/inference_speed.py, with its machine and date."""
     if not (RESULTS / "inference_speed.json").is_file():

@@ -197,6 +197,8 @@ def benchmarks_markdown() -> str:
         + benchmarks_figure()
         + "\n\n"
         + report.results_markdown()
+        + "\n\n## Where the fixed cost goes\n\n"
+        + report.overhead_markdown()
         + "\n\n## Lesson 07: each trick alone\n\n"
         + report.ablation_markdown()
     )
