@@ -63,7 +63,8 @@ def results_markdown() -> str:
             f"the same machine: the whole course pipeline is {accuracy['median_ratio']:.2f}× as fast (the median of "
             f"the rounds). Its fixed cost around the training steps (Python, the imports, the data, the test set "
             f"after each epoch, the figures and the files) is {min(accuracy['overhead_seconds']):.1f}–"
-            f"{max(accuracy['overhead_seconds']):.1f} s. {machine_line(accuracy['machine'])}, load average "
+            f"{max(accuracy['overhead_seconds']):.1f} s (`python benchmarks/overhead.py` times each part). "
+            f"{machine_line(accuracy['machine'])}, load average "
             f"{accuracy['machine']['load_average_1min']:.2f} (`python benchmarks/reproduce.py`).",
             "",
             "| training pipeline (CNNBatch, batch 100) | steps/s | ms/step |",
