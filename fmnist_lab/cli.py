@@ -701,8 +701,8 @@ def main(argv: list[str] | None = None) -> int:
 def run() -> NoReturn:
     """The `fmnist-lab` command: `main()`, the exit handlers, then an exit that skips freeing objects one by one.
 
-    Once torch and matplotlib are loaded, Python's own exit spends a fifth of a second freeing their objects, which
-    the operating system reclaims at once. By then every file is closed and every process waited for; the exit
+    Once torch and matplotlib are loaded, Python's own exit frees their objects one by one, memory that the
+    operating system reclaims at once. By then every file is closed and every process waited for; the exit
     handlers (a coverage run's, matplotlib's temporary folder) still run, and the output is flushed.
     """
     code = main()
