@@ -160,6 +160,17 @@ def test_the_fast_exit_still_delivers_every_line_and_the_exit_code(tmp_path):
     assert run_cli("evaluate", str(tmp_path / "none.pth")).returncode == 2
 
 
+@pytest.mark.process
+def test_the_fast_exit_still_runs_the_exit_handlers(tmp_path):
+    """What a library registered with atexit (coverage's data, matplotlib's temporary folder) still runs and prints."""
+    code = (
+        "import atexit, sys\nfrom fmnist_lab import cli\natexit.register(print, 'the exit handler ran')\n"
+        f"sys.argv = ['fmnist-lab', 'evaluate', {str(tmp_path / 'none.pth')!r}]\ncli.run()"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO, timeout=600)
+    assert (result.returncode, result.stdout) == (2, "the exit handler ran\n"), result.stderr
+
+
 def test_train_defaults_are_the_original_settings():
     from fmnist_lab.cli import build_parser
     from fmnist_lab.original import ORIGINAL
