@@ -23,8 +23,8 @@ from pathlib import Path
 RUNS = 3
 PHASES = {  # name in the JSON: what the phase is, as the table says it
     "start": "Python's start",
-    "import_torch": "import torch",
-    "import_rest": "import matplotlib and the course's modules",
+    "import_torch": "importing torch",
+    "import_rest": "importing matplotlib and the course's modules",
     "data": "load the data (unzip, verify, resize); the compiler that torch.optim needs is imported beside it",
     "until_training": "wait for that import; build the model and the optimizer",
     "training": "the training steps (5 epochs)",
