@@ -35,6 +35,9 @@ PHASES = {  # name in the JSON: what the phase is, as the table says it
     "exit": "Python's exit",
 }
 
+RECORDED = ("data", "training", "validation", "figures_drawn", "files_written")
+"""The phases the child's wrappers record, call by call."""
+
 
 def _timed(events: list, phase: str, function):
     """`function`, recording (phase, start, end) of each of its calls in `events`."""
@@ -95,11 +98,10 @@ def phases_of(launched: float, ended: float, marks: dict[str, float], events: li
         "until_training": first_epoch - max(loads_before),
         "exit": ended - marks["main_returned"],
     }
-    for phase in ("data", "training", "validation", "figures_drawn", "files_written"):
+    for phase in RECORDED:
         phases[phase] = sum(end - start for name, start, end in events if name == phase)
-    timed_inside = sum(phases[key] for key in ("data", "until_training", "training", "validation"))
-    timed_inside += phases["figures_drawn"] + phases["files_written"]
-    phases["rest"] = marks["main_returned"] - marks["rest_imported"] - timed_inside
+    inside = phases["until_training"] + sum(phases[phase] for phase in RECORDED)
+    phases["rest"] = marks["main_returned"] - marks["rest_imported"] - inside
     return {key: phases[key] for key in PHASES}
 
 
