@@ -178,7 +178,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         except FmnistLabError:
             if distributed.launched_rank() == 0:
                 raise
-            return EXIT_BAD_INPUT
+            return 0  # rank 0 says it and fails the run; a failing rank here would make torchrun stop rank 0 first
         return _train_with_ranks(args, out)
     with _locked_output(out):
         return _train_into(args, out, _prepare_output(out, args.force))

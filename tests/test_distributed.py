@@ -122,8 +122,12 @@ def test_train_under_torchrun_trains_one_model_and_only_rank_0_reports_and_write
 
 @pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_ranks_is_one_line(tmp_path):
+    site = tmp_path / "site"
+    site.mkdir()  # rank 0 starts late: the line must not depend on which rank gets there first
+    (site / "sitecustomize.py").write_text("import os, time\nif os.environ.get('RANK') == '0':\n    time.sleep(3)\n")
     out = tmp_path / "results"
-    result = _torchrun("train", "--batch-size", "101", "--out", str(out))
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+    result = _torchrun("train", "--batch-size", "101", "--out", str(out), env=env)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("fmnist-lab train: error:")]
     assert len(errors) == 1 and "--batch-size 101 does not split over 2 processes" in errors[0]  # said once
