@@ -289,6 +289,15 @@ def _reference_loop(model: nn.Module, train_data, val_data, recipe: recipes.Reci
     return model, ema, accuracies
 
 
+def test_the_flip_tta_trick_trains_the_baselines_weights_so_lesson_07_reuses_them(small):
+    baseline = recipes.BASELINE.but(epochs=1)
+    plain, with_tta = _train(small, baseline), _train(small, baseline.but(**recipes.TRICKS["flip TTA"]))
+    for x, y in zip(plain.model.state_dict().values(), with_tta.model.state_dict().values()):
+        assert torch.equal(x, y)  # TTA changes no training step
+    reused = recipes.Candidate("trained", tta=True).accuracy(plain, *small[1])
+    assert reused == with_tta.history[-1]["val_accuracy"]  # the score the lesson would have trained for
+
+
 @pytest.mark.parametrize(
     "recipe",
     [recipes.CNN_BATCH_RECIPE.but(epochs=1), EVERY_TRICK.but(schedule="cosine", normalize=False)],
