@@ -106,6 +106,14 @@ def _torchrun(*args: str, env: dict | None = None, timeout: float = 900) -> subp
     )
 
 
+def _started_with(tmp_path, code: str) -> dict:
+    """Environment that makes every Python of a torchrun run `code` first (a `sitecustomize` on PYTHONPATH)."""
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(code, encoding="utf-8")
+    return {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
+
+
 @pytest.mark.slow
 def test_train_under_torchrun_trains_one_model_and_only_rank_0_reports_and_writes(tmp_path):
     out = tmp_path / "results"
@@ -122,11 +130,9 @@ def test_train_under_torchrun_trains_one_model_and_only_rank_0_reports_and_write
 
 @pytest.mark.slow
 def test_a_batch_that_does_not_split_over_the_ranks_is_one_line(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()  # rank 0 starts late: the line must not depend on which rank gets there first
-    (site / "sitecustomize.py").write_text("import os, time\nif os.environ.get('RANK') == '0':\n    time.sleep(3)\n")
+    # rank 0 starts late: the line must not depend on which rank gets there first
+    env = _started_with(tmp_path, "import os, time\nif os.environ.get('RANK') == '0':\n    time.sleep(3)\n")
     out = tmp_path / "results"
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     result = _torchrun("train", "--batch-size", "101", "--out", str(out), env=env)
     assert result.returncode != 0
     errors = [line for line in result.stderr.splitlines() if line.startswith("fmnist-lab train: error:")]
@@ -138,17 +144,14 @@ def test_a_batch_that_does_not_split_over_the_ranks_is_one_line(tmp_path):
 
 @pytest.mark.slow
 def test_a_rank_that_crashes_stops_the_run_and_leaves_nothing_in_out(tmp_path):
-    site = tmp_path / "site"
-    site.mkdir()
-    (site / "sitecustomize.py").write_text(
+    env = _started_with(
+        tmp_path,
         "import os\n"
         "if os.environ.get('RANK') == '1':\n"
         "    import torch.distributed\n"
         "    torch.distributed.all_reduce = lambda *args, **kwargs: os._exit(3)  # rank 1 dies at its first collective\n",
-        encoding="utf-8",
     )
     out = tmp_path / "results"
-    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")]))}
     result = _torchrun("train", "--epochs", "1", "--no-progress", "--out", str(out), env=env, timeout=600)
     assert result.returncode != 0
     assert "Training" not in result.stdout
