@@ -60,6 +60,7 @@ benchmarks: data
 	$(BIN)/python benchmarks/train_speed.py
 	$(BIN)/python benchmarks/inference_speed.py
 	$(BIN)/python benchmarks/going_further.py
+	$(BIN)/python benchmarks/going_further.py --speed-runs
 
 clean:
 	rm -rf $(RESULTS) site .pytest_cache .cache tests/artifacts

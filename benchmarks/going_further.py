@@ -14,7 +14,12 @@ on the test set once. Training time is the final fit's sum of training steps (au
 included). The load average before and after each run is recorded: the machine is shared, and a busy
 machine inflates the times.
 Prints the tables and [OK]/[FAIL] per target and writes benchmarks/results/going_further.json.
-Usage: python benchmarks/going_further.py [--seeds 0 1 2] [--skip-ablation]
+
+`--speed-runs` measures only the ResNet's speed runs instead (`recipes.SPEED_RUN_RECIPES`: the same recipe
+trained for as many epochs as fit 5 and 10 minutes), with the same protocol, against
+`recipes.SPEED_RUN_TARGET_ACCURACY` for every seed within the largest budget, and writes
+benchmarks/results/speed_runs.json.
+Usage: python benchmarks/going_further.py [--seeds 0 1 2] [--skip-ablation | --speed-runs]
 """
 
 from __future__ import annotations
@@ -117,11 +122,46 @@ def ablation(train: tuple, val: tuple) -> list[dict]:
     return rows
 
 
+def resnet_info() -> dict:
+    """The ResNet's architecture, parameters and multiply-adds per image."""
+    probe = ResNet(**recipes.RESNET_ARCHITECTURE)
+    return {
+        "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in recipes.RESNET_ARCHITECTURE.items()},
+        "params": count_parameters(probe),
+        "multiply_adds": count_multiply_adds(probe),
+    }
+
+
+def speed_runs(seeds: list[int]) -> int:
+    """The ResNet within each training budget of `recipes.SPEED_RUN_RECIPES`; writes results/speed_runs.json."""
+    print(f"{'final fit on 60,000 images':<28}{'seed':>5}{'test acc':>10}{'train s':>9}{'load':>11}")
+    runs, checks, data28 = [], {}, splits(28)
+    for budget, recipe in recipes.SPEED_RUN_RECIPES.items():
+        name = f"ResNet, {recipe.epochs} epochs"
+        result = headline(name, lambda: ResNet(**recipes.RESNET_ARCHITECTURE), recipe, data28, seeds)
+        runs.append({"budget_seconds": budget, "recipe": recipe.to_dict(), **result})
+        checks[f"{name}: every seed trains in <= {budget:.0f} s"] = all(
+            r["train_seconds"] <= budget for r in result["runs"]
+        )
+    best = max(recipes.SPEED_RUN_RECIPES)
+    checks[f"ResNet within {best:.0f} s: every seed >= {recipes.SPEED_RUN_TARGET_ACCURACY:.1%} test"] = all(
+        r["test_accuracy"] >= recipes.SPEED_RUN_TARGET_ACCURACY for r in runs[-1]["runs"]
+    )
+    for name, passed in checks.items():
+        print(f"[{'OK' if passed else 'FAIL'}] {name}")
+    payload = {"seeds": seeds, "image_size": 28, **resnet_info(), "budgets": runs, "checks": checks}
+    print(f"wrote {save('speed_runs', {'omp_wait_policy': os.environ.get('OMP_WAIT_POLICY'), **payload})}")
+    return 0 if all(checks.values()) else 1
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of the headline runs")
     parser.add_argument("--skip-ablation", action="store_true", help="only the two headline results")
+    parser.add_argument("--speed-runs", action="store_true", help="only the ResNet's speed runs (speed_runs.json)")
     args = parser.parse_args()
+    if args.speed_runs:
+        return speed_runs(args.seeds)
     payload: dict = {"omp_wait_policy": os.environ.get("OMP_WAIT_POLICY")}  # threads: in "machine"
 
     train16, val16, test16 = splits(16)
@@ -132,12 +172,7 @@ def main() -> int:
     print(f"\n{'final fit on 60,000 images':<28}{'seed':>5}{'test acc':>10}{'train s':>9}{'load':>11}")
     cnn = headline("CNNBatch 16×16, 5 epochs", CNNBatch, recipes.CNN_BATCH_RECIPE, (train16, val16, test16), args.seeds)
     cnn_runs = cnn["runs"]
-    probe = ResNet(**recipes.RESNET_ARCHITECTURE)
-    resnet_info = {
-        "architecture": {k: list(v) if isinstance(v, tuple) else v for k, v in recipes.RESNET_ARCHITECTURE.items()},
-        "params": count_parameters(probe),
-        "multiply_adds": count_multiply_adds(probe),
-    }
+    resnet_facts = resnet_info()
     resnet = headline(
         f"ResNet 28×28, {recipes.RESNET_RECIPE.epochs} epochs",
         lambda: ResNet(**recipes.RESNET_ARCHITECTURE),
@@ -147,7 +182,7 @@ def main() -> int:
     )
     resnet_runs = resnet["runs"]
     print(
-        f"ResNet: {resnet_info['params']:,} parameters, {resnet_info['multiply_adds'] / 1e6:.1f} M multiply-adds "
+        f"ResNet: {resnet_facts['params']:,} parameters, {resnet_facts['multiply_adds'] / 1e6:.1f} M multiply-adds "
         f"per image; CNNBatch: {count_parameters(CNNBatch()):,} parameters, "
         f"{count_multiply_adds(CNNBatch(), 16) / 1e6:.2f} M; original notebook: {ORIGINAL_TEST_ACCURACY:.2%}"
     )
@@ -175,7 +210,7 @@ def main() -> int:
                 "image_size": 16,
                 **cnn,
             },
-            "resnet": {**resnet_info, "recipe": recipes.RESNET_RECIPE.to_dict(), "image_size": 28, **resnet},
+            "resnet": {**resnet_facts, "recipe": recipes.RESNET_RECIPE.to_dict(), "image_size": 28, **resnet},
             "checks": checks,
         }
     )

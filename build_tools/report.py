@@ -79,6 +79,8 @@ def results_markdown() -> str:
             "(`python benchmarks/train_speed.py`).",
             "",
             going_further_markdown(),
+            "",
+            speed_runs_markdown(),
         ]
     )
 
@@ -103,6 +105,37 @@ def going_further_markdown() -> str:
             + f" | {longest:.1f} s |"
         )
     return "\n".join(rows + ["", f"{machine_line(result['machine'])} (`python benchmarks/going_further.py`)."])
+
+
+def speed_runs_markdown() -> str:
+    """The ResNet's speed runs: test accuracy per seed within each training budget, against the target."""
+    result = load("speed_runs")
+    header = (
+        "| lesson 07's ResNet, speed runs | training budget | epochs | "
+        + " | ".join(f"seed {seed}" for seed in result["seeds"])
+        + " | training time (longest) | chosen on validation |"
+    )
+    rows = [header, "|---|---|---|" + "---|" * len(result["seeds"]) + "---|---|"]
+    for point in result["budgets"]:
+        runs = point["runs"]
+        rows.append(
+            f"| ResNet 28×28 | {point['budget_seconds'] / 60:.0f} min | {point['recipe']['epochs']} | "
+            + " | ".join(f"{r['test_accuracy']:.2%}" for r in runs)
+            + f" | {max(r['train_seconds'] for r in runs):.1f} s | {point['selected']} |"
+        )
+    loads = [r[key] for point in result["budgets"] for r in point["runs"] for key in ("load_before", "load_after")]
+    return "\n".join(
+        rows
+        + [
+            "",
+            "The same recipe and protocol as the ResNet above, trained for as many epochs as fit each budget. "
+            f"{machine_line(result['machine'])}, load average {min(loads):.1f}–{max(loads):.1f} during the final "
+            f"fits, whose own {result['machine']['torch_threads']} threads count in it "
+            "(`python benchmarks/going_further.py --speed-runs`):",
+            "",
+            *(f"- [{'OK' if met else 'FAIL'}] {name}" for name, met in result["checks"].items()),
+        ]
+    )
 
 
 def ablation_markdown() -> str:

@@ -465,3 +465,11 @@ RESNET_RECIPE = Recipe(epochs=16, batch_size=128, lr=0.1, **SHARED_TRICKS).but(
 CNN_TARGET_ACCURACY, RESNET_TARGET_ACCURACY, RESNET_BUDGET_SECONDS = 0.900, 0.930, 600.0
 """Lesson 07's targets on a 2-core CPU: test accuracy of each final fit, and the ResNet's training time.
 `benchmarks/going_further.py` measures them over three seeds; the lesson reports its one run against them."""
+
+SPEED_RUN_RECIPES: dict[float, Recipe] = {300.0: RESNET_RECIPE.but(epochs=13), 600.0: RESNET_RECIPE.but(epochs=26)}
+"""The ResNet's speed runs: its recipe trained for as many epochs as fit each training budget, in seconds, on a
+2-core CPU. The epochs come from the time per epoch on the AMD EPYC of 2026-12-07, with a margin for a shared
+machine; `benchmarks/going_further.py --speed-runs` measures them (benchmarks/results/speed_runs.json)."""
+
+SPEED_RUN_TARGET_ACCURACY = 0.940
+"""The speed runs' target: this test accuracy for every seed within the largest budget."""

@@ -171,6 +171,16 @@ def build_tool(name: str):
     return importlib.import_module(name)
 
 
+def benchmark_script(name: str):
+    """A script of benchmarks/ as a module (the folder is not a package; its scripts import `machine` from it)."""
+    import importlib
+
+    folder = str(REPO / "benchmarks")
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+    return importlib.import_module(name)
+
+
 @pytest.fixture(scope="session")
 def browser():
     """One headless Chromium for the whole run; each test opens its own pages or contexts in it."""

@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 
 import pytest
-from conftest import REPO, build_tool
+from conftest import REPO, benchmark_script, build_tool
 
-
-def _benchmark(name: str):
-    """A script of benchmarks/ as a module (the folder is not a package)."""
-    spec = importlib.util.spec_from_file_location(name, REPO / "benchmarks" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-overhead, report = _benchmark("overhead"), build_tool("report")
+overhead, report = benchmark_script("overhead"), build_tool("report")
 
 
 def test_the_phases_add_up_to_the_whole_run_and_the_fixed_cost_leaves_out_only_the_steps():

@@ -368,3 +368,12 @@ def test_importing_the_package_leaves_tqdm_auto_alone():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_the_speed_runs_are_the_resnet_recipe_with_more_epochs_for_a_larger_budget():
+    budgets = list(recipes.SPEED_RUN_RECIPES)
+    assert budgets == sorted(budgets) and len(budgets) == 2
+    epochs = [recipes.SPEED_RUN_RECIPES[b].epochs for b in budgets]
+    assert epochs == sorted(epochs) and epochs[0] < epochs[1]
+    for recipe in recipes.SPEED_RUN_RECIPES.values():
+        assert recipe == recipes.RESNET_RECIPE.but(epochs=recipe.epochs)
