@@ -85,15 +85,20 @@ def results_markdown() -> str:
     )
 
 
+def seed_table_head(first: list[str], seeds: list[int], last: list[str]) -> list[str]:
+    """A Markdown table's header and rule: the `first` columns, one column per seed, then the `last` ones."""
+    columns = [*first, *(f"seed {seed}" for seed in seeds), *last]
+    return ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+
+
 def going_further_markdown() -> str:
     """Lesson 07's two headline results: test accuracy per seed of the final fits, with training times."""
     result = load("going_further")
-    header = (
-        "| lesson 07, final fit on 60,000 images | parameters | multiply-adds | "
-        + " | ".join(f"seed {seed}" for seed in result["seeds"])
-        + " | training time (longest) |"
+    rows = seed_table_head(
+        ["lesson 07, final fit on 60,000 images", "parameters", "multiply-adds"],
+        result["seeds"],
+        ["training time (longest)"],
     )
-    rows = [header, "|---|---|---|" + "---|" * len(result["seeds"]) + "---|"]
     for key, name in (("cnn_batch", "CNNBatch 16×16"), ("resnet", "ResNet 28×28")):
         model = result[key]
         runs = model["runs"]
@@ -110,12 +115,11 @@ def going_further_markdown() -> str:
 def speed_runs_markdown() -> str:
     """The ResNet's speed runs: test accuracy per seed within each training budget, against the target."""
     result = load("speed_runs")
-    header = (
-        "| lesson 07's ResNet, speed runs | training budget | epochs | "
-        + " | ".join(f"seed {seed}" for seed in result["seeds"])
-        + " | training time (longest) | chosen on validation |"
+    rows = seed_table_head(
+        ["lesson 07's ResNet, speed runs", "training budget", "epochs"],
+        result["seeds"],
+        ["training time (longest)", "chosen on validation"],
     )
-    rows = [header, "|---|---|---|" + "---|" * len(result["seeds"]) + "---|---|"]
     for point in result["budgets"]:
         runs = point["runs"]
         rows.append(
