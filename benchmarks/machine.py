@@ -24,12 +24,22 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool | None:
+    """Whether the CPU has bfloat16 instructions (AVX-512 BF16 or AMX), which bf16 autocast needs to pay; None off Linux."""
+    try:
+        flags = next(line for line in cpuinfo.read_text().splitlines() if line.startswith("flags"))
+    except (OSError, StopIteration):
+        return None
+    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
+
+
 def machine() -> dict:
     """CPU, cores, torch version, device and today's date."""
     return {
         "cpu": cpu_model(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
+        "cpu_bf16": cpu_has_bf16(),
         "torch": torch.__version__,
         "python": platform.python_version(),
         "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,

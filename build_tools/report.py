@@ -113,7 +113,8 @@ def going_further_markdown() -> str:
 
 
 def speed_runs_markdown() -> str:
-    """The ResNet's speed runs: test accuracy per seed within each training budget, against the target."""
+    """The ResNet's speed runs: test accuracy per seed within each training budget, against the target, and
+    each budget's validation runs (float32 or bf16 autocast: the trick alone, measured)."""
     result = load("speed_runs")
     rows = seed_table_head(
         ["lesson 07's ResNet, speed runs", "training budget", "epochs"],
@@ -123,16 +124,42 @@ def speed_runs_markdown() -> str:
     for point in result["budgets"]:
         runs = point["runs"]
         rows.append(
-            f"| ResNet 28×28 | {point['budget_seconds'] / 60:.0f} min | {point['recipe']['epochs']} | "
+            f"| ResNet 28×28{', bf16' if point['recipe']['bf16'] else ''} | {point['budget_seconds'] / 60:.0f} min | "
+            f"{point['recipe']['epochs']} | "
             + " | ".join(f"{r['test_accuracy']:.2%}" for r in runs)
             + f" | {max(r['train_seconds'] for r in runs):.1f} s | {point['selected']} |"
         )
+    trials = [
+        "| validation run (seed 0, 55,000 images) | training budget | epochs | precision | validation accuracy "
+        "(its best candidate) | training time | chosen |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for point in result["budgets"]:
+        for trial in point["candidates"]:
+            validation = trial["validation_run"]
+            trials.append(
+                f"| ResNet 28×28 | {point['budget_seconds'] / 60:.0f} min | {trial['recipe']['epochs']} | "
+                f"{'bf16 autocast' if trial['recipe']['bf16'] else 'float32'} | "
+                f"{max(validation['selection_val_accuracy'].values()):.2%} | {validation['train_seconds']:.1f} s | "
+                f"{'yes' if trial['recipe'] == point['recipe'] else 'no'} |"
+            )
     loads = [r[key] for point in result["budgets"] for r in point["runs"] for key in ("load_before", "load_after")]
+    bf16 = {True: "this CPU has them", False: "this CPU lacks them", None: "not known for this CPU"}[
+        result["machine"].get("cpu_bf16")
+    ]
     return "\n".join(
         rows
         + [
             "",
-            "The same recipe and protocol as the ResNet above, trained for as many epochs as fit each budget. "
+            "The same recipe and protocol as the ResNet above, for as many epochs as fit each budget: in float32, "
+            "and with bfloat16 autocast (`Recipe(bf16=True)`: the forward pass in bfloat16, the weights and the "
+            "optimizer in float32), which makes each epoch faster so more of them fit. A validation run of each "
+            "chooses; the test set measures only the chosen one's final fits:",
+            "",
+            *trials,
+            "",
+            f"bf16 autocast pays on a CPU with bfloat16 instructions (AVX-512 BF16 or AMX: {bf16}) and "
+            "on recent GPUs; elsewhere it is emulated, and slower than float32. "
             f"{machine_line(result['machine'])}, load average {min(loads):.1f}–{max(loads):.1f} during the final "
             f"fits, whose own {result['machine']['torch_threads']} threads count in it "
             "(`python benchmarks/going_further.py --speed-runs`):",

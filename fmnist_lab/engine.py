@@ -16,7 +16,9 @@ from __future__ import annotations
 import copy
 import time
 from collections.abc import Callable, Iterable
+from contextlib import nullcontext
 from dataclasses import dataclass
+from functools import partial
 from typing import Protocol, TypedDict
 
 import torch
@@ -80,7 +82,9 @@ class Plan:
     `loss(logits, labels)` is the batch loss; `lr_at(step, total_steps)` sets the learning rate before every
     step (a schedule); `augment` transforms every training batch; `average` builds a weight average of the
     placed model (an EMA), updated after every step and validated instead of it; `tta` validates with flip
-    test-time augmentation. `channels_last` trains in that layout; `details` records `DetailedEpochRecord`s.
+    test-time augmentation. `channels_last` trains in that layout; `bf16` runs each training step's forward pass in
+    bfloat16 (`torch.autocast`; the loss, the weights, the optimizer and validation stay float32); `details` records
+    `DetailedEpochRecord`s.
     `sync_batchnorm` (several ranks only): batch norm over the global batch; False keeps each rank's slice.
     """
 
@@ -94,6 +98,7 @@ class Plan:
     average: Callable[[nn.Module], WeightAverage] | None = None
     tta: bool = False
     channels_last: bool = True
+    bf16: bool = False
     details: bool = False
     sync_batchnorm: bool = True
 
@@ -220,6 +225,8 @@ def _train_epoch(
     cost = torch.zeros((), device=batches.labels.device)
     correct = torch.zeros((), dtype=torch.long, device=batches.labels.device)
     bar = _progress_bar(batches, title) if title else batches
+    # Built only for bf16: torch.autocast raises on a device without autocast support, even when disabled.
+    precision = partial(torch.autocast, batches.labels.device.type, torch.bfloat16) if plan.bf16 else nullcontext
     model.train()
     for step, (x, y) in enumerate(bar, first_step):
         if plan.lr_at is not None:
@@ -229,8 +236,9 @@ def _train_epoch(
             x = plan.augment(x)
         if world is not None:
             x, y = world.shard(x), world.shard(y)
-        logits = model(x.contiguous(memory_format=layout))
-        loss = plan.loss(logits, y)
+        with precision():
+            logits = model(x.contiguous(memory_format=layout))
+        loss = plan.loss(logits.float(), y)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()

@@ -14,14 +14,15 @@ going_further, report = benchmark_script("going_further"), build_tool("report")
 
 @pytest.fixture(scope="module")
 def small_speed_runs(tmp_path_factory):
-    """The speed runs of one and two epochs, on 1,000 training, 300 validation and 300 test images, seeds 0 and 1."""
+    """The speed runs (one epoch or two in bf16, then two epochs), on 1,000 training, 300 validation and 300 test images, seeds 0 and 1."""
     results, original_splits = tmp_path_factory.mktemp("results"), going_further.splits
 
     def small(image_size):
         train, val, test = original_splits(image_size)
         return [(images[:n], labels[:n]) for (images, labels), n in zip((train, val, test), (1000, 300, 300))]
 
-    short = {60.0: recipes.RESNET_RECIPE.but(epochs=1), 90.0: recipes.RESNET_RECIPE.but(epochs=2)}
+    one, two = recipes.RESNET_RECIPE.but(epochs=1), recipes.RESNET_RECIPE.but(epochs=2)
+    short = {60.0: (one, two.but(bf16=True)), 90.0: (two,)}
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(going_further, "splits", small)
         patch.setattr(recipes, "SPEED_RUN_RECIPES", short)
@@ -34,8 +35,12 @@ def small_speed_runs(tmp_path_factory):
 def test_the_speed_runs_choose_on_validation_then_test_every_seeds_final_fit(small_speed_runs):
     _, result, _ = small_speed_runs
     assert [point["budget_seconds"] for point in result["budgets"]] == [60.0, 90.0]
-    assert [point["recipe"]["epochs"] for point in result["budgets"]] == [1, 2]
+    first, second = result["budgets"]
+    assert [c["recipe"]["bf16"] for c in first["candidates"]] == [False, True] and len(second["candidates"]) == 1
     for point in result["budgets"]:
+        scores = [max(c["validation_run"]["selection_val_accuracy"].values()) for c in point["candidates"]]
+        best = point["candidates"][scores.index(max(scores))]  # the first of equal scores
+        assert point["recipe"] == best["recipe"] and point["validation_run"] == best["validation_run"]
         assert (
             point["validation_run"]["seed"] == 0
             and point["selected"] in point["validation_run"]["selection_val_accuracy"]
@@ -55,5 +60,14 @@ def test_the_speed_runs_table_shows_every_seed_and_every_check_as_saved(small_sp
     _, result, table = small_speed_runs
     for point in result["budgets"]:
         assert all(f"{run['test_accuracy']:.2%}" in table for run in point["runs"])
+        for trial in point["candidates"]:  # every validation run, float32 or bf16, and whether it was chosen
+            validation = trial["validation_run"]
+            chosen = "yes" if trial["recipe"] == point["recipe"] else "no"
+            precision = "bf16 autocast" if trial["recipe"]["bf16"] else "float32"
+            row = (
+                f"| {trial['recipe']['epochs']} | {precision} | {max(validation['selection_val_accuracy'].values()):.2%} "
+                f"| {validation['train_seconds']:.1f} s | {chosen} |"
+            )
+            assert row in table
     for name, met in result["checks"].items():
         assert f"- [{'OK' if met else 'FAIL'}] {name}" in table

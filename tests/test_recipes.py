@@ -277,8 +277,9 @@ def _reference_loop(model: nn.Module, train_data, val_data, recipe: recipes.Reci
                 group["lr"] = recipe.lr_at(step, total)
             if recipe.augments():
                 x = recipes.augment(x, recipe, generator)
-            logits = model(x.contiguous(memory_format=torch.channels_last))
-            loss = recipes.label_smoothing_loss(logits, y, recipe.label_smoothing)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=recipe.bf16):
+                logits = model(x.contiguous(memory_format=torch.channels_last))
+            loss = recipes.label_smoothing_loss(logits.float(), y, recipe.label_smoothing)
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -300,8 +301,12 @@ def test_the_flip_tta_trick_trains_the_baselines_weights_so_lesson_07_reuses_the
 
 @pytest.mark.parametrize(
     "recipe",
-    [recipes.CNN_BATCH_RECIPE.but(epochs=1), EVERY_TRICK.but(schedule="cosine", normalize=False)],
-    ids=["CNN_BATCH_RECIPE, 1 epoch", "every trick"],
+    [
+        recipes.CNN_BATCH_RECIPE.but(epochs=1),
+        EVERY_TRICK.but(schedule="cosine", normalize=False),
+        EVERY_TRICK.but(epochs=1, bf16=True),
+    ],
+    ids=["CNN_BATCH_RECIPE, 1 epoch", "every trick", "every trick, bf16 autocast"],
 )
 def test_train_recipe_takes_the_steps_of_the_loop_written_out(small, recipe):
     """`train_recipe` on 2,000 images against lesson 07's loop written out: bit-identical weights, EMA, accuracies."""
@@ -313,6 +318,20 @@ def test_train_recipe_takes_the_steps_of_the_loop_written_out(small, recipe):
     for (name, ours), theirs in zip(result.ema_model.state_dict().items(), ema.model.state_dict().values()):
         assert torch.equal(ours, theirs), name
     assert [r["val_accuracy"] for r in result.history] == accuracies
+
+
+def test_bf16_runs_the_training_forward_pass_in_bfloat16_and_keeps_the_weights_float32(small):
+    seen = []
+    seed_everything(0)
+    model = CNNBatch()
+    model.cnn1.register_forward_hook(lambda module, inputs, output: seen.append((module.training, output.dtype)))
+    result = recipes.train_recipe(model, small[0], small[1], recipes.BASELINE.but(epochs=1, bf16=True), device="cpu")
+    assert {dtype for training, dtype in seen if training} == {torch.bfloat16}  # every training step
+    assert {dtype for training, dtype in seen if not training} == {torch.float32}  # validation stays float32
+    assert {p.dtype for p in result.model.parameters()} == {torch.float32}
+    fp32 = _train(small, recipes.BASELINE.but(epochs=1))
+    assert fp32.history[0]["cost"] != result.history[0]["cost"]
+    assert fp32.history[0]["cost"] == pytest.approx(result.history[0]["cost"], rel=0.02)
 
 
 def test_train_recipe_rejects_wrong_image_size(small):
@@ -370,10 +389,12 @@ def test_importing_the_package_leaves_tqdm_auto_alone():
     assert result.stdout.strip() == "[]"
 
 
-def test_the_speed_runs_are_the_resnet_recipe_with_more_epochs_for_a_larger_budget():
+def test_the_speed_runs_are_the_resnet_recipe_for_more_epochs_in_float32_and_bf16_for_a_larger_budget():
     budgets = list(recipes.SPEED_RUN_RECIPES)
     assert budgets == sorted(budgets) and len(budgets) == 2
-    epochs = [recipes.SPEED_RUN_RECIPES[b].epochs for b in budgets]
-    assert epochs == sorted(epochs) and epochs[0] < epochs[1]
-    for recipe in recipes.SPEED_RUN_RECIPES.values():
-        assert recipe == recipes.RESNET_RECIPE.but(epochs=recipe.epochs)
+    for precision in (0, 1):  # float32, then bf16: more epochs in a larger budget
+        epochs = [recipes.SPEED_RUN_RECIPES[b][precision].epochs for b in budgets]
+        assert epochs == sorted(epochs) and epochs[0] < epochs[1]
+    for fp32, bf16 in recipes.SPEED_RUN_RECIPES.values():  # bf16's faster epochs: more of them in the same budget
+        assert fp32 == recipes.RESNET_RECIPE.but(epochs=fp32.epochs) and not fp32.bf16
+        assert bf16 == recipes.RESNET_RECIPE.but(epochs=bf16.epochs, bf16=True) and bf16.epochs > fp32.epochs
