@@ -473,10 +473,10 @@ SPEED_RUN_RECIPES: dict[float, tuple[Recipe, ...]] = {
     600.0: (RESNET_RECIPE.but(epochs=26), RESNET_RECIPE.but(epochs=32, bf16=True)),
 }
 """The ResNet's speed runs: for each training budget, in seconds, on a 2-core CPU, its recipe for as many epochs as
-fit, in float32 and with bfloat16 autocast (about 1.3× faster per epoch on a CPU with bfloat16 instructions, so more
-epochs fit; slower on one without). A validation run chooses between them. The epochs come from the time per epoch
-on the AMD EPYC of 2026-12-07 and 08, with a margin for a shared machine (the same run took up to 17% longer from
-one hour to the next); `benchmarks/going_further.py --speed-runs` measures them (benchmarks/results/speed_runs.json)."""
+fit, in float32 and with bfloat16 autocast (faster per epoch on a CPU with bfloat16 instructions, so more epochs fit;
+slower on one without). A validation run chooses between them. The epochs come from the time per epoch measured on
+the benchmarks' AMD EPYC, with a margin for a shared machine, whose speed changes from hour to hour;
+`benchmarks/going_further.py --speed-runs` measures them (benchmarks/results/speed_runs.json)."""
 
 SPEED_RUN_TARGET_ACCURACY = 0.940
 """The speed runs' target: this test accuracy for every seed within the largest budget."""
